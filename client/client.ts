@@ -1,0 +1,104 @@
+// Composition root of the client: transport, reconnect loop with backoff, shutdown.
+import { Backoff } from "../shared/backoff.ts";
+import { log } from "../shared/log.ts";
+import type { TunnelGrant, TunnelRefusal } from "../shared/protocol.ts";
+import type { ClientConfig, TunnelSpec } from "./config.ts";
+import { openTransport } from "./proxy.ts";
+import { ClientSession } from "./session.ts";
+import type { StreamCounters } from "./streams.ts";
+
+/** What the client tells its user. */
+export interface ClientEvents {
+  /** A tunnel is ready (again, after every reconnect). */
+  ready(grant: TunnelGrant, spec: TunnelSpec): void;
+  /** A problem the user should read: a refusal, a lost connection, a retry. */
+  problem(message: string): void;
+}
+
+/** A running client. */
+export interface RunningClient {
+  /** Resolves when the client stops: `fatal` carries the message when retrying cannot help. */
+  readonly done: Promise<{ fatal: string | null }>;
+  readonly counters: StreamCounters;
+  /** Stops reconnecting, closes the control channel, lets open streams drain, then resolves. */
+  close(): Promise<void>;
+}
+
+/** Starts the client's reconnect loop. */
+export function runClient(config: ClientConfig, events: ClientEvents): RunningClient {
+  const logger = log("client");
+  const counters: StreamCounters = {
+    opened: 0,
+    active: 0,
+    localDialFailures: 0,
+    bytesToLocal: 0,
+    bytesFromLocal: 0,
+  };
+  const ports = new Map<string, number>();
+  const backoff = new Backoff({ baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
+  let stopping = false;
+  let current: ClientSession | null = null;
+  const sessions = new Set<ClientSession>();
+  let wake: (() => void) | null = null;
+
+  const done = (async (): Promise<{ fatal: string | null }> => {
+    const transport = await openTransport(config.server, config.caCert, config.proxy);
+    try {
+      while (!stopping) {
+        const session = new ClientSession(config, transport.client, ports, counters, {
+          onReady: (grant, spec) => events.ready(grant, spec),
+          onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
+          onTunnelClosed: (name, reason) =>
+            events.problem(`tunnel ${name} closed by the server: ${reason}`),
+        }, logger);
+        current = session;
+        sessions.add(session);
+        const started = Date.now();
+        const end = await session.run();
+        current = null;
+        const pool = session.pool;
+        if (!pool || pool.all.size === 0) sessions.delete(session);
+        else {
+          // Keep draining streams of the old session; forget it when they are done.
+          const check = setInterval(() => {
+            if (pool.all.size === 0) {
+              clearInterval(check);
+              sessions.delete(session);
+            }
+          }, 1000);
+        }
+        if (stopping) break;
+        if (end.fatal) return { fatal: end.message };
+        if (end.welcomed && Date.now() - started > 10_000) backoff.reset();
+        const wait = backoff.next();
+        events.problem(`${end.message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, wait);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = null;
+      }
+      return { fatal: null };
+    } finally {
+      const deadline = Date.now() + config.drainMs;
+      const open = () => [...sessions].reduce((n, s) => n + (s.pool?.all.size ?? 0), 0);
+      while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const s of sessions) for (const b of s.pool?.all ?? []) b.abort("client shutting down");
+      await transport.close();
+    }
+  })();
+
+  return {
+    done,
+    counters,
+    async close() {
+      stopping = true;
+      current?.close();
+      wake?.();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,237 @@
+// The server's configuration: defaults, command-line parsing and validation, built once in main.ts.
+import { parseArgs } from "node:util";
+import type { LogLevel } from "@logtape/logtape";
+import { parseHostPort, parsePortRange, type PortRange } from "../shared/address.ts";
+import { parseLogLevel } from "../shared/log.ts";
+import {
+  DEFAULT_PATH_PREFIX,
+  HANDSHAKE_TIMEOUT_MS,
+  HEARTBEAT_INTERVAL_MS,
+} from "../shared/protocol.ts";
+import { Secret } from "../shared/secret.ts";
+
+/** Everything the server needs, fully defaulted and validated. */
+export interface ServerConfig {
+  readonly listenHost: string;
+  readonly listenPort: number;
+  readonly pathPrefix: string;
+  readonly tokens: readonly Secret[];
+  readonly portRange: PortRange;
+  readonly bindHost: string;
+  readonly publicHost: string | null;
+  readonly tlsCert: string | null;
+  readonly tlsKey: string | null;
+  readonly graceMs: number;
+  readonly holdTimeoutMs: number;
+  readonly maxTunnelsPerClient: number;
+  readonly maxConnectionsPerClient: number;
+  readonly tunnelsPerMinute: number;
+  readonly maxPending: number;
+  readonly authFailuresPerMinute: number;
+  readonly authBlockMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly heartbeatMs: number;
+  readonly drainMs: number;
+  readonly statsIntervalMs: number;
+  readonly logLevel: LogLevel;
+  readonly logFile: string | null;
+}
+
+/** Defaults for every field that has one. */
+export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"> = {
+  listenHost: "0.0.0.0",
+  listenPort: 8080,
+  pathPrefix: DEFAULT_PATH_PREFIX,
+  portRange: { low: 10000, high: 10999 },
+  bindHost: "0.0.0.0",
+  publicHost: null,
+  graceMs: 60_000,
+  holdTimeoutMs: 15_000,
+  maxTunnelsPerClient: 16,
+  maxConnectionsPerClient: 256,
+  tunnelsPerMinute: 60,
+  maxPending: 64,
+  authFailuresPerMinute: 10,
+  authBlockMs: 5 * 60_000,
+  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  heartbeatMs: HEARTBEAT_INTERVAL_MS,
+  drainMs: 10_000,
+  statsIntervalMs: 300_000,
+  logLevel: "info",
+  logFile: null,
+};
+
+/** Builds a config from partial fields (tests use this with port 0). */
+export function serverConfig(
+  fields: Partial<ServerConfig> & { tokens: readonly Secret[] },
+): ServerConfig {
+  const cfg: ServerConfig = { ...SERVER_DEFAULTS, tlsCert: null, tlsKey: null, ...fields };
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: ServerConfig): void {
+  if (cfg.tokens.length === 0) {
+    throw new TypeError(
+      "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
+    );
+  }
+  if ((cfg.tlsCert === null) !== (cfg.tlsKey === null)) {
+    throw new TypeError("--tls-cert and --tls-key must be given together");
+  }
+  if (!/^(\/[A-Za-z0-9._~-]+)*$/.test(cfg.pathPrefix)) {
+    throw new TypeError(
+      `invalid --path-prefix "${cfg.pathPrefix}": use a path like /_mport (no trailing slash)`,
+    );
+  }
+  for (
+    const [name, v] of [
+      ["--max-tunnels-per-client", cfg.maxTunnelsPerClient],
+      ["--max-connections-per-client", cfg.maxConnectionsPerClient],
+      ["--tunnels-per-minute", cfg.tunnelsPerMinute],
+      ["--max-pending", cfg.maxPending],
+    ] as const
+  ) {
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new TypeError(`${name} must be a whole number >= 1`);
+    }
+  }
+}
+
+/** Usage text for `mport-server --help`. */
+export const SERVER_USAGE = `mport-server: publish TCP services of connected mport clients.
+
+Usage: mport-server [options]
+
+  --listen HOST:PORT             HTTP/WebSocket address (default 0.0.0.0:8080)
+  --path-prefix PATH             prefix of the tunnel endpoints (default /_mport)
+  --token TOKEN                  accepted client token (repeatable)
+  --tokens-file FILE             file with one token per line
+  --port-range LOW-HIGH          public ports handed out (default 10000-10999)
+  --bind HOST                    address public ports listen on (default 0.0.0.0)
+  --public-host NAME             host name in addresses reported to clients
+  --tls-cert FILE --tls-key FILE serve HTTPS/WSS directly
+  --grace SECONDS                keep a dropped client's ports this long (default 60)
+  --hold-timeout SECONDS         hold user connections for a returning client (default 15)
+  --max-tunnels-per-client N     (default 16)
+  --max-connections-per-client N (default 256)
+  --tunnels-per-minute N         (default 60)
+  --max-pending N                unbridged connections per tunnel (default 64)
+  --drain SECONDS                on shutdown, let open streams finish this long (default 10)
+  --log-level LEVEL              trace, debug, info, warning, error (default info)
+  --log-file FILE                also write JSON lines to FILE
+  --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
+  -h, --help                     show this help
+
+Environment: MPORT_TOKENS (comma-separated tokens).
+`;
+
+function seconds(text: string, flag: string, allowZero = false): number {
+  const v = Number(text);
+  if (!Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+    throw new TypeError(`invalid ${flag} "${text}": expected a number of seconds`);
+  }
+  return Math.round(v * 1000);
+}
+
+function count(text: string, flag: string): number {
+  const v = Number(text);
+  if (!Number.isSafeInteger(v) || v < 1) {
+    throw new TypeError(`invalid ${flag} "${text}": expected a whole number >= 1`);
+  }
+  return v;
+}
+
+/** Result of parsing the command line: a config, or a request for help. */
+export type ServerArgs = { readonly help: true } | {
+  readonly help: false;
+  readonly config: ServerConfig;
+};
+
+/**
+ * Parses `mport-server` arguments and environment. File reads (`--tokens-file`) go through
+ * `readFile` so that tests need no files.
+ */
+export function parseServerArgs(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  readFile: (path: string) => string,
+): ServerArgs {
+  const { values } = parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      listen: { type: "string" },
+      "path-prefix": { type: "string" },
+      token: { type: "string", multiple: true },
+      "tokens-file": { type: "string" },
+      "port-range": { type: "string" },
+      bind: { type: "string" },
+      "public-host": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      grace: { type: "string" },
+      "hold-timeout": { type: "string" },
+      "max-tunnels-per-client": { type: "string" },
+      "max-connections-per-client": { type: "string" },
+      "tunnels-per-minute": { type: "string" },
+      "max-pending": { type: "string" },
+      drain: { type: "string" },
+      heartbeat: { type: "string" },
+      "log-level": { type: "string" },
+      "log-file": { type: "string" },
+      "stats-interval": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return { help: true };
+  const tokens: string[] = [...(values.token ?? [])];
+  if (values["tokens-file"]) {
+    const text = readFile(values["tokens-file"]);
+    tokens.push(...text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#")));
+  }
+  if (env.MPORT_TOKENS) {
+    tokens.push(...env.MPORT_TOKENS.split(",").map((t) => t.trim()).filter(Boolean));
+  }
+  for (const t of tokens) {
+    if (t.length < 8) throw new TypeError("every token must be at least 8 characters long");
+  }
+  const listen = parseHostPort(values.listen ?? "0.0.0.0:8080", "0.0.0.0", true);
+  const d = SERVER_DEFAULTS;
+  const config = serverConfig({
+    listenHost: listen.host,
+    listenPort: listen.port,
+    pathPrefix: values["path-prefix"]?.replace(/\/+$/, "") ?? d.pathPrefix,
+    tokens: tokens.map((t) => new Secret(t)),
+    portRange: values["port-range"] ? parsePortRange(values["port-range"]) : d.portRange,
+    bindHost: values.bind ?? d.bindHost,
+    publicHost: values["public-host"] ?? null,
+    tlsCert: values["tls-cert"] ? readFile(values["tls-cert"]) : null,
+    tlsKey: values["tls-key"] ? readFile(values["tls-key"]) : null,
+    graceMs: values.grace ? seconds(values.grace, "--grace", true) : d.graceMs,
+    holdTimeoutMs: values["hold-timeout"]
+      ? seconds(values["hold-timeout"], "--hold-timeout", true)
+      : d.holdTimeoutMs,
+    maxTunnelsPerClient: values["max-tunnels-per-client"]
+      ? count(values["max-tunnels-per-client"], "--max-tunnels-per-client")
+      : d.maxTunnelsPerClient,
+    maxConnectionsPerClient: values["max-connections-per-client"]
+      ? count(values["max-connections-per-client"], "--max-connections-per-client")
+      : d.maxConnectionsPerClient,
+    tunnelsPerMinute: values["tunnels-per-minute"]
+      ? count(values["tunnels-per-minute"], "--tunnels-per-minute")
+      : d.tunnelsPerMinute,
+    maxPending: values["max-pending"]
+      ? count(values["max-pending"], "--max-pending")
+      : d.maxPending,
+    drainMs: values.drain ? seconds(values.drain, "--drain", true) : d.drainMs,
+    heartbeatMs: values.heartbeat ? seconds(values.heartbeat, "--heartbeat") : d.heartbeatMs,
+    statsIntervalMs: values["stats-interval"]
+      ? seconds(values["stats-interval"], "--stats-interval", true)
+      : d.statsIntervalMs,
+    logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : d.logLevel,
+    logFile: values["log-file"] ?? null,
+  });
+  return { help: false, config };
+}

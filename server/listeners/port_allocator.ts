@@ -1,0 +1,97 @@
+// Binds public TCP listeners: a requested port inside the range, or any free port from it.
+import type { PortRange } from "../../shared/address.ts";
+import type { ErrorCode } from "../../shared/protocol.ts";
+
+/** A tunnel request the server cannot grant; `code` travels to the client. */
+export class TunnelRefused extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "TunnelRefused";
+    this.code = code;
+  }
+}
+
+/** Hands out public ports from a range and binds them. */
+export class PortAllocator {
+  readonly #range: PortRange;
+  readonly #bindHost: string;
+  /** Ports held by tunnels (bound, or kept through a grace period). */
+  readonly #held = new Set<number>();
+  #cursor: number;
+
+  constructor(range: PortRange, bindHost: string, random: () => number = Math.random) {
+    this.#range = range;
+    this.#bindHost = bindHost;
+    this.#cursor = range.low + Math.floor(random() * (range.high - range.low + 1));
+  }
+
+  /** True if the port is inside the configured range. */
+  inRange(port: number): boolean {
+    return port >= this.#range.low && port <= this.#range.high;
+  }
+
+  /** True if a tunnel holds the port. */
+  held(port: number): boolean {
+    return this.#held.has(port);
+  }
+
+  /**
+   * Binds `requested` (must be in range and free) or, for 0, the next free port of the range.
+   * Throws `TunnelRefused` with a message that says what to do.
+   */
+  bind(requested: number): Deno.TcpListener {
+    const { low, high } = this.#range;
+    if (requested !== 0) {
+      if (!this.inRange(requested)) {
+        throw new TunnelRefused(
+          "port_out_of_range",
+          `port ${requested} is outside the server's allowed range ${low}-${high} (choose a port in that range, or none)`,
+        );
+      }
+      if (this.#held.has(requested)) {
+        throw new TunnelRefused(
+          "port_taken",
+          `port ${requested} is already used by another tunnel (choose another --remote-port)`,
+        );
+      }
+      const l = this.#tryListen(requested);
+      if (!l) {
+        throw new TunnelRefused(
+          "port_taken",
+          `cannot bind public port ${requested}: address already in use (choose another --remote-port)`,
+        );
+      }
+      return l;
+    }
+    const size = high - low + 1;
+    for (let i = 0; i < size; i++) {
+      const port = low + ((this.#cursor - low + i) % size);
+      if (this.#held.has(port)) continue;
+      const l = this.#tryListen(port);
+      if (l) {
+        this.#cursor = port + 1 > high ? low : port + 1;
+        return l;
+      }
+    }
+    throw new TunnelRefused("port_taken", `no free public port left in the range ${low}-${high}`);
+  }
+
+  /** Forgets a port when its tunnel is released. */
+  release(port: number): void {
+    this.#held.delete(port);
+  }
+
+  #tryListen(port: number): Deno.TcpListener | null {
+    try {
+      const l = Deno.listen({ hostname: this.#bindHost, port, transport: "tcp" });
+      this.#held.add(port);
+      return l;
+    } catch (e) {
+      if (e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.PermissionDenied) {
+        return null;
+      }
+      throw e;
+    }
+  }
+}

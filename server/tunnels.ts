@@ -1,0 +1,222 @@
+// Tunnels (a public listener owned by a token and a name) and the registry that grants and releases them.
+import type { Logger } from "@logtape/logtape";
+import { formatHostPort } from "../shared/address.ts";
+import type { TunnelGrant, TunnelRequest } from "../shared/protocol.ts";
+import type { StreamBridge } from "../shared/stream_bridge.ts";
+import type { ServerConfig } from "./config.ts";
+import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
+import type { Stats } from "./stats.ts";
+
+/** The part of a control session that tunnels need to know. */
+export interface TunnelOwnerSession {
+  readonly id: string;
+  readonly owner: string;
+  /** Tells the session that it no longer has this tunnel (taken over by another session). */
+  lostTunnel(tunnel: Tunnel, reason: string): void;
+}
+
+/** A public connection waiting for a data stream. */
+export interface PendingConn {
+  readonly conn: Deno.TcpConn;
+  readonly remote: string;
+  readonly since: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  /** Closes the connection and forgets it; idempotent. */
+  drop(reason: string): void;
+  /** Gives back the connection's slot in the counters once its stream ends; idempotent. */
+  release(): void;
+}
+
+/** One published port. */
+export class Tunnel {
+  readonly owner: string;
+  readonly name: string;
+  readonly port: number;
+  readonly url: string;
+  readonly local: string;
+  session: TunnelOwnerSession | null = null;
+  readonly pending: PendingConn[] = [];
+  readonly active = new Set<StreamBridge>();
+  graceTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #listener: Deno.TcpListener;
+  #closed = false;
+
+  constructor(
+    owner: string,
+    req: TunnelRequest,
+    listener: Deno.TcpListener,
+    publicHost: string,
+  ) {
+    this.owner = owner;
+    this.name = req.name;
+    this.local = req.local;
+    this.#listener = listener;
+    this.port = (listener.addr as Deno.NetAddr).port;
+    this.url = `tcp://${formatHostPort(publicHost, this.port)}`;
+  }
+
+  /** True once the listener is closed for good. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Accepts public connections until closed, handing each to `onConn`. */
+  async acceptLoop(
+    onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void,
+    log: Logger,
+  ): Promise<void> {
+    while (!this.#closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (e) {
+        if (this.#closed || e instanceof Deno.errors.BadResource) return;
+        // Transient accept errors (e.g. EMFILE) must not end the listener.
+        log.warn("accept on port {port} failed: {error}", { port: this.port, error: String(e) });
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (this.#closed) {
+        conn.close();
+        return;
+      }
+      onConn(this, conn);
+    }
+  }
+
+  /** Closes the listener and every pending connection; active streams are left to finish. */
+  close(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.graceTimer);
+    try {
+      this.#listener.close();
+    } catch {
+      // already closed
+    }
+    for (const p of [...this.pending]) p.drop(reason);
+  }
+
+  /** The grant reported to the client. */
+  grant(): TunnelGrant {
+    return { name: this.name, kind: "tcp", remotePort: this.port, url: this.url };
+  }
+}
+
+/** All tunnels of the server, keyed by owner and name. */
+export class TunnelRegistry {
+  readonly #tunnels = new Map<string, Tunnel>();
+  readonly #createdAt = new Map<string, number[]>();
+  readonly #ports: PortAllocator;
+  readonly #config: ServerConfig;
+  readonly #stats: Stats;
+  readonly #log: Logger;
+  readonly #onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void;
+  readonly #now: () => number;
+
+  constructor(
+    ports: PortAllocator,
+    config: ServerConfig,
+    stats: Stats,
+    log: Logger,
+    onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void,
+    now: () => number = Date.now,
+  ) {
+    this.#ports = ports;
+    this.#config = config;
+    this.#stats = stats;
+    this.#log = log;
+    this.#onConn = onConn;
+    this.#now = now;
+  }
+
+  /** Every tunnel, for shutdown and the API. */
+  all(): Tunnel[] {
+    return [...this.#tunnels.values()];
+  }
+
+  /**
+   * Gives `session` the tunnel it asks for: the one its owner already holds under that name (taken
+   * over from a dead or older session, keeping its port), or a new one. Throws `TunnelRefused`.
+   */
+  acquire(session: TunnelOwnerSession, req: TunnelRequest, publicHost: string): Tunnel {
+    const key = `${session.owner}\0${req.name}`;
+    const existing = this.#tunnels.get(key);
+    if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
+      if (existing.session && existing.session !== session) {
+        existing.session.lostTunnel(
+          existing,
+          "taken over by a newer connection of the same client",
+        );
+      }
+      clearTimeout(existing.graceTimer);
+      existing.graceTimer = undefined;
+      existing.session = session;
+      this.#log.info("tunnel {name} ({url}) resumed by session {session}", {
+        name: existing.name,
+        url: existing.url,
+        session: session.id,
+      });
+      return existing;
+    }
+    if (existing) this.release(existing, "the client asked for a different port");
+    const owned = this.all().filter((t) => t.owner === session.owner).length;
+    if (owned >= this.#config.maxTunnelsPerClient) {
+      throw new TunnelRefused(
+        "tunnel_limit",
+        `tunnel limit reached: at most ${this.#config.maxTunnelsPerClient} tunnels per client`,
+      );
+    }
+    const now = this.#now();
+    const recent = (this.#createdAt.get(session.owner) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= this.#config.tunnelsPerMinute) {
+      throw new TunnelRefused(
+        "rate_limited",
+        `too many new tunnels: at most ${this.#config.tunnelsPerMinute} per minute, try again shortly`,
+      );
+    }
+    const listener = this.#ports.bind(req.remotePort);
+    recent.push(now);
+    this.#createdAt.set(session.owner, recent);
+    const tunnel = new Tunnel(session.owner, req, listener, publicHost);
+    tunnel.session = session;
+    this.#tunnels.set(key, tunnel);
+    this.#stats.tunnelsCreated++;
+    this.#stats.tunnelsActive++;
+    tunnel.acceptLoop(this.#onConn, this.#log);
+    this.#log.info("tunnel {name} opened on {url} for {local}", {
+      name: tunnel.name,
+      url: tunnel.url,
+      local: tunnel.local,
+    });
+    return tunnel;
+  }
+
+  /** The session is gone: keep its tunnels for the grace period, then release them. */
+  detach(session: TunnelOwnerSession, graceMs: number): void {
+    for (const t of this.#tunnels.values()) {
+      if (t.session !== session) continue;
+      t.session = null;
+      clearTimeout(t.graceTimer);
+      t.graceTimer = setTimeout(() => {
+        this.release(t, `client did not come back within ${graceMs / 1000} s`);
+      }, graceMs);
+    }
+  }
+
+  /** Closes a tunnel's port for good. */
+  release(tunnel: Tunnel, reason: string): void {
+    const key = `${tunnel.owner}\0${tunnel.name}`;
+    if (this.#tunnels.get(key) !== tunnel) return;
+    this.#tunnels.delete(key);
+    tunnel.close(reason);
+    this.#ports.release(tunnel.port);
+    this.#stats.tunnelsActive--;
+    this.#stats.tunnelsReleased++;
+    this.#log.info("tunnel {name} released port {port}: {reason}", {
+      name: tunnel.name,
+      port: tunnel.port,
+      reason,
+    });
+  }
+}

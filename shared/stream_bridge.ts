@@ -1,0 +1,352 @@
+// Bridges one TCP connection and one data-stream WebSocket, with credit-window flow control.
+import {
+  ACK_THRESHOLD_BYTES,
+  BUFFERED_HIGH_WATER_BYTES,
+  CloseCode,
+  decodeStreamControl,
+  encode,
+  MAX_DATA_FRAME_BYTES,
+  ProtocolError,
+  READ_CHUNK_BYTES,
+  STREAM_WINDOW_BYTES,
+  type StreamControlMessage,
+} from "./protocol.ts";
+
+/** How a stream ended, for logs and counters. */
+export interface StreamEnd {
+  /** True when both directions reached EOF and every byte was delivered. */
+  readonly clean: boolean;
+  /** Why it ended, when it did not end cleanly. */
+  readonly reason?: string;
+  /** Error kind for counters (`protocol`, `reset`, `peer_error`, `local_dial`, …). */
+  readonly kind?: string;
+}
+
+/** Hooks a bridge reports through; all optional. */
+export interface StreamBridgeHooks {
+  /** The peer sent `open` (client side: the server assigned this pooled stream). */
+  onOpen?(msg: Extract<StreamControlMessage, { type: "open" }>): void;
+  /** Bytes read from TCP and sent into the WebSocket. */
+  onSent?(bytes: number): void;
+  /** Bytes received from the WebSocket and written to TCP. */
+  onReceived?(bytes: number): void;
+  /** Called once when the stream is over. */
+  onEnd?(end: StreamEnd): void;
+}
+
+/** Tunables, defaulting to the protocol constants (tests shrink them). */
+export interface StreamBridgeOptions {
+  readonly window?: number;
+  readonly ackThreshold?: number;
+  readonly highWater?: number;
+  readonly chunk?: number;
+}
+
+const POLL_MS = 1;
+
+/**
+ * One data stream. Created as soon as its WebSocket is open; `attach()` gives it the TCP
+ * connection. Data that arrives before `attach()` waits in the (credit-bounded) write queue.
+ */
+export class StreamBridge {
+  readonly ws: WebSocket;
+  #conn: Deno.Conn | null = null;
+  #hooks: StreamBridgeHooks;
+  readonly #window: number;
+  readonly #ackThreshold: number;
+  readonly #highWater: number;
+  readonly #chunk: number;
+
+  #sendCredit: number;
+  #creditWaiter: (() => void) | null = null;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #unacked = 0;
+  #writing = false;
+  #eofReceived = false;
+  #eofSent = false;
+  #writeShut = false;
+  #ended = false;
+  #wsClosed = false;
+
+  constructor(ws: WebSocket, hooks: StreamBridgeHooks = {}, opts: StreamBridgeOptions = {}) {
+    this.ws = ws;
+    this.#hooks = hooks;
+    this.#window = opts.window ?? STREAM_WINDOW_BYTES;
+    this.#ackThreshold = opts.ackThreshold ?? ACK_THRESHOLD_BYTES;
+    this.#highWater = opts.highWater ?? BUFFERED_HIGH_WATER_BYTES;
+    this.#chunk = opts.chunk ?? READ_CHUNK_BYTES;
+    this.#sendCredit = this.#window;
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (e) => this.#onMessage(e.data);
+    ws.onclose = (e) => this.#onWsClose(e.code, e.reason);
+    ws.onerror = () => {};
+  }
+
+  /** True once the stream is over in both directions or was aborted. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** True while the WebSocket is open and no TCP connection is attached yet. */
+  get idle(): boolean {
+    return this.#conn === null && !this.#ended && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Replaces the hooks (the server sets them when it assigns a pooled stream). */
+  setHooks(hooks: StreamBridgeHooks): void {
+    this.#hooks = hooks;
+  }
+
+  /** Sends a stream control message (e.g. `open`); false if the socket is not open. */
+  sendControl(msg: StreamControlMessage): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    try {
+      this.ws.send(encode(msg));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Starts pumping between the WebSocket and `conn`. */
+  attach(conn: Deno.Conn): void {
+    if (this.#conn) throw new Error("stream already has a connection");
+    this.#conn = conn;
+    if (this.#ended) {
+      safeClose(conn);
+      return;
+    }
+    this.#kickWriter();
+    this.#readLoop(conn);
+  }
+
+  /** Reports an error to the peer and tears the stream down. */
+  fail(
+    code: Extract<StreamControlMessage, { type: "error" }>["code"],
+    message: string,
+    closeCode: number,
+  ): void {
+    this.sendControl({ type: "error", code, message });
+    this.#abort(message, code, closeCode);
+  }
+
+  /** Tears the stream down without telling the peer why (e.g. shutdown deadline). */
+  abort(reason: string): void {
+    this.#abort(reason, "aborted", CloseCode.streamReset);
+  }
+
+  #onMessage(data: unknown): void {
+    if (this.#ended) return;
+    try {
+      if (data instanceof ArrayBuffer) this.#onData(new Uint8Array(data));
+      else if (typeof data === "string") this.#onControl(decodeStreamControl(data));
+      else throw new ProtocolError("unexpected frame type");
+    } catch (e) {
+      const err = e instanceof ProtocolError ? e : new ProtocolError(String(e));
+      this.sendControl({ type: "error", code: "bad_message", message: err.message });
+      this.#abort(err.message, "protocol", err.closeCode);
+    }
+  }
+
+  #onData(chunk: Uint8Array): void {
+    if (chunk.byteLength > MAX_DATA_FRAME_BYTES) {
+      throw new ProtocolError(
+        `data frame of ${chunk.byteLength} bytes exceeds the ${MAX_DATA_FRAME_BYTES}-byte limit`,
+        CloseCode.tooLarge,
+      );
+    }
+    if (this.#eofReceived) throw new ProtocolError("data after eof");
+    if (chunk.byteLength === 0) return;
+    this.#queued += chunk.byteLength;
+    if (this.#queued + this.#unacked > this.#window) {
+      throw new ProtocolError(`peer sent beyond the ${this.#window}-byte credit window`);
+    }
+    this.#queue.push(chunk);
+    this.#kickWriter();
+  }
+
+  #onControl(msg: StreamControlMessage): void {
+    switch (msg.type) {
+      case "ack": {
+        this.#sendCredit += msg.bytes;
+        if (this.#sendCredit > this.#window) {
+          throw new ProtocolError("peer acknowledged more than was sent");
+        }
+        const w = this.#creditWaiter;
+        this.#creditWaiter = null;
+        w?.();
+        return;
+      }
+      case "eof":
+        if (this.#eofReceived) throw new ProtocolError("duplicate eof");
+        this.#eofReceived = true;
+        this.#kickWriter();
+        return;
+      case "open":
+        if (this.#conn) throw new ProtocolError("open on a stream that is already bridged");
+        this.#hooks.onOpen?.(msg);
+        return;
+      case "error":
+        this.#abort(
+          msg.message,
+          msg.code === "local_dial_failed" ? "local_dial" : "peer_error",
+          CloseCode.normal,
+        );
+        return;
+      default: {
+        const never: never = msg;
+        throw new ProtocolError(`unhandled ${String(never)}`);
+      }
+    }
+  }
+
+  #kickWriter(): void {
+    if (this.#writing || !this.#conn) return;
+    this.#writing = true;
+    this.#writeLoop(this.#conn).finally(() => {
+      this.#writing = false;
+    });
+  }
+
+  async #writeLoop(conn: Deno.Conn): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.#ended) {
+        const chunk = this.#queue.shift()!;
+        await writeAll(conn, chunk);
+        this.#queued -= chunk.byteLength;
+        this.#unacked += chunk.byteLength;
+        this.#hooks.onReceived?.(chunk.byteLength);
+        if (this.#unacked >= this.#ackThreshold && !this.#wsClosed) {
+          this.sendControl({ type: "ack", bytes: this.#unacked });
+          this.#unacked = 0;
+        }
+      }
+      if (this.#ended) return;
+      if ((this.#eofReceived || this.#wsClosed) && this.#queue.length === 0 && !this.#writeShut) {
+        this.#writeShut = true;
+        await conn.closeWrite().catch(() => {});
+      }
+      this.#maybeFinish();
+    } catch (e) {
+      this.#abort(`write to TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
+    }
+  }
+
+  async #readLoop(conn: Deno.Conn): Promise<void> {
+    try {
+      while (!this.#ended && !this.#wsClosed) {
+        while (this.#sendCredit <= 0 && !this.#ended) {
+          await new Promise<void>((r) => (this.#creditWaiter = r));
+        }
+        while (this.ws.bufferedAmount > this.#highWater && !this.#ended && !this.#wsClosed) {
+          await delay(POLL_MS);
+        }
+        if (this.#ended || this.#wsClosed) return;
+        const buf = new Uint8Array(Math.min(this.#chunk, this.#sendCredit));
+        const n = await conn.read(buf);
+        if (this.#ended || this.#wsClosed) return;
+        if (n === null) {
+          this.#eofSent = true;
+          this.sendControl({ type: "eof" });
+          this.#maybeFinish();
+          return;
+        }
+        this.#sendCredit -= n;
+        this.ws.send(buf.subarray(0, n));
+        this.#hooks.onSent?.(n);
+      }
+    } catch (e) {
+      if (!this.#ended) {
+        this.#abort(`read from TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
+      }
+    }
+  }
+
+  #maybeFinish(): void {
+    if (this.#ended) return;
+    if (this.#eofSent && this.#eofReceived && this.#writeShut && this.#queue.length === 0) {
+      this.#finish({ clean: true }, CloseCode.normal, "done");
+    } else if (this.#wsClosed && this.#writeShut && this.#queue.length === 0) {
+      // The peer closed cleanly after both EOFs; we drained what it sent.
+      this.#finish({ clean: this.#eofSent && this.#eofReceived }, CloseCode.normal, "done");
+    }
+  }
+
+  #onWsClose(code: number, reason: string): void {
+    if (this.#wsClosed) return;
+    this.#wsClosed = true;
+    const w = this.#creditWaiter;
+    this.#creditWaiter = null;
+    w?.();
+    if (this.#ended) return;
+    if (code === CloseCode.normal && this.#conn) {
+      // Deliver what already arrived, then close.
+      this.#kickWriter();
+      return;
+    }
+    this.#abort(
+      reason || `stream closed by peer (code ${code})`,
+      code === CloseCode.normal ? "closed" : "peer_reset",
+      code,
+    );
+  }
+
+  #abort(reason: string, kind: string, closeCode: number): void {
+    if (this.#ended) return;
+    this.#finish(
+      { clean: false, reason, kind },
+      closeCode === CloseCode.normal ? CloseCode.normal : closeCode,
+      reason,
+    );
+  }
+
+  #finish(end: StreamEnd, closeCode: number, reason: string): void {
+    this.#ended = true;
+    this.#queue = [];
+    this.#queued = 0;
+    const w = this.#creditWaiter;
+    this.#creditWaiter = null;
+    w?.();
+    if (this.#conn) safeClose(this.#conn);
+    if (!this.#wsClosed && this.ws.readyState <= WebSocket.OPEN) {
+      try {
+        this.ws.close(closeCode, truncateReason(reason));
+      } catch {
+        // already closing
+      }
+    }
+    this.#hooks.onEnd?.(end);
+  }
+}
+
+/** Writes every byte of `data` to `conn`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.byteLength) {
+    off += await conn.write(off === 0 ? data : data.subarray(off));
+  }
+}
+
+function safeClose(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** WebSocket close reasons are limited to 123 bytes of UTF-8. */
+export function truncateReason(reason: string): string {
+  const bytes = new TextEncoder().encode(reason);
+  if (bytes.byteLength <= 123) return reason;
+  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, "") + "...";
+}
