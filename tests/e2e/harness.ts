@@ -1,0 +1,302 @@
+// End-to-end harness: spawns the real mport-server and mport client processes and TCP test services.
+
+const ROOT = new URL("../../", import.meta.url);
+const SERVER_MAIN = new URL("server/main.ts", ROOT).pathname;
+const CLIENT_MAIN = new URL("client/main.ts", ROOT).pathname;
+
+/** Reads a child's stdout/stderr line by line and lets tests wait for a matching line. */
+class LineReader {
+  readonly lines: string[] = [];
+  readonly #waiters: { re: RegExp; from: number; resolve: (m: RegExpMatchArray) => void }[] = [];
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      let buf = "";
+      const dec = new TextDecoder();
+      for await (const chunk of stream) {
+        buf += dec.decode(chunk, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          this.#push(buf.slice(0, i));
+          buf = buf.slice(i + 1);
+        }
+      }
+      if (buf) this.#push(buf);
+    })();
+  }
+
+  #push(line: string): void {
+    this.lines.push(line);
+    for (const w of [...this.#waiters]) {
+      const m = line.match(w.re);
+      if (m) {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  }
+
+  /** Resolves with the first line (from index `from` on) matching `re`. */
+  wait(re: RegExp, timeoutMs = 15_000, from = 0): Promise<RegExpMatchArray> {
+    for (let i = from; i < this.lines.length; i++) {
+      const m = this.lines[i]!.match(re);
+      if (m) return Promise.resolve(m);
+    }
+    return new Promise((resolve, reject) => {
+      const w = {
+        re,
+        from,
+        resolve: (m: RegExpMatchArray) => {
+          clearTimeout(t);
+          resolve(m);
+        },
+      };
+      const t = setTimeout(() => {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1);
+        reject(
+          new Error(
+            `no line matching ${re} within ${timeoutMs} ms; got:\n${this.lines.join("\n")}`,
+          ),
+        );
+      }, timeoutMs);
+      this.#waiters.push(w);
+    });
+  }
+}
+
+/** A spawned mport process. */
+export class Proc {
+  readonly child: Deno.ChildProcess;
+  readonly stdout: LineReader;
+  readonly stderr: LineReader;
+  #status: Promise<Deno.CommandStatus>;
+
+  constructor(child: Deno.ChildProcess) {
+    this.child = child;
+    this.stdout = new LineReader(child.stdout);
+    this.stderr = new LineReader(child.stderr);
+    this.#status = child.status;
+  }
+
+  /** Resolves with the exit status once the process is gone and its output read. */
+  async status(): Promise<Deno.CommandStatus> {
+    const s = await this.#status;
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return s;
+  }
+
+  /** Sends a signal (ignores a process that is already gone) and waits for the exit. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+    return await this.status();
+  }
+
+  /** Everything the process printed, for failure messages. */
+  output(): string {
+    return `--- stdout\n${this.stdout.lines.join("\n")}\n--- stderr\n${
+      this.stderr.lines.join("\n")
+    }`;
+  }
+}
+
+function spawn(main: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", main, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...env },
+  }).spawn();
+  return new Proc(child);
+}
+
+/** A running mport-server process. */
+export interface ServerProc extends Proc {
+  /** `ws://127.0.0.1:PORT` for clients. */
+  readonly wsUrl: string;
+  readonly httpUrl: string;
+  readonly port: number;
+}
+
+/** Default token used by e2e tests. */
+export const TEST_TOKEN = "e2e-test-token-0123456789";
+
+/**
+ * Starts mport-server on 127.0.0.1 (port 0 unless `--listen` is among `args`) and waits for its
+ * "listening" line. Public ports come from `range` (default: a random block of 50).
+ */
+export async function startServer(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<ServerProc> {
+  const hasListen = args.includes("--listen");
+  const hasRange = args.includes("--port-range");
+  const hasToken = args.includes("--token") || args.includes("--tokens-file");
+  const low = 20000 + Math.floor(Math.random() * 400) * 100;
+  const full = [
+    ...(hasListen ? [] : ["--listen", "127.0.0.1:0"]),
+    ...(hasRange ? [] : ["--port-range", `${low}-${low + 99}`]),
+    ...(hasToken ? [] : ["--token", TEST_TOKEN]),
+    "--bind",
+    "127.0.0.1",
+    "--stats-interval",
+    "0",
+    ...args,
+  ];
+  const p = spawn(SERVER_MAIN, full, env);
+  let m: RegExpMatchArray;
+  try {
+    m = await p.stdout.wait(/listening on (https?):\/\/([^ ]+):(\d+)/);
+  } catch (e) {
+    await p.stop("SIGKILL");
+    throw new Error(`${(e as Error).message}\n${p.output()}`);
+  }
+  const port = Number(m[3]);
+  const ws = m[1] === "https" ? "wss" : "ws";
+  return Object.assign(p, {
+    port,
+    wsUrl: `${ws}://127.0.0.1:${port}`,
+    httpUrl: `${m[1]}://127.0.0.1:${port}`,
+  });
+}
+
+/** Starts an mport client process with `args` (e.g. `["tcp", "127.0.0.1:9", "--server", url]`). */
+export function startClient(args: string[], env: Record<string, string> = {}): Proc {
+  const hasToken = args.includes("--token");
+  return spawn(CLIENT_MAIN, [...args, ...(hasToken ? [] : ["--token", TEST_TOKEN])], env);
+}
+
+/** Waits for the client's tunnel line and returns the public port. */
+export async function tunnelPort(client: Proc, from = 0, timeoutMs = 15_000): Promise<number> {
+  const m = await client.stdout.wait(/ tcp:\/\/[^ ]+:(\d+) -> /, timeoutMs, from);
+  return Number(m[1]);
+}
+
+/** A TCP echo service that honours half-close: echoes, then closes its write side at EOF. */
+export interface EchoServer {
+  readonly port: number;
+  /** Connections accepted so far. */
+  accepted: number;
+  close(): Promise<void>;
+}
+
+/** Starts an in-process TCP echo service on 127.0.0.1. */
+export function startEcho(): EchoServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const tasks = new Set<Promise<void>>();
+  const state = { port: (listener.addr as Deno.NetAddr).port, accepted: 0 };
+  const loop = (async () => {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return;
+      }
+      state.accepted++;
+      conns.add(conn);
+      const task = (async () => {
+        const buf = new Uint8Array(64 * 1024);
+        try {
+          while (true) {
+            const n = await conn.read(buf);
+            if (n === null) {
+              await conn.closeWrite();
+              break;
+            }
+            let off = 0;
+            while (off < n) off += await conn.write(buf.subarray(off, n));
+          }
+        } catch {
+          // peer reset
+        }
+        conns.delete(conn);
+        try {
+          conn.close();
+        } catch {
+          // closed
+        }
+      })();
+      tasks.add(task);
+      task.finally(() => tasks.delete(task));
+    }
+  })();
+  return Object.assign(state, {
+    async close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // closed
+        }
+      }
+      await loop;
+      await Promise.all([...tasks]);
+    },
+  });
+}
+
+/** Reads until EOF, returning every byte (bounded by `limit`). */
+export async function readAll(conn: Deno.Conn, limit = 512 * 1024 * 1024): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(256 * 1024);
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+    total += n;
+    if (total > limit) throw new Error(`more than ${limit} bytes`);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+/** SHA-256 of bytes, hex. */
+export async function sha256(data: Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Connects to 127.0.0.1:port, retrying briefly while the listener comes up. */
+export async function connect(port: number, timeoutMs = 5000): Promise<Deno.TcpConn> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    try {
+      return await Deno.connect({ hostname: "127.0.0.1", port });
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+/** Sends `data` then half-closes, while reading the reply to EOF; returns the reply. */
+export async function roundTrip(conn: Deno.Conn, data: Uint8Array): Promise<Uint8Array> {
+  const reading = readAll(conn);
+  let off = 0;
+  while (off < data.byteLength) off += await conn.write(data.subarray(off));
+  await conn.closeWrite();
+  return await reading;
+}
+
+/** Fetches the server's /metrics and returns the value of one series (0 when absent). */
+export async function metric(server: ServerProc, series: string): Promise<number> {
+  const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+  for (const line of text.split("\n")) {
+    if (line.startsWith(series + " ")) return Number(line.slice(series.length + 1));
+  }
+  return 0;
+}
