@@ -118,6 +118,9 @@ Usage: mport-server [options]
   --tunnels-per-minute N         (default 60)
   --max-pending N                unbridged connections per tunnel (default 64)
   --drain SECONDS                on shutdown, let open streams finish this long (default 10)
+  --heartbeat SECONDS            control-channel ping interval (default 15)
+  --handshake-timeout SECONDS    time a client has to send hello (default 10)
+  --auth-failures-per-minute N   failed logins per IP before a 5-minute block (default 10)
   --log-level LEVEL              trace, debug, info, warning, error (default info)
   --log-file FILE                also write JSON lines to FILE
   --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
@@ -179,6 +182,8 @@ export function parseServerArgs(
       "max-pending": { type: "string" },
       drain: { type: "string" },
       heartbeat: { type: "string" },
+      "handshake-timeout": { type: "string" },
+      "auth-failures-per-minute": { type: "string" },
       "log-level": { type: "string" },
       "log-file": { type: "string" },
       "stats-interval": { type: "string" },
@@ -227,6 +232,12 @@ export function parseServerArgs(
       : d.maxPending,
     drainMs: values.drain ? seconds(values.drain, "--drain", true) : d.drainMs,
     heartbeatMs: values.heartbeat ? seconds(values.heartbeat, "--heartbeat") : d.heartbeatMs,
+    handshakeTimeoutMs: values["handshake-timeout"]
+      ? seconds(values["handshake-timeout"], "--handshake-timeout")
+      : d.handshakeTimeoutMs,
+    authFailuresPerMinute: values["auth-failures-per-minute"]
+      ? count(values["auth-failures-per-minute"], "--auth-failures-per-minute")
+      : d.authFailuresPerMinute,
     statsIntervalMs: values["stats-interval"]
       ? seconds(values["stats-interval"], "--stats-interval", true)
       : d.statsIntervalMs,
