@@ -37,6 +37,7 @@ export interface SessionEvents {
 }
 
 const FATAL: ReadonlySet<ErrorCode> = new Set(["unauthorized", "version_mismatch"]);
+const UNFIXABLE: ReadonlySet<ErrorCode> = new Set(["port_out_of_range", "tunnel_limit"]);
 
 /** Runs one control connection until it ends; resolves with why. */
 export class ClientSession {
@@ -202,7 +203,13 @@ export class ClientSession {
       this.#events.onRefused(r, spec);
     }
     if (msg.tunnels.length === 0) {
-      this.#finish({ fatal: false, message: "the server granted no tunnel", welcomed: false });
+      // Retrying cannot fix a port outside the range or a tunnel limit; a taken port may free up.
+      const hopeless = msg.refused.length > 0 && msg.refused.every((r) => UNFIXABLE.has(r.code));
+      this.#finish({
+        fatal: hopeless,
+        message: hopeless ? "the server refused every tunnel" : "the server granted no tunnel",
+        welcomed: false,
+      });
       return;
     }
     const granted = new Map<string, TunnelSpec>();

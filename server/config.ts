@@ -50,7 +50,7 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   maxTunnelsPerClient: 16,
   maxConnectionsPerClient: 256,
   tunnelsPerMinute: 60,
-  maxPending: 64,
+  maxPending: 256,
   authFailuresPerMinute: 10,
   authBlockMs: 5 * 60_000,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
@@ -116,7 +116,7 @@ Usage: mport-server [options]
   --max-tunnels-per-client N     (default 16)
   --max-connections-per-client N (default 256)
   --tunnels-per-minute N         (default 60)
-  --max-pending N                unbridged connections per tunnel (default 64)
+  --max-pending N                unbridged connections per tunnel (default 256)
   --drain SECONDS                on shutdown, let open streams finish this long (default 10)
   --heartbeat SECONDS            control-channel ping interval (default 15)
   --handshake-timeout SECONDS    time a client has to send hello (default 10)
