@@ -252,7 +252,8 @@ export class ClientSession {
 }
 
 function describeClose(code: number, reason: string, networkError: string): string {
-  if (networkError && code === 1006) {
+  // Deno 2.9 reports a failed connection or upgrade as close code 0, not 1006.
+  if (networkError && (code === 1006 || code === 0)) {
     const m = /Invalid status code:? (\d+)/.exec(networkError);
     if (m?.[1] === "429") {
       return "the server refused: too many failed attempts from this address, try later";

@@ -32,7 +32,7 @@ export function parsePort(text: string, what = "port", allowZero = false): numbe
 export function parseHostPort(text: string, defaultHost: string, allowZero = false): HostPort {
   const t = text.trim();
   if (/^\d+$/.test(t)) return { host: defaultHost, port: parsePort(t, "port", allowZero) };
-  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(t) ?? /^([^:\s/]+):(\d+)$/.exec(t);
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(t) ?? /^([^:\s/[\]]+):(\d+)$/.exec(t);
   if (!m) throw new TypeError(`invalid address "${text}": expected HOST:PORT or PORT`);
   return { host: m[1]!, port: parsePort(m[2]!, "port", allowZero) };
 }
@@ -46,8 +46,16 @@ export function formatHostPort(host: string, port: number): string {
 export function parsePortRange(text: string): PortRange {
   const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(text);
   if (!m) throw new TypeError(`invalid port range "${text}": expected LOW-HIGH, e.g. 10000-10999`);
-  const low = parsePort(m[1]!, "port range");
-  const high = m[2] === undefined ? low : parsePort(m[2], "port range");
+  // Quote the whole range, not just the bad end, so the user sees what they typed.
+  const port = (digits: string): number => {
+    const p = Number(digits);
+    if (p < 1 || p > 65535) {
+      throw new TypeError(`invalid port range "${text}": ${digits} is not a port from 1 to 65535`);
+    }
+    return p;
+  };
+  const low = port(m[1]!);
+  const high = m[2] === undefined ? low : port(m[2]);
   if (low > high) {
     throw new TypeError(`invalid port range "${text}": ${low} is greater than ${high}`);
   }

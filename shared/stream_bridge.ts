@@ -176,6 +176,7 @@ export class StreamBridge {
         const w = this.#creditWaiter;
         this.#creditWaiter = null;
         w?.();
+        this.#maybeFinish();
         return;
       }
       case "eof":
@@ -226,6 +227,13 @@ export class StreamBridge {
       if ((this.#eofReceived || this.#wsClosed) && this.#queue.length === 0 && !this.#writeShut) {
         this.#writeShut = true;
         await conn.closeWrite().catch(() => {});
+        // Final ack: every byte the peer sent is on our TCP, so it may close. Until then it keeps
+        // the socket open, because closing while our acks are in flight resets the connection
+        // and destroys data we have not read yet.
+        if (this.#unacked > 0 && !this.#wsClosed) {
+          this.sendControl({ type: "ack", bytes: this.#unacked });
+          this.#unacked = 0;
+        }
       }
       this.#maybeFinish();
     } catch (e) {
@@ -265,7 +273,10 @@ export class StreamBridge {
 
   #maybeFinish(): void {
     if (this.#ended) return;
-    if (this.#eofSent && this.#eofReceived && this.#writeShut && this.#queue.length === 0) {
+    if (
+      this.#eofSent && this.#eofReceived && this.#writeShut && this.#queue.length === 0 &&
+      this.#sendCredit === this.#window
+    ) {
       this.#finish({ clean: true }, CloseCode.normal, "done");
     } else if (this.#wsClosed && this.#writeShut && this.#queue.length === 0) {
       // The peer closed cleanly after both EOFs; we drained what it sent.
@@ -280,8 +291,9 @@ export class StreamBridge {
     this.#creditWaiter = null;
     w?.();
     if (this.#ended) return;
-    if (code === CloseCode.normal && this.#conn) {
-      // Deliver what already arrived, then close.
+    if ((code === CloseCode.normal || this.#eofReceived) && this.#conn) {
+      // Deliver what already arrived, then close. After the peer's eof all its data is here, so
+      // even an abnormal close (a reset racing the close frame) must not drop the queue.
       this.#kickWriter();
       return;
     }
