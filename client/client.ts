@@ -71,7 +71,11 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
         if (end.fatal) return { fatal: end.message };
         if (end.welcomed && Date.now() - started > 10_000) backoff.reset();
         const wait = backoff.next();
-        events.problem(`${end.message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+        const proxyError = end.welcomed ? null : transport.lastProxyError();
+        const message = proxyError && end.message.startsWith("cannot reach the server")
+          ? `cannot reach the server: ${proxyError}`
+          : end.message;
+        events.problem(`${message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
           wake = () => {

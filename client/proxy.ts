@@ -8,6 +8,8 @@ const MAX_PROXY_RESPONSE_BYTES = 16 * 1024;
 /** An `HttpClient` for `new WebSocket(url, { client })`, plus what must be closed with it. */
 export interface Transport {
   readonly client: Deno.HttpClient | undefined;
+  /** The last failure talking to the proxy, for messages; null when none or no proxy. */
+  lastProxyError(): string | null;
   close(): Promise<void>;
 }
 
@@ -68,6 +70,7 @@ async function connectShim(proxy: ProxySpec, host: string, port: number): Promis
   const path = `${dir}/connect.sock`;
   const listener = Deno.listen({ transport: "unix", path });
   const open = new Set<Deno.Conn>();
+  let lastError: string | null = null;
   const pump = async (from: Deno.Conn, to: Deno.Conn) => {
     const buf = new Uint8Array(64 * 1024);
     try {
@@ -87,10 +90,14 @@ async function connectShim(proxy: ProxySpec, host: string, port: number): Promis
     for await (const local of listener) {
       open.add(local);
       connectViaProxy(proxy, host, port).then((remote) => {
+        lastError = null;
         open.add(remote);
         pump(local, remote);
         pump(remote, local);
-      }, () => {
+      }, (e) => {
+        lastError = e instanceof Deno.errors.ConnectionRefused || !(e instanceof Error)
+          ? `cannot connect to proxy ${proxy.url}: ${String((e as Error)?.message ?? e)}`
+          : e.message;
         if (open.delete(local)) local.close();
       });
     }
@@ -98,6 +105,7 @@ async function connectShim(proxy: ProxySpec, host: string, port: number): Promis
   const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
   return {
     client,
+    lastProxyError: () => lastError,
     async close() {
       client.close();
       listener.close();
@@ -130,11 +138,11 @@ export async function openTransport(
           : {}),
       },
     });
-    return { client, close: () => Promise.resolve(client.close()) };
+    return { client, lastProxyError: () => null, close: () => Promise.resolve(client.close()) };
   }
   if (caCerts) {
     const client = Deno.createHttpClient({ caCerts });
-    return { client, close: () => Promise.resolve(client.close()) };
+    return { client, lastProxyError: () => null, close: () => Promise.resolve(client.close()) };
   }
-  return { client: undefined, close: () => Promise.resolve() };
+  return { client: undefined, lastProxyError: () => null, close: () => Promise.resolve() };
 }

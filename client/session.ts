@@ -264,7 +264,11 @@ function describeClose(code: number, reason: string, networkError: string): stri
     if (m) {
       return `the server answered HTTP ${m[1]} instead of a WebSocket upgrade (check --server)`;
     }
-    return `cannot reach the server: ${networkError.replace(/^NetworkError: /, "")}`;
+    const detail = networkError.replace(/^NetworkError: /, "");
+    const tlsHint = /certificate|UnknownIssuer|NoApplicationProtocol|tls|alert/i.test(detail)
+      ? " (TLS failed: if the server uses a private CA or a self-signed certificate, pass --ca FILE)"
+      : "";
+    return `cannot reach the server: ${detail}${tlsHint}`;
   }
   return reason ? `connection closed: ${reason}` : `connection closed (code ${code})`;
 }
