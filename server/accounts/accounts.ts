@@ -1,0 +1,152 @@
+// Who a client is: token → user through the store (plus static --token tokens of the admin user).
+import { timingSafeEqual } from "node:crypto";
+import type { Secret } from "../../shared/secret.ts";
+import type { Store, User, UserLimits } from "../store/store.ts";
+import { hashPassword, hashToken, newToken } from "./secrets.ts";
+
+/** The authenticated identity behind a control session. */
+export interface Principal {
+  /** Key tunnels are owned by: one per user, so a user's tunnel names are their own. */
+  readonly owner: string;
+  readonly userId: number;
+  readonly userName: string;
+  /** Stored token id, or null for a static `--token`. */
+  readonly tokenId: number | null;
+  readonly tokenLabel: string;
+  readonly limits: UserLimits;
+}
+
+/** Result of checking a token. */
+export type AuthResult =
+  | { readonly ok: true; readonly principal: Principal }
+  | { readonly ok: false; readonly message: string };
+
+const WRONG_TOKEN = "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN";
+
+/** Credentials printed once on first start with an empty store. */
+export interface Bootstrap {
+  readonly user: string;
+  readonly password: string;
+  readonly token: string;
+}
+
+/** Resolves tokens to principals and re-checks them while sessions run. */
+export class Accounts {
+  readonly store: Store;
+  readonly #static: Buffer[];
+  readonly #now: () => number;
+
+  constructor(store: Store, staticTokens: readonly Secret[], now: () => number = Date.now) {
+    this.store = store;
+    this.#static = staticTokens.map((t) => Buffer.from(hashToken(t.reveal()), "hex"));
+    this.#now = now;
+  }
+
+  /**
+   * On an empty store, creates the `admin` user with a random password and a first client token,
+   * and returns them so they can be printed once. Returns null when users already exist.
+   */
+  async bootstrap(): Promise<Bootstrap | null> {
+    if ((await this.store.listUsers()).length > 0) return null;
+    const password = newToken().slice(3, 23);
+    const user = await this.store.createUser({
+      name: "admin",
+      role: "admin",
+      passwordHash: await hashPassword(password),
+    });
+    const token = newToken();
+    const rec = await this.store.createToken({
+      userId: user.id,
+      label: "first token",
+      hash: hashToken(token),
+      expiresAt: null,
+    });
+    const at = this.#now();
+    await this.store.addEvent({
+      at,
+      kind: "user_created",
+      userId: user.id,
+      detail: { name: "admin", role: "admin" },
+    });
+    await this.store.addEvent({
+      at,
+      kind: "token_created",
+      userId: user.id,
+      detail: { tokenId: rec.id, label: rec.label },
+    });
+    return { user: "admin", password, token };
+  }
+
+  async #staticAdmin(): Promise<User | null> {
+    const users = await this.store.listUsers();
+    return users.find((u) => u.role === "admin" && !u.disabled) ?? null;
+  }
+
+  /** Checks a bearer token. Failure messages say what is wrong without revealing anything. */
+  async authenticate(token: string): Promise<AuthResult> {
+    const hash = hashToken(token);
+    const h = Buffer.from(hash, "hex");
+    let isStatic = false;
+    for (const s of this.#static) if (timingSafeEqual(s, h)) isStatic = true;
+    if (isStatic) {
+      const admin = await this.#staticAdmin();
+      if (!admin) {
+        return { ok: false, message: "no enabled admin user owns the static --token tokens" };
+      }
+      return { ok: true, principal: principal(admin, null, "static token") };
+    }
+    const rec = await this.store.tokenByHash(hash);
+    if (!rec) return { ok: false, message: WRONG_TOKEN };
+    const now = this.#now();
+    if (rec.revokedAt !== null) {
+      return { ok: false, message: "this token was revoked: ask the operator for a new one" };
+    }
+    if (rec.expiresAt !== null && rec.expiresAt <= now) {
+      return {
+        ok: false,
+        message: `this token expired on ${
+          new Date(rec.expiresAt).toISOString()
+        }: ask the operator for a new one`,
+      };
+    }
+    const user = await this.store.userById(rec.userId);
+    if (!user) return { ok: false, message: WRONG_TOKEN };
+    if (user.disabled) {
+      return { ok: false, message: `user ${user.name} is disabled: ask the operator` };
+    }
+    await this.store.touchToken(rec.id, now);
+    await this.store.touchUser(user.id, now);
+    return { ok: true, principal: principal(user, rec.id, rec.label) };
+  }
+
+  /**
+   * Re-checks a running session's token and user; returns why it is no longer valid, or null.
+   * Also returns the user's current limits so changes apply without a reconnect.
+   */
+  async recheck(p: Principal): Promise<{ reason: string | null; limits: UserLimits }> {
+    const user = await this.store.userById(p.userId);
+    if (!user) return { reason: "the user was deleted", limits: p.limits };
+    if (user.disabled) return { reason: `user ${user.name} was disabled`, limits: user.limits };
+    if (p.tokenId !== null) {
+      const rec = await this.store.tokenById(p.tokenId);
+      if (!rec || rec.revokedAt !== null) {
+        return { reason: "this token was revoked", limits: user.limits };
+      }
+      if (rec.expiresAt !== null && rec.expiresAt <= this.#now()) {
+        return { reason: "this token expired", limits: user.limits };
+      }
+    }
+    return { reason: null, limits: user.limits };
+  }
+}
+
+function principal(user: User, tokenId: number | null, label: string): Principal {
+  return {
+    owner: `u${user.id}`,
+    userId: user.id,
+    userName: user.name,
+    tokenId,
+    tokenLabel: label,
+    limits: user.limits,
+  };
+}

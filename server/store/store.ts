@@ -1,0 +1,162 @@
+// The storage boundary: users, hashed tokens, reserved ports, hourly usage and audit events.
+
+/** A user's role. */
+export type Role = "admin" | "user";
+
+/** Per-user limits; null means "use the server default". */
+export interface UserLimits {
+  readonly maxTunnels: number | null;
+  readonly maxConnections: number | null;
+  /** Inclusive public port range the user may ask for, or null for the server's range. */
+  readonly portLow: number | null;
+  readonly portHigh: number | null;
+  /** Bytes (in + out) per calendar month (UTC), or null for unlimited. */
+  readonly monthlyQuotaBytes: number | null;
+}
+
+/** A stored user. Times are epoch milliseconds. */
+export interface User {
+  readonly id: number;
+  readonly name: string;
+  readonly email: string | null;
+  readonly role: Role;
+  readonly disabled: boolean;
+  /** scrypt hash in the form `scrypt$N$r$p$saltB64$hashB64`, or null when no password is set. */
+  readonly passwordHash: string | null;
+  readonly createdAt: number;
+  readonly lastSeenAt: number | null;
+  readonly limits: UserLimits;
+}
+
+/** A stored token (the secret itself is never stored, only its SHA-256 hex). */
+export interface TokenRecord {
+  readonly id: number;
+  readonly userId: number;
+  readonly label: string;
+  /** SHA-256 of the token, lowercase hex. */
+  readonly hash: string;
+  readonly createdAt: number;
+  readonly expiresAt: number | null;
+  readonly revokedAt: number | null;
+  readonly lastUsedAt: number | null;
+}
+
+/** A public port held for a user's named tunnel. */
+export interface PortReservation {
+  readonly port: number;
+  readonly userId: number;
+  /** Tunnel name, or null for a port an admin reserved without naming a tunnel. */
+  readonly tunnel: string | null;
+  readonly createdAt: number;
+}
+
+/** Usage of one tunnel in one hour. `hour` is the epoch ms of the hour's start (UTC). */
+export interface UsageRow {
+  readonly userId: number;
+  readonly tunnel: string;
+  readonly hour: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly connections: number;
+  readonly errors: number;
+}
+
+/** An audit event. */
+export interface AuditEvent {
+  readonly id: number;
+  readonly at: number;
+  /** e.g. `user_created`, `token_created`, `token_revoked`, `client_connected`, `tunnel_opened`. */
+  readonly kind: string;
+  readonly userId: number | null;
+  /** Free-form details (address, token label, port, reason). */
+  readonly detail: Record<string, unknown>;
+}
+
+/** Result of trying to reserve a port. */
+export type ReserveResult =
+  | { readonly ok: true; readonly reservation: PortReservation }
+  | { readonly ok: false; readonly heldBy: PortReservation };
+
+/** Thrown for a name that is already taken (user name). */
+export class ConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConflictError";
+  }
+}
+
+/**
+ * Persistent state of mport-server. Both implementations (SQLite, PostgreSQL) pass the same
+ * contract tests in tests/server/store/.
+ */
+export interface Store {
+  /** `sqlite:PATH` or `postgres://…` (password redacted), for logs. */
+  readonly description: string;
+
+  createUser(
+    u: {
+      name: string;
+      email?: string | null;
+      role: Role;
+      passwordHash?: string | null;
+      limits?: Partial<UserLimits>;
+    },
+  ): Promise<User>;
+  userById(id: number): Promise<User | null>;
+  userByName(name: string): Promise<User | null>;
+  listUsers(): Promise<User[]>;
+  /** Throws a RangeError when there is no such user (so do setUserLimits and setUserPassword). */
+  setUserDisabled(id: number, disabled: boolean): Promise<void>;
+  /** Sets the given limits (null clears one), leaves the others, returns the updated user. */
+  setUserLimits(id: number, limits: Partial<UserLimits>): Promise<User>;
+  setUserPassword(id: number, passwordHash: string): Promise<void>;
+  touchUser(id: number, at: number): Promise<void>;
+
+  createToken(
+    t: { userId: number; label: string; hash: string; expiresAt: number | null },
+  ): Promise<TokenRecord>;
+  tokenByHash(hash: string): Promise<TokenRecord | null>;
+  tokenById(id: number): Promise<TokenRecord | null>;
+  listTokens(userId?: number): Promise<TokenRecord[]>;
+  /** True if the token existed and was not revoked yet (an earlier `revokedAt` is kept). */
+  revokeToken(id: number, at: number): Promise<boolean>;
+  touchToken(id: number, at: number): Promise<void>;
+
+  /**
+   * Atomically reserves `port` for (userId, tunnel). Succeeds if the port is free or already held by
+   * the same user and tunnel (or by the same user with tunnel null, which is then named). Two
+   * concurrent calls for one port: exactly one succeeds.
+   *
+   * A tunnel holds at most one port: when (userId, tunnel) already holds another port, that
+   * reservation moves to `port` (the old port is released in the same transaction); when `port`
+   * is taken, nothing changes. With `tunnel` null, a port the same user already holds under any
+   * tunnel name is returned unchanged. A repeat call keeps the original `createdAt`. Throws a
+   * RangeError for a port outside 1–65535 or an unknown user.
+   */
+  reservePort(
+    r: { userId: number; tunnel: string | null; port: number; at: number },
+  ): Promise<ReserveResult>;
+  /** The port held for a user's named tunnel, if any. */
+  reservationFor(userId: number, tunnel: string): Promise<PortReservation | null>;
+  reservationByPort(port: number): Promise<PortReservation | null>;
+  listReservations(userId?: number): Promise<PortReservation[]>;
+  releasePort(port: number): Promise<boolean>;
+
+  /** Adds the rows to the stored hourly totals (upsert with addition). */
+  addUsage(rows: readonly UsageRow[]): Promise<void>;
+  /** Hourly rows, oldest first, optionally for one user and from `since` (epoch ms) on. */
+  usage(q: { userId?: number; since?: number }): Promise<UsageRow[]>;
+  /** Sum of bytesIn + bytesOut of a user from `since` on. */
+  bytesSince(userId: number, since: number): Promise<number>;
+
+  addEvent(
+    e: { at: number; kind: string; userId: number | null; detail: Record<string, unknown> },
+  ): Promise<void>;
+  /**
+   * Events newest first, optionally from `since` (epoch ms) on and for one user; at most `limit`
+   * (default and maximum 1000).
+   */
+  events(q: { since?: number; userId?: number; limit?: number }): Promise<AuditEvent[]>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,408 @@
+// The behaviour every Store implementation must have, registered as Deno tests per implementation.
+
+import assert from "node:assert/strict";
+import { ConflictError, type Store, type UsageRow } from "../../../server/store/store.ts";
+
+/** Opens a fresh, empty, migrated store for one test. */
+export type OpenStore = () => Promise<Store>;
+
+const HOUR = 3_600_000;
+const T0 = Date.UTC(2025, 0, 1); // an hour boundary
+
+/**
+ * Registers the contract tests for one Store implementation. Each test gets its own store from
+ * `open` and closes it. `cleanup`, if given, runs as the last test (drop databases, stop servers).
+ */
+export function storeContract(name: string, open: OpenStore, cleanup?: () => Promise<void>): void {
+  const test = (behaviour: string, fn: (s: Store) => Promise<void>) =>
+    Deno.test(`${name} store ${behaviour}`, async () => {
+      const store = await open();
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+      }
+    });
+
+  test("creates users and finds them by id and name", async (s) => {
+    const before = Date.now();
+    const alice = await s.createUser({
+      name: "alice",
+      email: "alice@example.com",
+      role: "admin",
+      passwordHash: "scrypt$16384$8$1$c2FsdA==$aGFzaA==",
+    });
+    assert.equal(alice.name, "alice");
+    assert.equal(alice.email, "alice@example.com");
+    assert.equal(alice.role, "admin");
+    assert.equal(alice.disabled, false);
+    assert.equal(alice.passwordHash, "scrypt$16384$8$1$c2FsdA==$aGFzaA==");
+    assert.equal(typeof alice.id, "number");
+    assert.equal(typeof alice.createdAt, "number");
+    assert.ok(alice.createdAt >= before && alice.createdAt <= Date.now() + 1000);
+    assert.equal(alice.lastSeenAt, null);
+    assert.deepEqual(alice.limits, {
+      maxTunnels: null,
+      maxConnections: null,
+      portLow: null,
+      portHigh: null,
+      monthlyQuotaBytes: null,
+    });
+
+    const bob = await s.createUser({ name: "bob", role: "user" });
+    assert.equal(bob.email, null);
+    assert.equal(bob.passwordHash, null);
+    assert.notEqual(bob.id, alice.id);
+
+    assert.deepEqual(await s.userById(alice.id), alice);
+    assert.deepEqual(await s.userByName("bob"), bob);
+    assert.equal(await s.userById(999_999), null);
+    assert.equal(await s.userByName("nobody"), null);
+    assert.deepEqual((await s.listUsers()).map((u) => u.name), ["alice", "bob"]);
+  });
+
+  test("refuses a duplicate user name with a ConflictError naming it", async (s) => {
+    await s.createUser({ name: "carol", role: "user" });
+    await assert.rejects(
+      s.createUser({ name: "carol", role: "admin" }),
+      (e: unknown) => {
+        assert.ok(e instanceof ConflictError, `expected ConflictError, got ${e}`);
+        assert.match(e.message, /"carol" already exists/);
+        return true;
+      },
+    );
+    assert.equal((await s.listUsers()).length, 1);
+  });
+
+  test("rejects an unknown role with a RangeError", async (s) => {
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.createUser({ name: "x", role: "root" as any }),
+      (e: unknown) => e instanceof RangeError && /admin.*user/.test(e.message),
+    );
+  });
+
+  test("disables and re-enables a user, touches last-seen and sets the password", async (s) => {
+    const u = await s.createUser({ name: "dave", role: "user" });
+    await s.setUserDisabled(u.id, true);
+    assert.equal((await s.userById(u.id))?.disabled, true);
+    await s.setUserDisabled(u.id, false);
+    assert.equal((await s.userById(u.id))?.disabled, false);
+    await s.touchUser(u.id, T0 + 5);
+    assert.equal((await s.userById(u.id))?.lastSeenAt, T0 + 5);
+    await s.setUserPassword(u.id, "scrypt$1$1$1$a$b");
+    assert.equal((await s.userById(u.id))?.passwordHash, "scrypt$1$1$1$a$b");
+    await assert.rejects(s.setUserDisabled(424242, true), RangeError);
+    await assert.rejects(s.setUserPassword(424242, "x"), RangeError);
+  });
+
+  test("sets and clears user limits, leaving unnamed ones alone", async (s) => {
+    const u = await s.createUser({
+      name: "erin",
+      role: "user",
+      limits: { maxTunnels: 3, monthlyQuotaBytes: 10 * 2 ** 40 },
+    });
+    assert.equal(u.limits.maxTunnels, 3);
+    assert.equal(u.limits.monthlyQuotaBytes, 10 * 2 ** 40, "a quota above 2^32 survives");
+    assert.equal(u.limits.maxConnections, null);
+
+    const v = await s.setUserLimits(u.id, { maxConnections: 50, portLow: 20000, portHigh: 20010 });
+    assert.deepEqual(v.limits, {
+      maxTunnels: 3,
+      maxConnections: 50,
+      portLow: 20000,
+      portHigh: 20010,
+      monthlyQuotaBytes: 10 * 2 ** 40,
+    });
+    const w = await s.setUserLimits(u.id, { maxTunnels: null, monthlyQuotaBytes: null });
+    assert.deepEqual(w.limits, {
+      maxTunnels: null,
+      maxConnections: 50,
+      portLow: 20000,
+      portHigh: 20010,
+      monthlyQuotaBytes: null,
+    });
+    assert.deepEqual((await s.userById(u.id))?.limits, w.limits);
+    assert.deepEqual(await s.setUserLimits(u.id, {}), w);
+    await assert.rejects(s.setUserLimits(424242, { maxTunnels: 1 }), RangeError);
+    await assert.rejects(s.setUserLimits(u.id, { maxTunnels: -1 }), RangeError);
+    await assert.rejects(s.setUserLimits(u.id, { portLow: 70000 }), RangeError);
+  });
+
+  test("creates tokens, finds them by hash and id, lists, revokes and touches them", async (s) => {
+    const a = await s.createUser({ name: "frank", role: "user" });
+    const b = await s.createUser({ name: "grace", role: "user" });
+    const hashA = "a".repeat(64);
+    const t1 = await s.createToken({ userId: a.id, label: "laptop", hash: hashA, expiresAt: null });
+    const t2 = await s.createToken({
+      userId: a.id,
+      label: "ci",
+      hash: "b".repeat(64),
+      expiresAt: T0 + 30 * 24 * HOUR,
+    });
+    const t3 = await s.createToken({
+      userId: b.id,
+      label: "x",
+      hash: "c".repeat(64),
+      expiresAt: null,
+    });
+
+    assert.equal(t1.userId, a.id);
+    assert.equal(t1.label, "laptop");
+    assert.equal(t1.hash, hashA);
+    assert.equal(t1.expiresAt, null);
+    assert.equal(t1.revokedAt, null);
+    assert.equal(t1.lastUsedAt, null);
+    assert.equal(typeof t1.createdAt, "number");
+    assert.equal(t2.expiresAt, T0 + 30 * 24 * HOUR);
+
+    assert.deepEqual(await s.tokenByHash(hashA), t1);
+    assert.deepEqual(await s.tokenById(t2.id), t2);
+    assert.equal(await s.tokenByHash("d".repeat(64)), null);
+    assert.equal(await s.tokenById(999_999), null);
+    assert.deepEqual((await s.listTokens()).map((t) => t.id), [t1.id, t2.id, t3.id]);
+    assert.deepEqual((await s.listTokens(a.id)).map((t) => t.id), [t1.id, t2.id]);
+
+    await s.touchToken(t1.id, T0 + 7);
+    assert.equal((await s.tokenById(t1.id))?.lastUsedAt, T0 + 7);
+
+    assert.equal(await s.revokeToken(t1.id, T0 + 9), true);
+    assert.equal((await s.tokenByHash(hashA))?.revokedAt, T0 + 9);
+    assert.equal(await s.revokeToken(t1.id, T0 + 99), false, "a second revoke changes nothing");
+    assert.equal((await s.tokenById(t1.id))?.revokedAt, T0 + 9);
+    assert.equal(await s.revokeToken(999_999, T0), false);
+  });
+
+  test("refuses a duplicate token hash and a token for a missing user", async (s) => {
+    const u = await s.createUser({ name: "heidi", role: "user" });
+    await s.createToken({ userId: u.id, label: "one", hash: "e".repeat(64), expiresAt: null });
+    await assert.rejects(
+      s.createToken({ userId: u.id, label: "two", hash: "e".repeat(64), expiresAt: null }),
+      ConflictError,
+    );
+    await assert.rejects(
+      s.createToken({ userId: 424242, label: "x", hash: "f".repeat(64), expiresAt: null }),
+      (e: unknown) => e instanceof RangeError && /424242/.test(e.message),
+    );
+  });
+
+  test("reserves a free port and refuses it to another user", async (s) => {
+    const a = await s.createUser({ name: "ivan", role: "user" });
+    const b = await s.createUser({ name: "judy", role: "user" });
+    const r1 = await s.reservePort({ userId: a.id, tunnel: "web", port: 20001, at: T0 });
+    assert.deepEqual(r1, {
+      ok: true,
+      reservation: { port: 20001, userId: a.id, tunnel: "web", createdAt: T0 },
+    });
+    const r2 = await s.reservePort({ userId: b.id, tunnel: "web", port: 20001, at: T0 + 1 });
+    assert.deepEqual(r2, {
+      ok: false,
+      heldBy: { port: 20001, userId: a.id, tunnel: "web", createdAt: T0 },
+    });
+    const r3 = await s.reservePort({ userId: b.id, tunnel: null, port: 20001, at: T0 + 1 });
+    assert.equal(r3.ok, false);
+  });
+
+  test("reserving the same port for the same user and tunnel again is a no-op", async (s) => {
+    const a = await s.createUser({ name: "kim", role: "user" });
+    const first = await s.reservePort({ userId: a.id, tunnel: "db", port: 20002, at: T0 });
+    const again = await s.reservePort({ userId: a.id, tunnel: "db", port: 20002, at: T0 + 50 });
+    assert.deepEqual(again, first, "the original createdAt is kept");
+    assert.equal((await s.listReservations()).length, 1);
+  });
+
+  test("a port reserved without a tunnel is named by the user's first tunnel on it", async (s) => {
+    const a = await s.createUser({ name: "leo", role: "user" });
+    const b = await s.createUser({ name: "mia", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: null, port: 20003, at: T0 });
+    assert.equal(
+      (await s.reservePort({ userId: b.id, tunnel: "x", port: 20003, at: T0 + 1 })).ok,
+      false,
+    );
+    const named = await s.reservePort({ userId: a.id, tunnel: "ssh", port: 20003, at: T0 + 2 });
+    assert.deepEqual(named, {
+      ok: true,
+      reservation: { port: 20003, userId: a.id, tunnel: "ssh", createdAt: T0 },
+    });
+    assert.deepEqual(await s.reservationFor(a.id, "ssh"), {
+      port: 20003,
+      userId: a.id,
+      tunnel: "ssh",
+      createdAt: T0,
+    });
+    // The same user asking with no tunnel name: they already hold it, nothing changes.
+    const unnamed = await s.reservePort({ userId: a.id, tunnel: null, port: 20003, at: T0 + 3 });
+    assert.deepEqual(unnamed, named);
+    // Another tunnel of the same user cannot take it.
+    const other = await s.reservePort({ userId: a.id, tunnel: "web", port: 20003, at: T0 + 4 });
+    assert.equal(other.ok, false);
+  });
+
+  test("a tunnel asking for a different port moves its reservation there", async (s) => {
+    const a = await s.createUser({ name: "nina", role: "user" });
+    const b = await s.createUser({ name: "omar", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: "web", port: 20010, at: T0 });
+    const moved = await s.reservePort({ userId: a.id, tunnel: "web", port: 20011, at: T0 + 1 });
+    assert.equal(moved.ok, true);
+    assert.equal((await s.reservationFor(a.id, "web"))?.port, 20011);
+    assert.equal(await s.reservationByPort(20010), null, "the old port is released");
+    // A move onto a port someone else holds fails and keeps the old reservation.
+    await s.reservePort({ userId: b.id, tunnel: "x", port: 20012, at: T0 });
+    const blocked = await s.reservePort({ userId: a.id, tunnel: "web", port: 20012, at: T0 + 2 });
+    assert.equal(blocked.ok, false);
+    assert.equal((await s.reservationFor(a.id, "web"))?.port, 20011);
+  });
+
+  test("lists, finds and releases reservations", async (s) => {
+    const a = await s.createUser({ name: "pat", role: "user" });
+    const b = await s.createUser({ name: "quinn", role: "user" });
+    await s.reservePort({ userId: b.id, tunnel: "z", port: 20022, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: "y", port: 20021, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: null, port: 20020, at: T0 });
+    assert.deepEqual((await s.listReservations()).map((r) => r.port), [20020, 20021, 20022]);
+    assert.deepEqual((await s.listReservations(a.id)).map((r) => r.port), [20020, 20021]);
+    assert.equal((await s.reservationByPort(20022))?.userId, b.id);
+    assert.equal(await s.reservationFor(a.id, "nope"), null);
+    assert.equal(await s.releasePort(20021), true);
+    assert.equal(await s.releasePort(20021), false);
+    assert.equal(await s.reservationFor(a.id, "y"), null);
+    const again = await s.reservePort({ userId: b.id, tunnel: "y", port: 20021, at: T0 + 1 });
+    assert.equal(again.ok, true, "a released port can be reserved by someone else");
+  });
+
+  test("refuses an invalid port number", async (s) => {
+    const a = await s.createUser({ name: "rita", role: "user" });
+    for (const port of [0, -1, 65536, 1.5, NaN]) {
+      await assert.rejects(s.reservePort({ userId: a.id, tunnel: "t", port, at: T0 }), RangeError);
+    }
+  });
+
+  test("20 concurrent reservations of one port by different users: exactly one wins", async (s) => {
+    const users = [];
+    for (let i = 0; i < 20; i++) {
+      users.push(await s.createUser({ name: `racer${i}`, role: "user" }));
+    }
+    const results = await Promise.all(
+      users.map((u) => s.reservePort({ userId: u.id, tunnel: "t", port: 20100, at: T0 })),
+    );
+    const winners = results.filter((r) => r.ok);
+    assert.equal(winners.length, 1);
+    const winner = winners[0]!.ok ? winners[0]!.reservation : null;
+    for (const r of results) {
+      if (!r.ok) assert.deepEqual(r.heldBy, winner);
+    }
+    assert.equal((await s.listReservations()).length, 1);
+  });
+
+  test("adds usage across calls and hours and sums bytes since a time", async (s) => {
+    const a = await s.createUser({ name: "sam", role: "user" });
+    const b = await s.createUser({ name: "tess", role: "user" });
+    const row = (userId: number, tunnel: string, hour: number, bytesIn: number): UsageRow => ({
+      userId,
+      tunnel,
+      hour,
+      bytesIn,
+      bytesOut: bytesIn * 2,
+      connections: 1,
+      errors: 0,
+    });
+    await s.addUsage([row(a.id, "web", T0, 100), row(a.id, "web", T0 + HOUR, 10)]);
+    await s.addUsage([
+      row(a.id, "web", T0, 50),
+      { ...row(a.id, "web", T0, 1), errors: 2 }, // the same key twice in one call adds up too
+      row(a.id, "ssh", T0, 7),
+      row(b.id, "web", T0, 1000),
+    ]);
+    await s.addUsage([]);
+    const big = 3 * 2 ** 40; // several TiB: past 32 bits, and past 2^31 in one column
+    await s.addUsage([row(a.id, "web", T0 + 2 * HOUR, big)]);
+
+    const mine = await s.usage({ userId: a.id });
+    assert.deepEqual(
+      mine.map((u) => [u.tunnel, u.hour - T0, u.bytesIn, u.bytesOut, u.connections, u.errors]),
+      [
+        ["ssh", 0, 7, 14, 1, 0],
+        ["web", 0, 151, 302, 3, 2],
+        ["web", HOUR, 10, 20, 1, 0],
+        ["web", 2 * HOUR, big, 2 * big, 1, 0],
+      ],
+    );
+    assert.deepEqual((await s.usage({ userId: a.id, since: T0 + HOUR })).length, 2);
+    assert.equal((await s.usage({})).length, 5);
+    assert.equal((await s.usage({ since: T0 + HOUR })).length, 2);
+
+    assert.equal(await s.bytesSince(a.id, T0), 7 * 3 + 151 * 3 + 10 * 3 + big * 3);
+    assert.equal(await s.bytesSince(a.id, T0 + HOUR), 10 * 3 + big * 3);
+    assert.equal(await s.bytesSince(b.id, T0), 3000);
+    assert.equal(await s.bytesSince(b.id, T0 + HOUR), 0);
+    assert.equal(await s.bytesSince(424242, 0), 0);
+  });
+
+  test("adds usage all-or-nothing: one bad row stores none", async (s) => {
+    const a = await s.createUser({ name: "uma", role: "user" });
+    const good: UsageRow = {
+      userId: a.id,
+      tunnel: "web",
+      hour: T0,
+      bytesIn: 1,
+      bytesOut: 1,
+      connections: 1,
+      errors: 0,
+    };
+    await assert.rejects(s.addUsage([good, { ...good, userId: 424242 }]), RangeError);
+    await assert.rejects(s.addUsage([good, { ...good, bytesIn: -5 }]), RangeError);
+    assert.deepEqual(await s.usage({}), []);
+  });
+
+  test("appends events and filters them by time and user, newest first, with a limit", async (s) => {
+    const a = await s.createUser({ name: "vic", role: "user" });
+    const b = await s.createUser({ name: "wes", role: "user" });
+    await s.addEvent({ at: T0, kind: "user_created", userId: a.id, detail: { by: "admin" } });
+    await s.addEvent({ at: T0 + 1, kind: "token_created", userId: a.id, detail: { label: "l" } });
+    await s.addEvent({ at: T0 + 2, kind: "client_connected", userId: b.id, detail: {} });
+    await s.addEvent({
+      at: T0 + 3,
+      kind: "server_started",
+      userId: null,
+      detail: { addr: "0.0.0.0:7835", nested: { ports: [1, 2] }, text: 'ü "q"' },
+    });
+
+    const all = await s.events({});
+    assert.deepEqual(all.map((e) => e.kind), [
+      "server_started",
+      "client_connected",
+      "token_created",
+      "user_created",
+    ]);
+    assert.deepEqual(all[0]!.detail, {
+      addr: "0.0.0.0:7835",
+      nested: { ports: [1, 2] },
+      text: 'ü "q"',
+    });
+    assert.equal(all[0]!.userId, null);
+    assert.equal(all[3]!.at, T0);
+    assert.equal(typeof all[3]!.id, "number");
+
+    assert.deepEqual((await s.events({ userId: a.id })).map((e) => e.kind), [
+      "token_created",
+      "user_created",
+    ]);
+    assert.deepEqual((await s.events({ since: T0 + 2 })).map((e) => e.at), [T0 + 3, T0 + 2]);
+    assert.deepEqual((await s.events({ limit: 2 })).map((e) => e.at), [T0 + 3, T0 + 2]);
+    assert.deepEqual(
+      (await s.events({ since: T0 + 1, userId: a.id, limit: 5 })).map((e) => e.kind),
+      ["token_created"],
+    );
+    await assert.rejects(s.events({ limit: 0 }), RangeError);
+  });
+
+  test("describes itself without a password", (s) => {
+    assert.ok(s.description.length > 0);
+    assert.doesNotMatch(s.description, /:[^:/@]+@/, "no user:password@ in the description");
+    return Promise.resolve();
+  });
+
+  if (cleanup) {
+    Deno.test(`${name} store contract cleanup`, cleanup);
+  }
+}
