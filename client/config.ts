@@ -70,7 +70,9 @@ Options:
 
 /** Tunnel name derived from a local address: `127.0.0.1:5555` → `127.0.0.1-5555`. */
 export function defaultTunnelName(host: string, port: number): string {
-  return `${host.replace(/[^A-Za-z0-9._-]/g, "_")}-${port}`.replace(/^[^A-Za-z0-9]+/, "");
+  const safe = host.replace(/[^A-Za-z0-9._-]/g, "_");
+  // IPv6 literals start with ':' or '_' after escaping; names must start with a letter or digit.
+  return /^[A-Za-z0-9]/.test(safe) ? `${safe}-${port}` : `ip6${safe}-${port}`;
 }
 
 /** Parses a server URL into an origin and a path prefix; http(s) is accepted as ws(s). */
@@ -122,6 +124,12 @@ export function noProxyMatches(noProxy: string, host: string, port: number): boo
   for (const raw of noProxy.split(",")) {
     let entry = raw.trim().toLowerCase();
     if (!entry) continue;
+    const bracketed = /^\[([0-9a-f:.]+)\](?::(\d+))?$/.exec(entry);
+    if (bracketed) {
+      if (bracketed[2] !== undefined && Number(bracketed[2]) !== port) continue;
+      if (h === bracketed[1]) return true;
+      continue;
+    }
     if (entry === "*") return true;
     const m = /^(.*):(\d+)$/.exec(entry);
     if (m && !entry.includes("]") && m[1]!.split(":").length === 1) {

@@ -20,7 +20,8 @@ export interface ServerConfig {
   readonly bindHost: string;
   readonly publicHost: string | null;
   readonly tlsCert: string | null;
-  readonly tlsKey: string | null;
+  /** PEM private key; wrapped so that printing the config does not print it. */
+  readonly tlsKey: Secret | null;
   readonly graceMs: number;
   readonly holdTimeoutMs: number;
   readonly maxTunnelsPerClient: number;
@@ -131,10 +132,12 @@ Environment: MPORT_TOKENS (comma-separated tokens).
 
 function seconds(text: string, flag: string, allowZero = false): number {
   const v = Number(text);
-  if (!Number.isFinite(v) || v < 0 || (!allowZero && v === 0)) {
+  // Check the rounded value: "0.0001" must not become a 0 ms heartbeat or timeout.
+  const ms = Math.round(v * 1000);
+  if (!Number.isFinite(v) || v < 0 || (!allowZero && ms === 0)) {
     throw new TypeError(`invalid ${flag} "${text}": expected a number of seconds`);
   }
-  return Math.round(v * 1000);
+  return ms;
 }
 
 function count(text: string, flag: string): number {
@@ -213,7 +216,7 @@ export function parseServerArgs(
     bindHost: values.bind ?? d.bindHost,
     publicHost: values["public-host"] ?? null,
     tlsCert: values["tls-cert"] ? readFile(values["tls-cert"]) : null,
-    tlsKey: values["tls-key"] ? readFile(values["tls-key"]) : null,
+    tlsKey: values["tls-key"] ? new Secret(readFile(values["tls-key"])) : null,
     graceMs: values.grace ? seconds(values.grace, "--grace", true) : d.graceMs,
     holdTimeoutMs: values["hold-timeout"]
       ? seconds(values["hold-timeout"], "--hold-timeout", true)

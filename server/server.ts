@@ -64,7 +64,9 @@ export function startServer(config: ServerConfig): Promise<RunningServer> {
 
   return new Promise((resolve, reject) => {
     let httpServer: Deno.HttpServer<Deno.NetAddr>;
-    const tls = config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey } : {};
+    const tls = config.tlsCert && config.tlsKey
+      ? { cert: config.tlsCert, key: config.tlsKey.reveal() }
+      : {};
     try {
       httpServer = Deno.serve({
         hostname: config.listenHost,

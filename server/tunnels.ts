@@ -159,7 +159,16 @@ export class TunnelRegistry {
       });
       return existing;
     }
-    if (existing) this.release(existing, "the client asked for a different port");
+    if (existing) {
+      // A live session that had the name loses its port too: tell it, as for a takeover.
+      if (existing.session && existing.session !== session) {
+        existing.session.lostTunnel(
+          existing,
+          "taken over by a newer connection of the same client",
+        );
+      }
+      this.release(existing, "the client asked for a different port");
+    }
     const owned = this.all().filter((t) => t.owner === session.owner).length;
     if (owned >= this.#config.maxTunnelsPerClient) {
       throw new TunnelRefused(

@@ -294,7 +294,7 @@ export function decodeServerControl(text: string): ServerControlMessage {
         version: int(obj, "version", 0, 1_000_000),
         sessionId: str(obj, "sessionId", 128),
         sessionSecret: str(obj, "sessionSecret", 256),
-        heartbeatMs: int(obj, "heartbeatMs", 10, 3_600_000),
+        heartbeatMs: int(obj, "heartbeatMs", 1, 3_600_000),
         tunnels,
         refused,
       };

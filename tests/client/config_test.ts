@@ -1,0 +1,519 @@
+// Table-driven tests for the mport client's command line, TOML file, server URL, proxy and redaction.
+import assert from "node:assert/strict";
+import {
+  type ClientConfig,
+  noProxyMatches,
+  parseClientArgs,
+  parseServerUrl,
+  type ProxySpec,
+  resolveProxy,
+} from "../../client/config.ts";
+
+const TOKEN = "client-token-0123";
+const FILES: Record<string, string> = {
+  "mport.toml": `
+server = "wss://vps.example.com/tunnel"
+token = "file-token-4567"
+pool = 2
+
+[[tunnels]]
+name = "adb"
+local = "192.168.100.148:5555"
+remote_port = 10005
+
+[[tunnels]]
+local = 22
+type = "tcp"
+`,
+  "empty.toml": `server = "wss://vps.example.com"\n`,
+  "ca.pem": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
+};
+
+function readFile(path: string): string {
+  const text = FILES[path];
+  if (text === undefined) throw new Deno.errors.NotFound(`no such file: ${path}`);
+  return text;
+}
+
+/** readFile that also serves one extra TOML text as `t.toml`. */
+const withToml = (toml: string) => (path: string) => path === "t.toml" ? toml : readFile(path);
+
+function parse(
+  args: string[],
+  env: Record<string, string> = {},
+  read: (path: string) => string = readFile,
+): ClientConfig {
+  const r = parseClientArgs(args, env, read);
+  assert.equal(r.help, false);
+  return (r as { config: ClientConfig }).config;
+}
+
+const BASE = ["--server", "vps.example.com", "--token", TOKEN];
+
+Deno.test("client `tcp PORT` publishes 127.0.0.1:PORT with defaults", () => {
+  const c = parse(["tcp", "5555", ...BASE]);
+  assert.equal(c.server.href, "wss://vps.example.com/");
+  assert.equal(c.pathPrefix, "/_mport");
+  assert.equal(c.token.reveal(), TOKEN);
+  assert.deepEqual(c.tunnels, [
+    { name: "127.0.0.1-5555", localHost: "127.0.0.1", localPort: 5555, remotePort: 0 },
+  ]);
+  assert.equal(c.pool, 4);
+  assert.equal(c.caCert, null);
+  assert.equal(c.proxy, null);
+  assert.equal(c.logLevel, "info");
+  assert.ok(c.backoffBaseMs > 0 && c.backoffCapMs >= c.backoffBaseMs);
+});
+
+const TCP_VALID: { args: string[]; want: Partial<ClientConfig> }[] = [
+  {
+    args: ["tcp", "192.168.100.148:5555", "--remote-port", "10005", "--name", "phone"],
+    want: {
+      tunnels: [{
+        name: "phone",
+        localHost: "192.168.100.148",
+        localPort: 5555,
+        remotePort: 10005,
+      }],
+    },
+  },
+  {
+    args: ["tcp", "localhost:8080"],
+    want: {
+      tunnels: [{ name: "localhost-8080", localHost: "localhost", localPort: 8080, remotePort: 0 }],
+    },
+  },
+  {
+    args: ["tcp", "[::1]:22", "--name", "ssh6"],
+    want: { tunnels: [{ name: "ssh6", localHost: "::1", localPort: 22, remotePort: 0 }] },
+  },
+  { args: ["tcp", "22", "--pool", "0"], want: { pool: 0 } },
+  { args: ["tcp", "22", "--pool", "64"], want: { pool: 64 } },
+  { args: ["tcp", "22", "--ca", "ca.pem"], want: { caCert: FILES["ca.pem"] } },
+  { args: ["tcp", "22", "--log-level", "trace"], want: { logLevel: "trace" } },
+];
+
+for (const c of TCP_VALID) {
+  Deno.test(`client accepts ${c.args.join(" ")}`, () => {
+    const got = parse([...c.args, ...BASE]);
+    for (const [k, v] of Object.entries(c.want)) {
+      assert.deepEqual(got[k as keyof ClientConfig], v, k);
+    }
+  });
+}
+
+Deno.test("client `start --config` reads server, token, pool and tunnels from TOML", () => {
+  const c = parse(["start", "--config", "mport.toml"]);
+  assert.equal(c.server.href, "wss://vps.example.com/");
+  assert.equal(c.pathPrefix, "/tunnel");
+  assert.equal(c.token.reveal(), "file-token-4567");
+  assert.equal(c.pool, 2);
+  assert.deepEqual(c.tunnels, [
+    { name: "adb", localHost: "192.168.100.148", localPort: 5555, remotePort: 10005 },
+    { name: "127.0.0.1-22", localHost: "127.0.0.1", localPort: 22, remotePort: 0 },
+  ]);
+});
+
+Deno.test("client flags beat the environment, which beats the config file", () => {
+  const env = { MPORT_SERVER: "ws://env-host:8080", MPORT_TOKEN: "env-token-89" };
+  const fromFile = parse(["start", "-c", "mport.toml"]);
+  assert.equal(fromFile.server.href, "wss://vps.example.com/");
+  const fromEnv = parse(["start", "-c", "mport.toml"], env);
+  assert.equal(fromEnv.server.href, "ws://env-host:8080/");
+  assert.equal(fromEnv.pathPrefix, "/_mport");
+  assert.equal(fromEnv.token.reveal(), "env-token-89");
+  const fromFlags = parse([
+    "start",
+    "-c",
+    "mport.toml",
+    "--server",
+    "https://flag-host",
+    "--token",
+    TOKEN,
+    "--pool",
+    "7",
+  ], env);
+  assert.equal(fromFlags.server.href, "wss://flag-host/");
+  assert.equal(fromFlags.token.reveal(), TOKEN);
+  assert.equal(fromFlags.pool, 7);
+});
+
+Deno.test("client `tcp` with --config takes the tunnel from the command line only", () => {
+  const c = parse(["tcp", "8080", "--config", "mport.toml"]);
+  assert.deepEqual(c.tunnels.map((t) => t.name), ["127.0.0.1-8080"]);
+  assert.equal(c.token.reveal(), "file-token-4567");
+});
+
+Deno.test("client asks for help with no command or with --help", () => {
+  assert.deepEqual(parseClientArgs([], {}, readFile), { help: true });
+  assert.deepEqual(parseClientArgs(["tcp", "22", "-h"], {}, readFile), { help: true });
+});
+
+const SERVER_URLS: [string, string, string][] = [
+  ["vps.example.com", "wss://vps.example.com/", "/_mport"],
+  ["vps.example.com:8443", "wss://vps.example.com:8443/", "/_mport"],
+  ["wss://vps.example.com", "wss://vps.example.com/", "/_mport"],
+  ["wss://vps.example.com:443/", "wss://vps.example.com/", "/_mport"],
+  ["ws://127.0.0.1:8080", "ws://127.0.0.1:8080/", "/_mport"],
+  ["https://vps.example.com/tunnels/mport/", "wss://vps.example.com/", "/tunnels/mport"],
+  ["http://[::1]:8080/x", "ws://[::1]:8080/", "/x"],
+  ["wss://user:pw@vps.example.com/p?q=1#f", "wss://vps.example.com/", "/p"],
+];
+
+Deno.test("server URLs become a ws/wss origin and a path prefix", () => {
+  for (const [input, origin, prefix] of SERVER_URLS) {
+    const { server, pathPrefix } = parseServerUrl(input);
+    assert.equal(server.href, origin, input);
+    assert.equal(pathPrefix, prefix, input);
+  }
+});
+
+const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; message: string }[] =
+  [
+    {
+      args: ["tcp", ...BASE],
+      message: "usage: mport tcp [HOST:]PORT [--remote-port N] [--name NAME]",
+    },
+    {
+      args: ["tcp", "22", "23", ...BASE],
+      message: "usage: mport tcp [HOST:]PORT [--remote-port N] [--name NAME]",
+    },
+    { args: ["tcp", "0", ...BASE], message: 'invalid port "0": expected a number from 1 to 65535' },
+    {
+      args: ["tcp", "host", ...BASE],
+      message: 'invalid address "host": expected HOST:PORT or PORT',
+    },
+    {
+      args: ["tcp", "22", "--remote-port", "70000", ...BASE],
+      message: 'invalid --remote-port "70000": expected a number from 1 to 65535',
+    },
+    {
+      args: ["tcp", "22", "--name", "my phone", ...BASE],
+      message: `invalid tunnel name "my phone": use 1-64 letters, digits, '.', '_' or '-'`,
+    },
+    {
+      args: ["tcp", "22", "--token", TOKEN],
+      message: "no server: pass --server wss://HOST or set MPORT_SERVER",
+    },
+    {
+      args: ["tcp", "22", "--server", "vps.example.com"],
+      message: "no token: pass --token TOKEN or set MPORT_TOKEN",
+    },
+    {
+      args: ["tcp", "22", "--server", "ftp://vps.example.com", "--token", TOKEN],
+      message: 'invalid --server "ftp://vps.example.com": the scheme must be wss://, ws://, ' +
+        "https:// or http://",
+    },
+    {
+      args: ["tcp", "22", "--server", "wss://", "--token", TOKEN],
+      message: 'invalid --server "wss://": expected wss://host[:port] or ws://host[:port]',
+    },
+    {
+      args: ["tcp", "22", "--pool", "65", ...BASE],
+      message: 'invalid --pool "65": expected a whole number from 0 to 64',
+    },
+    {
+      args: ["tcp", "22", "--pool", "two", ...BASE],
+      message: 'invalid --pool "two": expected a whole number from 0 to 64',
+    },
+    {
+      args: ["tcp", "22", "--ca", "missing.pem", ...BASE],
+      message: "no such file: missing.pem",
+    },
+    {
+      args: ["tcp", "22", "--proxy", "socks5://proxy:1080", ...BASE],
+      message: 'invalid proxy "socks5://proxy:1080": only http:// CONNECT proxies are supported',
+    },
+    {
+      args: ["tcp", "22", "--proxy", "http://", ...BASE],
+      message: 'invalid proxy "http://": expected http://[user:pass@]host:port',
+    },
+    {
+      args: ["tcp", "22", "--bogus", ...BASE],
+      message: "Unknown option '--bogus'. To specify a positional argument starting with a '-', " +
+        `place it at the end of the command after '--', as in '-- "--bogus"`,
+    },
+    { args: ["start", ...BASE], message: "mport start needs --config FILE" },
+    {
+      args: ["start", "extra", "--config", "mport.toml"],
+      message: 'unexpected argument "extra" for mport start',
+    },
+    {
+      args: ["start", "--config", "mport.toml", "--name", "x"],
+      message:
+        "--remote-port and --name belong to `mport tcp`; set them per tunnel in the config file",
+    },
+    {
+      args: ["start", "--config", "empty.toml", "--token", TOKEN],
+      message: "empty.toml lists no [[tunnels]]",
+    },
+    {
+      args: ["serve", ...BASE],
+      message: 'unknown command "serve": use "mport tcp PORT" or "mport start --config FILE"',
+    },
+    { args: ["start", "--config", "t.toml"], toml: "server = ", message: "cannot parse t.toml:" },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: 'servr = "x"',
+      message: 't.toml: unknown key "servr"',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "server = 5",
+      message: 't.toml: "server" must be a string',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: 'pool = "4"',
+      message: 't.toml: "pool" must be a number',
+    },
+    {
+      args: ["start", "--config", "t.toml", ...BASE],
+      toml: "pool = 99\n[[tunnels]]\nlocal = 22",
+      message: 'invalid --pool "99": expected a whole number from 0 to 64',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "tunnels = 5",
+      message: 't.toml: "tunnels" must be an array of tables ([[tunnels]])',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "tunnels = [1]",
+      message: "t.toml: tunnels[0] must be a table",
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "[[tunnels]]\nlocal = 22\nremote = 5",
+      message: 't.toml: tunnels[0]: unknown key "remote"',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: '[[tunnels]]\nlocal = 22\n[[tunnels]]\nlocal = 53\ntype = "udp"',
+      message: 't.toml: tunnels[1]: type must be "tcp"',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: '[[tunnels]]\nname = "x"',
+      message: 't.toml: tunnels[0] needs local = "HOST:PORT"',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "[[tunnels]]\nlocal = 22\nname = 7",
+      message: "t.toml: tunnels[0]: name must be a string",
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: "[[tunnels]]\nlocal = 22\nremote_port = 65536",
+      message: 'invalid remote_port "65536": expected a number from 1 to 65535',
+    },
+    {
+      args: ["start", "--config", "t.toml", ...BASE],
+      toml: '[[tunnels]]\nlocal = 22\nname = "a"\n[[tunnels]]\nlocal = 23\nname = "a"',
+      message: "tunnel names must be unique",
+    },
+  ];
+
+for (const c of INVALID) {
+  const label = c.toml ? `${c.args.join(" ")} with ${JSON.stringify(c.toml)}` : c.args.join(" ");
+  Deno.test(`client rejects ${label}`, () => {
+    const read = c.toml === undefined ? readFile : withToml(c.toml);
+    assert.throws(() => parseClientArgs(c.args, c.env ?? {}, read), (e: unknown) => {
+      assert.ok(e instanceof Error);
+      if (c.message.endsWith(":")) assert.ok(e.message.startsWith(c.message), e.message);
+      else assert.equal(e.message, c.message);
+      return true;
+    });
+  });
+}
+
+/** A ProxySpec with the password revealed, for deepEqual. */
+function plain(p: ProxySpec | null) {
+  return p && { ...p, password: p.password?.reveal() ?? null };
+}
+
+const WSS = new URL("wss://vps.example.com");
+const WS = new URL("ws://vps.example.com:8080");
+const PROXY = {
+  url: "http://proxy:3128",
+  host: "proxy",
+  port: 3128,
+  username: null,
+  password: null,
+};
+
+const PROXIES: {
+  name: string;
+  flag?: string;
+  server: URL;
+  env: Record<string, string>;
+  want: ReturnType<typeof plain>;
+}[] = [
+  { name: "no proxy anywhere", server: WSS, env: {}, want: null },
+  {
+    name: "--proxy with credentials",
+    flag: "http://alice:p%40ss@proxy:3128",
+    server: WSS,
+    env: {},
+    want: { ...PROXY, username: "alice", password: "p@ss" },
+  },
+  { name: "--proxy without a scheme", flag: "proxy:3128", server: WSS, env: {}, want: PROXY },
+  {
+    name: "--proxy without a port",
+    flag: "http://proxy",
+    server: WSS,
+    env: {},
+    want: { ...PROXY, url: "http://proxy:80", port: 80 },
+  },
+  {
+    name: "--proxy with an IPv6 host",
+    flag: "http://[::1]:3128",
+    server: WSS,
+    env: {},
+    want: { ...PROXY, url: "http://[::1]:3128", host: "::1" },
+  },
+  {
+    name: "--proxy none overrides the environment",
+    flag: "none",
+    server: WSS,
+    env: { HTTPS_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "--proxy beats HTTPS_PROXY and NO_PROXY",
+    flag: "http://other:8080",
+    server: WSS,
+    env: { HTTPS_PROXY: "http://proxy:3128", NO_PROXY: "*" },
+    want: { ...PROXY, url: "http://other:8080", host: "other", port: 8080 },
+  },
+  {
+    name: "HTTPS_PROXY for wss",
+    server: WSS,
+    env: { HTTPS_PROXY: "http://proxy:3128" },
+    want: PROXY,
+  },
+  {
+    name: "https_proxy for wss",
+    server: WSS,
+    env: { https_proxy: "http://proxy:3128" },
+    want: PROXY,
+  },
+  {
+    name: "HTTP_PROXY is not used for wss",
+    server: WSS,
+    env: { HTTP_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  { name: "HTTP_PROXY for ws", server: WS, env: { HTTP_PROXY: "http://proxy:3128" }, want: PROXY },
+  {
+    name: "HTTPS_PROXY is not used for ws",
+    server: WS,
+    env: { HTTPS_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "ALL_PROXY as a fallback",
+    server: WS,
+    env: { ALL_PROXY: "http://proxy:3128" },
+    want: PROXY,
+  },
+  {
+    name: "NO_PROXY with the server's domain",
+    server: WSS,
+    env: { HTTPS_PROXY: "http://proxy:3128", NO_PROXY: "localhost,example.com" },
+    want: null,
+  },
+  {
+    name: "no_proxy with the server's host and port",
+    server: WS,
+    env: { HTTP_PROXY: "http://proxy:3128", no_proxy: "vps.example.com:8080" },
+    want: null,
+  },
+  {
+    name: "NO_PROXY for another port",
+    server: WS,
+    env: { HTTP_PROXY: "http://proxy:3128", NO_PROXY: "vps.example.com:443" },
+    want: PROXY,
+  },
+  {
+    name: "NO_PROXY for another domain",
+    server: WSS,
+    env: { HTTPS_PROXY: "http://proxy:3128", NO_PROXY: "internal.corp" },
+    want: PROXY,
+  },
+];
+
+for (const c of PROXIES) {
+  Deno.test(`proxy resolution: ${c.name}`, () => {
+    assert.deepEqual(plain(resolveProxy(c.flag, c.server, c.env)), c.want);
+  });
+}
+
+Deno.test("client config takes the proxy from the environment it is given", () => {
+  const c = parse(["tcp", "22", ...BASE], { HTTPS_PROXY: "http://proxy:3128" });
+  assert.deepEqual(plain(c.proxy), PROXY);
+});
+
+const NO_PROXY: [string, string, number, boolean][] = [
+  ["*", "anything.example", 443, true],
+  ["", "vps.example.com", 443, false],
+  ["example.com", "example.com", 443, true],
+  ["example.com", "vps.example.com", 443, true],
+  ["example.com", "badexample.com", 443, false],
+  [".example.com", "vps.example.com", 443, true],
+  ["*.example.com", "a.b.example.com", 443, true],
+  ["EXAMPLE.com", "Vps.Example.COM", 443, true],
+  [" other.org , , example.com ", "vps.example.com", 443, true],
+  ["example.com:443", "vps.example.com", 443, true],
+  ["example.com:443", "vps.example.com", 8443, false],
+  ["127.0.0.1", "127.0.0.1", 80, true],
+  ["127.0.0.1", "127.0.0.10", 80, false],
+  ["::1", "::1", 80, true],
+  ["localhost", "localhost.evil.com", 80, false],
+];
+
+Deno.test("noProxyMatches follows the usual NO_PROXY conventions", () => {
+  for (const [list, host, port, want] of NO_PROXY) {
+    assert.equal(
+      noProxyMatches(list, host, port),
+      want,
+      `${JSON.stringify(list)} vs ${host}:${port}`,
+    );
+  }
+});
+
+Deno.test("client config never prints its token or proxy password", () => {
+  const c = parse([
+    "tcp",
+    "22",
+    "--server",
+    "wss://vps.example.com",
+    "--token",
+    TOKEN,
+    "--proxy",
+    "http://alice:hunter2-secret@proxy:3128",
+  ]);
+  assert.equal(c.proxy?.password?.reveal(), "hunter2-secret");
+  for (const text of [JSON.stringify(c), Deno.inspect(c, { depth: 10 }), c.proxy?.url ?? ""]) {
+    assert.ok(!text.includes(TOKEN), `token appears in ${text}`);
+    assert.ok(!text.includes("hunter2"), `proxy password appears in ${text}`);
+  }
+  assert.ok(JSON.stringify(c).includes('"token":"***"'));
+});
+
+Deno.test("an IPv6 local address gets a tunnel name that starts with a letter", () => {
+  const parsed = parseClientArgs(
+    ["tcp", "[::1]:22", "--server", "ws://h", "--token", "t"],
+    {},
+    () => "",
+  );
+  if (parsed.help) throw new Error("unexpected help");
+  assert.equal(parsed.config.tunnels[0]!.name, "ip6__1-22");
+});
+
+Deno.test("NO_PROXY entries in brackets match IPv6 servers, with or without a port", () => {
+  assert.equal(noProxyMatches("[::1]", "::1", 80), true);
+  assert.equal(noProxyMatches("[::1]:443", "::1", 443), true);
+  assert.equal(noProxyMatches("[::1]:443", "::1", 80), false);
+  assert.equal(noProxyMatches("[::2]", "::1", 80), false);
+});

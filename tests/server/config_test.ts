@@ -1,0 +1,270 @@
+// Table-driven tests for mport-server's command line, token sources, validation and redaction.
+import assert from "node:assert/strict";
+import {
+  parseServerArgs,
+  SERVER_DEFAULTS,
+  type ServerConfig,
+  serverConfig,
+} from "../../server/config.ts";
+import { Secret } from "../../shared/secret.ts";
+
+const TOKEN = "tok-aaaa-1111";
+const FILES: Record<string, string> = {
+  "tokens.txt": "# client tokens\r\nfile-token-1\r\n\r\n  file-token-2  \n#file-token-3\n",
+  "cert.pem": "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n",
+  "key.pem": "-----BEGIN PRIVATE KEY-----\nSUPER-SECRET-KEY\n-----END PRIVATE KEY-----\n",
+};
+
+function readFile(path: string): string {
+  const text = FILES[path];
+  if (text === undefined) throw new Deno.errors.NotFound(`no such file: ${path}`);
+  return text;
+}
+
+function parse(args: string[], env: Record<string, string> = {}): ServerConfig {
+  const r = parseServerArgs(args, env, readFile);
+  assert.equal(r.help, false);
+  return (r as { config: ServerConfig }).config;
+}
+
+const tokensOf = (c: ServerConfig) => c.tokens.map((t) => t.reveal());
+
+Deno.test("server config with only a token has every default", () => {
+  const c = parse(["--token", TOKEN]);
+  const { tokens, tlsCert, tlsKey, ...rest } = c;
+  assert.deepEqual(rest, SERVER_DEFAULTS);
+  assert.deepEqual(tokens.map((t) => t.reveal()), [TOKEN]);
+  assert.equal(tlsCert, null);
+  assert.equal(tlsKey, null);
+});
+
+const VALID: { args: string[]; env?: Record<string, string>; want: Partial<ServerConfig> }[] = [
+  { args: ["--listen", "127.0.0.1:0"], want: { listenHost: "127.0.0.1", listenPort: 0 } },
+  { args: ["--listen", "9000"], want: { listenHost: "0.0.0.0", listenPort: 9000 } },
+  { args: ["--listen", "[::]:443"], want: { listenHost: "::", listenPort: 443 } },
+  { args: ["--path-prefix", "/tunnel/"], want: { pathPrefix: "/tunnel" } },
+  { args: ["--path-prefix", "/a/b.c_d-e~"], want: { pathPrefix: "/a/b.c_d-e~" } },
+  { args: ["--path-prefix", "/"], want: { pathPrefix: "" } },
+  { args: ["--port-range", "20000-20099"], want: { portRange: { low: 20000, high: 20099 } } },
+  { args: ["--port-range", "5555"], want: { portRange: { low: 5555, high: 5555 } } },
+  { args: ["--bind", "127.0.0.1"], want: { bindHost: "127.0.0.1" } },
+  { args: ["--public-host", "vps.example.com"], want: { publicHost: "vps.example.com" } },
+  { args: ["--grace", "1.5"], want: { graceMs: 1500 } },
+  { args: ["--grace", "0"], want: { graceMs: 0 } },
+  { args: ["--hold-timeout", "0.2"], want: { holdTimeoutMs: 200 } },
+  { args: ["--max-tunnels-per-client", "2"], want: { maxTunnelsPerClient: 2 } },
+  { args: ["--max-connections-per-client", "1"], want: { maxConnectionsPerClient: 1 } },
+  { args: ["--tunnels-per-minute", "5"], want: { tunnelsPerMinute: 5 } },
+  { args: ["--max-pending", "3"], want: { maxPending: 3 } },
+  { args: ["--drain", "0"], want: { drainMs: 0 } },
+  { args: ["--heartbeat", "0.05"], want: { heartbeatMs: 50 } },
+  { args: ["--handshake-timeout", "2"], want: { handshakeTimeoutMs: 2000 } },
+  { args: ["--auth-failures-per-minute", "3"], want: { authFailuresPerMinute: 3 } },
+  { args: ["--stats-interval", "0"], want: { statsIntervalMs: 0 } },
+  { args: ["--log-level", "warn"], want: { logLevel: "warning" } },
+  { args: ["--log-level", "DEBUG"], want: { logLevel: "debug" } },
+  { args: ["--log-file", "/var/log/mport.jsonl"], want: { logFile: "/var/log/mport.jsonl" } },
+  {
+    args: ["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
+    want: { tlsCert: FILES["cert.pem"] },
+  },
+];
+
+for (const c of VALID) {
+  Deno.test(`server config accepts ${c.args.join(" ")}`, () => {
+    const got = parse(["--token", TOKEN, ...c.args], c.env);
+    for (const [k, v] of Object.entries(c.want)) {
+      assert.deepEqual(got[k as keyof ServerConfig], v, k);
+    }
+  });
+}
+
+Deno.test("server config reads the TLS key through readFile and keeps it wrapped", () => {
+  const c = parse(["--token", TOKEN, "--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+  assert.ok(c.tlsKey instanceof Secret);
+  assert.equal(c.tlsKey.reveal(), FILES["key.pem"]);
+});
+
+Deno.test("server tokens come from --token, --tokens-file and MPORT_TOKENS together", () => {
+  const c = parse(
+    ["--token", TOKEN, "--token", "tok-bbbb-2222", "--tokens-file", "tokens.txt"],
+    { MPORT_TOKENS: " env-token-1 ,env-token-2,," },
+  );
+  assert.deepEqual(tokensOf(c), [
+    TOKEN,
+    "tok-bbbb-2222",
+    "file-token-1",
+    "file-token-2",
+    "env-token-1",
+    "env-token-2",
+  ]);
+});
+
+Deno.test("server tokens can come from the tokens file or the environment alone", () => {
+  assert.deepEqual(tokensOf(parse(["--tokens-file", "tokens.txt"])), [
+    "file-token-1",
+    "file-token-2",
+  ]);
+  assert.deepEqual(tokensOf(parse([], { MPORT_TOKENS: "only-env-token" })), ["only-env-token"]);
+});
+
+Deno.test("server --help asks for help instead of a config", () => {
+  assert.deepEqual(parseServerArgs(["--help"], {}, readFile), { help: true });
+  assert.deepEqual(parseServerArgs(["-h", "--token", "x"], {}, readFile), { help: true });
+});
+
+const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
+  {
+    args: [],
+    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
+  },
+  {
+    args: [],
+    env: { MPORT_TOKENS: " , ," },
+    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
+  },
+  { args: ["--token", "short"], message: "every token must be at least 8 characters long" },
+  {
+    args: ["--token", TOKEN],
+    env: { MPORT_TOKENS: "tiny" },
+    message: "every token must be at least 8 characters long",
+  },
+  {
+    args: ["--token", TOKEN, "--tokens-file", "missing.txt"],
+    message: "no such file: missing.txt",
+  },
+  {
+    args: ["--token", TOKEN, "--tls-cert", "cert.pem"],
+    message: "--tls-cert and --tls-key must be given together",
+  },
+  {
+    args: ["--token", TOKEN, "--tls-key", "key.pem"],
+    message: "--tls-cert and --tls-key must be given together",
+  },
+  {
+    args: ["--token", TOKEN, "--path-prefix", "tunnel"],
+    message: 'invalid --path-prefix "tunnel": use a path like /_mport (no trailing slash)',
+  },
+  {
+    args: ["--token", TOKEN, "--path-prefix", "/a b"],
+    message: 'invalid --path-prefix "/a b": use a path like /_mport (no trailing slash)',
+  },
+  {
+    args: ["--token", TOKEN, "--path-prefix", "/a//b"],
+    message: 'invalid --path-prefix "/a//b": use a path like /_mport (no trailing slash)',
+  },
+  {
+    args: ["--token", TOKEN, "--listen", "localhost"],
+    message: 'invalid address "localhost": expected HOST:PORT or PORT',
+  },
+  {
+    args: ["--token", TOKEN, "--port-range", "10999-10000"],
+    message: 'invalid port range "10999-10000": 10999 is greater than 10000',
+  },
+  {
+    args: ["--token", TOKEN, "--grace=-1"],
+    message: 'invalid --grace "-1": expected a number of seconds',
+  },
+  {
+    args: ["--token", TOKEN, "--grace", "soon"],
+    message: 'invalid --grace "soon": expected a number of seconds',
+  },
+  {
+    args: ["--token", TOKEN, "--hold-timeout", "Infinity"],
+    message: 'invalid --hold-timeout "Infinity": expected a number of seconds',
+  },
+  {
+    args: ["--token", TOKEN, "--heartbeat", "0"],
+    message: 'invalid --heartbeat "0": expected a number of seconds',
+  },
+  {
+    // Would round to a 0 ms interval.
+    args: ["--token", TOKEN, "--heartbeat", "0.0001"],
+    message: 'invalid --heartbeat "0.0001": expected a number of seconds',
+  },
+  {
+    args: ["--token", TOKEN, "--handshake-timeout", "0"],
+    message: 'invalid --handshake-timeout "0": expected a number of seconds',
+  },
+  {
+    args: ["--token", TOKEN, "--max-pending", "0"],
+    message: 'invalid --max-pending "0": expected a whole number >= 1',
+  },
+  {
+    args: ["--token", TOKEN, "--max-tunnels-per-client", "1.5"],
+    message: 'invalid --max-tunnels-per-client "1.5": expected a whole number >= 1',
+  },
+  {
+    args: ["--token", TOKEN, "--tunnels-per-minute", "many"],
+    message: 'invalid --tunnels-per-minute "many": expected a whole number >= 1',
+  },
+  {
+    args: ["--token", TOKEN, "--auth-failures-per-minute=-3"],
+    message: 'invalid --auth-failures-per-minute "-3": expected a whole number >= 1',
+  },
+  {
+    args: ["--token", TOKEN, "--log-level", "loud"],
+    message: 'invalid log level "loud": use one of trace, debug, info, warning, error, fatal',
+  },
+  { args: ["--token", TOKEN, "--bogus"], message: "Unknown option '--bogus'" },
+  { args: ["--token", TOKEN, "--listen"], message: "Option '--listen <value>' argument missing" },
+  {
+    args: ["--token", TOKEN, "extra"],
+    message: "Unexpected argument 'extra'. This command does not take positional arguments",
+  },
+];
+
+for (const c of INVALID) {
+  Deno.test(`server config rejects ${c.args.join(" ") || "no arguments"}`, () => {
+    assert.throws(() => parseServerArgs(c.args, c.env ?? {}, readFile), (e: unknown) => {
+      assert.ok(e instanceof Error);
+      assert.equal(e.message, c.message);
+      return true;
+    });
+  });
+}
+
+Deno.test("serverConfig validates fields given directly, as tests and embedders do", () => {
+  const tokens = [new Secret(TOKEN)];
+  assert.equal(serverConfig({ tokens, listenPort: 0 }).listenPort, 0);
+  assert.throws(() => serverConfig({ tokens: [] }), {
+    name: "TypeError",
+    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
+  });
+  for (
+    const [field, flag] of [
+      ["maxTunnelsPerClient", "--max-tunnels-per-client"],
+      ["maxConnectionsPerClient", "--max-connections-per-client"],
+      ["tunnelsPerMinute", "--tunnels-per-minute"],
+      ["maxPending", "--max-pending"],
+    ] as const
+  ) {
+    assert.throws(() => serverConfig({ tokens, [field]: 0 }), {
+      name: "TypeError",
+      message: `${flag} must be a whole number >= 1`,
+    });
+  }
+});
+
+Deno.test("server config never prints its tokens or TLS key", () => {
+  const c = parse(
+    [
+      "--token",
+      TOKEN,
+      "--tokens-file",
+      "tokens.txt",
+      "--tls-cert",
+      "cert.pem",
+      "--tls-key",
+      "key.pem",
+    ],
+    { MPORT_TOKENS: "env-token-1" },
+  );
+  const printed = [JSON.stringify(c), Deno.inspect(c, { depth: 10 }), String(c.tokens)];
+  for (const text of printed) {
+    for (const secret of [TOKEN, "file-token-1", "file-token-2", "env-token-1", "SUPER-SECRET"]) {
+      assert.ok(!text.includes(secret), `${secret} appears in ${text}`);
+    }
+    assert.ok(text.includes("***"));
+  }
+});
