@@ -48,6 +48,7 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
         const session = new ClientSession(config, transport.client, ports, counters, {
           onReady: (grant, spec) => events.ready(grant, spec),
           onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
+          onNotice: (message) => events.problem(message),
           onTunnelClosed: (name, reason) =>
             events.problem(`tunnel ${name} closed by the server: ${reason}`),
         }, logger);

@@ -34,10 +34,15 @@ export interface SessionEvents {
   onReady(grant: TunnelGrant, spec: TunnelSpec): void;
   onRefused(refusal: TunnelRefusal, spec: TunnelSpec | undefined): void;
   onTunnelClosed(name: string, reason: string): void;
+  onNotice(message: string): void;
 }
 
 const FATAL: ReadonlySet<ErrorCode> = new Set(["unauthorized", "version_mismatch"]);
-const UNFIXABLE: ReadonlySet<ErrorCode> = new Set(["port_out_of_range", "tunnel_limit"]);
+const UNFIXABLE: ReadonlySet<ErrorCode> = new Set([
+  "port_out_of_range",
+  "tunnel_limit",
+  "quota_exceeded",
+]);
 
 /** Runs one control connection until it ends; resolves with why. */
 export class ClientSession {
@@ -174,6 +179,9 @@ export class ClientSession {
         this.#send({ type: "pong", t: msg.t });
         return;
       case "pong":
+        return;
+      case "notice":
+        this.#events.onNotice(msg.message);
         return;
       case "error":
         this.#finish({

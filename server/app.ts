@@ -7,7 +7,7 @@ import type { Stats } from "./stats.ts";
 export interface AppHandlers {
   readonly pathPrefix: string;
   readonly stats: Stats;
-  control(req: Request, ip: string): Response;
+  control(req: Request, ip: string): Response | Promise<Response>;
   stream(req: Request, ip: string): Response;
   health(): { ok: boolean; detail: Record<string, unknown> };
 }

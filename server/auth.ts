@@ -1,33 +1,8 @@
-// Client token checks (constant time, hashed) and the per-IP limit on failed attempts.
+// Constant-time secret comparison and the per-IP limit on failed authentication attempts.
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { Secret } from "../shared/secret.ts";
 
 function sha256(text: string): Buffer {
   return createHash("sha256").update(text, "utf8").digest();
-}
-
-/** Who a token belongs to: the key tunnels are owned by. */
-export interface Principal {
-  /** Stable owner id derived from the token hash; never the token itself. */
-  readonly owner: string;
-}
-
-/** Static tokens, kept only as SHA-256 hashes and compared in constant time. */
-export class TokenAuth {
-  readonly #hashes: Buffer[];
-  constructor(tokens: readonly Secret[]) {
-    this.#hashes = tokens.map((t) => sha256(t.reveal()));
-  }
-  /** Returns the principal for `token`, or null when it is not accepted. */
-  check(token: string): Principal | null {
-    const h = sha256(token);
-    let found: Buffer | null = null;
-    // Compare against every hash so the time does not depend on which one matched.
-    for (const candidate of this.#hashes) {
-      if (timingSafeEqual(candidate, h)) found = candidate;
-    }
-    return found ? { owner: "t" + found.subarray(0, 8).toString("hex") } : null;
-  }
 }
 
 /** Compares two strings in constant time (for session secrets). */

@@ -9,6 +9,7 @@ import {
   HEARTBEAT_INTERVAL_MS,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
+import { parseSize } from "../shared/units.ts";
 
 /** Everything the server needs, fully defaulted and validated. */
 export interface ServerConfig {
@@ -34,6 +35,14 @@ export interface ServerConfig {
   readonly heartbeatMs: number;
   readonly drainMs: number;
   readonly statsIntervalMs: number;
+  /** `--db`: an SQLite path or a postgres:// URL. */
+  readonly db: string;
+  /** Default monthly transfer quota per user in bytes (null: unlimited). */
+  readonly monthlyQuotaBytes: number | null;
+  /** How often usage counters are written to the store. */
+  readonly usageFlushMs: number;
+  /** How often running sessions re-check their token and user (revocation, limits). */
+  readonly recheckMs: number;
   readonly logLevel: LogLevel;
   readonly logFile: string | null;
 }
@@ -58,6 +67,10 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   heartbeatMs: HEARTBEAT_INTERVAL_MS,
   drainMs: 10_000,
   statsIntervalMs: 300_000,
+  db: "./data/mport.db",
+  monthlyQuotaBytes: null,
+  usageFlushMs: 30_000,
+  recheckMs: 5_000,
   logLevel: "info",
   logFile: null,
 };
@@ -72,11 +85,6 @@ export function serverConfig(
 }
 
 function validate(cfg: ServerConfig): void {
-  if (cfg.tokens.length === 0) {
-    throw new TypeError(
-      "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
-    );
-  }
   if ((cfg.tlsCert === null) !== (cfg.tlsKey === null)) {
     throw new TypeError("--tls-cert and --tls-key must be given together");
   }
@@ -103,19 +111,22 @@ function validate(cfg: ServerConfig): void {
 export const SERVER_USAGE = `mport-server: publish TCP services of connected mport clients.
 
 Usage: mport-server [options]
+       mport-server COMMAND …      (user, token, port, usage, events: see below)
 
+  --db PATH|URL                  store: SQLite file or postgres://… (default ./data/mport.db)
   --listen HOST:PORT             HTTP/WebSocket address (default 0.0.0.0:8080)
   --path-prefix PATH             prefix of the tunnel endpoints (default /_mport)
-  --token TOKEN                  accepted client token (repeatable)
-  --tokens-file FILE             file with one token per line
+  --token TOKEN                  static client token of the admin user (repeatable)
+  --tokens-file FILE             file with one static token per line
   --port-range LOW-HIGH          public ports handed out (default 10000-10999)
   --bind HOST                    address public ports listen on (default 0.0.0.0)
   --public-host NAME             host name in addresses reported to clients
   --tls-cert FILE --tls-key FILE serve HTTPS/WSS directly
   --grace SECONDS                keep a dropped client's ports this long (default 60)
   --hold-timeout SECONDS         hold user connections for a returning client (default 15)
-  --max-tunnels-per-client N     (default 16)
-  --max-connections-per-client N (default 256)
+  --max-tunnels-per-client N     default per-user limit (default 16)
+  --max-connections-per-client N default per-user limit (default 256)
+  --monthly-quota SIZE           default per-user transfer quota, e.g. 50GB (default none)
   --tunnels-per-minute N         (default 60)
   --max-pending N                unbridged connections per tunnel (default 256)
   --drain SECONDS                on shutdown, let open streams finish this long (default 10)
@@ -125,9 +136,11 @@ Usage: mport-server [options]
   --log-level LEVEL              trace, debug, info, warning, error (default info)
   --log-file FILE                also write JSON lines to FILE
   --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
+  --usage-flush SECONDS          write usage counters to the store this often (default 30)
+  --recheck SECONDS              re-check tokens of connected clients this often (default 5)
   -h, --help                     show this help
 
-Environment: MPORT_TOKENS (comma-separated tokens).
+Environment: MPORT_TOKENS (comma-separated static tokens), MPORT_DB (as --db).
 `;
 
 function seconds(text: string, flag: string, allowZero = false): number {
@@ -190,6 +203,10 @@ export function parseServerArgs(
       "log-level": { type: "string" },
       "log-file": { type: "string" },
       "stats-interval": { type: "string" },
+      db: { type: "string" },
+      "monthly-quota": { type: "string" },
+      "usage-flush": { type: "string" },
+      recheck: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -246,6 +263,14 @@ export function parseServerArgs(
       : d.statsIntervalMs,
     logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : d.logLevel,
     logFile: values["log-file"] ?? null,
+    db: values.db ?? env.MPORT_DB ?? d.db,
+    monthlyQuotaBytes: values["monthly-quota"] && values["monthly-quota"] !== "none"
+      ? parseSize(values["monthly-quota"])
+      : null,
+    usageFlushMs: values["usage-flush"]
+      ? seconds(values["usage-flush"], "--usage-flush")
+      : d.usageFlushMs,
+    recheckMs: values.recheck ? seconds(values.recheck, "--recheck") : d.recheckMs,
   });
   return { help: false, config };
 }

@@ -7,12 +7,13 @@ import {
   SUBPROTOCOL,
 } from "../shared/protocol.ts";
 import { StreamBridge, truncateReason } from "../shared/stream_bridge.ts";
-import { type AuthLimiter, secretsEqual, type TokenAuth } from "./auth.ts";
+import type { Accounts } from "./accounts/accounts.ts";
+import { type AuthLimiter, secretsEqual } from "./auth.ts";
 import { ControlSession, type SessionDeps } from "./control/session.ts";
 
 /** Parts the endpoints need beyond a session's. */
 export interface EndpointDeps extends SessionDeps {
-  readonly auth: TokenAuth;
+  readonly accounts: Accounts;
   readonly limiter: AuthLimiter;
 }
 
@@ -71,7 +72,11 @@ function authFailed(deps: EndpointDeps, ip: string, what: string): void {
 }
 
 /** `GET …/control`: a client's control channel. */
-export function handleControl(req: Request, ip: string, deps: EndpointDeps): Response {
+export async function handleControl(
+  req: Request,
+  ip: string,
+  deps: EndpointDeps,
+): Promise<Response> {
   const bad = notWebSocket(req) ?? tooMany(deps, ip);
   if (bad) return bad;
   if (deps.shuttingDown()) {
@@ -82,22 +87,42 @@ export function handleControl(req: Request, ip: string, deps: EndpointDeps): Res
       CloseCode.goingAway,
     );
   }
-  const token = bearer(req);
-  const principal = token === null ? null : deps.auth.check(token);
-  if (!principal) {
-    authFailed(deps, ip, token === null ? "control connection without a token" : "wrong token");
-    const message = token === null
-      ? "no token: pass --token or set MPORT_TOKEN"
-      : "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN";
-    return refuseUpgraded(req, "unauthorized", message, CloseCode.unauthorized);
-  }
   // Read everything needed from the request before upgrading; it is closed afterwards.
   const hostHeader = (req.headers.get("host") ?? "localhost").replace(/:\d+$/, "").replace(
     /^\[|\]$/g,
     "",
   );
+  const token = bearer(req);
+  if (token === null) {
+    authFailed(deps, ip, "control connection without a token");
+    deps.audit("auth_failed", null, { address: ip, reason: "no token" });
+    return refuseUpgraded(
+      req,
+      "unauthorized",
+      "no token: pass --token or set MPORT_TOKEN",
+      CloseCode.unauthorized,
+    );
+  }
+  let result;
+  try {
+    result = await deps.accounts.authenticate(token);
+  } catch (e) {
+    deps.stats.error("store");
+    deps.log.error("cannot check a token: {error}", { error: String(e) });
+    return refuseUpgraded(
+      req,
+      "internal",
+      "the server cannot check tokens right now (database unavailable); retrying",
+      CloseCode.internal,
+    );
+  }
+  if (!result.ok) {
+    authFailed(deps, ip, "wrong token");
+    deps.audit("auth_failed", null, { address: ip, reason: result.message });
+    return refuseUpgraded(req, "unauthorized", result.message, CloseCode.unauthorized);
+  }
   const { socket, response } = upgrade(req);
-  const session = new ControlSession(socket, principal, ip, hostHeader, deps);
+  const session = new ControlSession(socket, result.principal, ip, hostHeader, deps);
   deps.sessions.set(session.id, session);
   return response;
 }

@@ -1,11 +1,83 @@
-// Entrypoint of mport-server: flags and environment → config → running server; signals → shutdown.
+// Entrypoint of mport-server: flags and environment → config → store → running server, or an admin command.
 import { formatHostPort } from "../shared/address.ts";
 import { log, setupLogging, teardownLogging } from "../shared/log.ts";
 import { controlPath } from "../shared/protocol.ts";
+import { Accounts } from "./accounts/accounts.ts";
+import { ADMIN_COMMANDS, ADMIN_USAGE, runAdmin } from "./admin/cli.ts";
 import { parseServerArgs, SERVER_USAGE } from "./config.ts";
+import { openStore, parseDbTarget, redactDbUrl } from "./store/open_store.ts";
+import type { Store } from "./store/store.ts";
 import { startServer } from "./server.ts";
 
+async function openConfiguredStore(db: string): Promise<Store | null> {
+  try {
+    parseDbTarget(db);
+  } catch (e) {
+    console.error(`mport-server: invalid --db: ${(e as Error).message}`);
+    return null;
+  }
+  try {
+    return await openStore(db);
+  } catch (e) {
+    console.error(
+      `mport-server: cannot open the store ${redactDbUrl(db)}: ${(e as Error).message}`,
+    );
+    return null;
+  }
+}
+
+/** Reads a password from stdin (a line), or from the terminal without echo. */
+async function readPassword(fromStdin: boolean): Promise<string> {
+  const readLine = async (): Promise<string> => {
+    const buf = new Uint8Array(1);
+    const bytes: number[] = [];
+    while (bytes.length < 4096) {
+      const n = await Deno.stdin.read(buf);
+      if (n === null || buf[0] === 10) break;
+      if (buf[0] === 3) throw new Error("cancelled");
+      if (buf[0] !== 13) bytes.push(buf[0]!);
+    }
+    return new TextDecoder().decode(new Uint8Array(bytes));
+  };
+  if (fromStdin || !Deno.stdin.isTerminal()) return await readLine();
+  const ask = async (prompt: string) => {
+    await Deno.stdout.write(new TextEncoder().encode(prompt));
+    Deno.stdin.setRaw(true);
+    try {
+      return await readLine();
+    } finally {
+      Deno.stdin.setRaw(false);
+      await Deno.stdout.write(new TextEncoder().encode("\n"));
+    }
+  };
+  const first = await ask("Password: ");
+  if ((await ask("Repeat password: ")) !== first) throw new TypeError("the passwords do not match");
+  return first;
+}
+
+async function admin(args: string[]): Promise<number> {
+  const dbIndex = args.indexOf("--db");
+  const db = (dbIndex >= 0 ? args[dbIndex + 1] : undefined) ?? Deno.env.get("MPORT_DB") ??
+    "./data/mport.db";
+  const store = await openConfiguredStore(db);
+  if (!store) return 1;
+  try {
+    return await runAdmin(args, store, {
+      out: (line) => console.log(line),
+      readPassword,
+      now: Date.now,
+    });
+  } catch (e) {
+    console.error(`mport-server: ${(e as Error).message}`);
+    return e instanceof TypeError ? 2 : 1;
+  } finally {
+    await store.close();
+  }
+}
+
 async function main(): Promise<number> {
+  const first = Deno.args[0];
+  if (first && (ADMIN_COMMANDS as readonly string[]).includes(first)) return await admin(Deno.args);
   let parsed;
   try {
     parsed = parseServerArgs(Deno.args, Deno.env.toObject(), (p) => Deno.readTextFileSync(p));
@@ -15,22 +87,43 @@ async function main(): Promise<number> {
   }
   if (parsed.help) {
     console.log(SERVER_USAGE);
+    console.log(ADMIN_USAGE);
     return 0;
   }
   const config = parsed.config;
   await setupLogging(config.logLevel, config.logFile);
+  const store = await openConfiguredStore(config.db);
+  if (!store) return 1;
   let server;
   try {
-    server = await startServer(config);
+    const created = await new Accounts(store, config.tokens).bootstrap();
+    server = await startServer(config, store);
+    if (created) {
+      const host = config.publicHost ??
+        (config.listenHost === "0.0.0.0" ? "localhost" : config.listenHost);
+      const scheme = config.tlsCert ? "wss" : "ws";
+      console.log(
+        `mport-server: new store, created user "${created.user}" (password: ${created.password}) and a client token, shown only this once:`,
+      );
+      console.log(`  ${created.token}`);
+      console.log(
+        `Connect a client: mport tcp 22 --server ${scheme}://${
+          formatHostPort(host, server.addr.port)
+        } --token ${created.token}`,
+      );
+    }
   } catch (e) {
     console.error(`mport-server: ${(e as Error).message}`);
+    await store.close();
     return 1;
   }
   const { hostname, port } = server.addr;
   console.log(
     `mport-server listening on ${server.url} (control ${
       controlPath(config.pathPrefix)
-    }, public ports ${config.portRange.low}-${config.portRange.high} on ${config.bindHost})`,
+    }, public ports ${config.portRange.low}-${config.portRange.high} on ${config.bindHost}, store ${
+      redactDbUrl(config.db)
+    })`,
   );
   log("server").info("listening on {addr}", { addr: formatHostPort(hostname, port) });
   const stopped = Promise.withResolvers<void>();
@@ -40,6 +133,7 @@ async function main(): Promise<number> {
   await stopped.promise;
   log("server").info("shutting down (draining for up to {s} s)", { s: config.drainMs / 1000 });
   await server.close();
+  await store.close();
   await teardownLogging();
   return 0;
 }

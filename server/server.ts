@@ -2,7 +2,11 @@
 import { formatHostPort } from "../shared/address.ts";
 import { log } from "../shared/log.ts";
 import { buildApp } from "./app.ts";
-import { AuthLimiter, TokenAuth } from "./auth.ts";
+import { Accounts } from "./accounts/accounts.ts";
+import { PortBook } from "./accounts/port_book.ts";
+import { UsageMeter } from "./accounts/usage.ts";
+import { AuthLimiter } from "./auth.ts";
+import type { Store } from "./store/store.ts";
 import type { ServerConfig } from "./config.ts";
 import type { ControlSession } from "./control/session.ts";
 import { type EndpointDeps, handleControl, handleStream } from "./endpoints.ts";
@@ -18,26 +22,40 @@ export interface RunningServer {
   /** `http://host:port` or `https://…` of the HTTP endpoint. */
   readonly url: string;
   readonly stats: Stats;
+  readonly usage: UsageMeter;
   /** Graceful shutdown: stop accepting, tell clients, drain streams up to the deadline. */
   close(): Promise<void>;
 }
 
-/** Starts mport-server with a validated config. */
-export function startServer(config: ServerConfig): Promise<RunningServer> {
+/**
+ * Starts mport-server with a validated config and an open store. The store stays the caller's:
+ * `close()` flushes usage into it but does not close it.
+ */
+export function startServer(config: ServerConfig, store: Store): Promise<RunningServer> {
   const logger = log("server");
-  const stats = new Stats();
   const now = Date.now;
+  const usage = new UsageMeter(store, now);
+  const stats = new Stats(now, () => userMetrics(usage));
+  const accounts = new Accounts(store, config.tokens, now);
+  const audit = (kind: string, userId: number | null, detail: Record<string, unknown>) => {
+    store.addEvent({ at: now(), kind, userId, detail }).catch((e) => {
+      stats.error("store");
+      logger.error("cannot record audit event {kind}: {error}", { kind, error: String(e) });
+    });
+  };
   const sessions = new Map<string, ControlSession>();
   let shuttingDown = false;
-  const broker = new Broker(config, stats, logger, now);
+  const broker = new Broker(config, stats, usage, logger, now);
   const ports = new PortAllocator(config.portRange, config.bindHost);
   const registry = new TunnelRegistry(
     ports,
+    new PortBook(store, now),
     config,
     stats,
     logger,
     (tunnel, conn) => broker.onPublicConn(tunnel, conn),
     now,
+    (kind, tunnel, detail) => audit(kind, tunnel.userId, { tunnel: tunnel.name, ...detail }),
   );
   const deps: EndpointDeps = {
     config,
@@ -48,7 +66,9 @@ export function startServer(config: ServerConfig): Promise<RunningServer> {
     sessions,
     shuttingDown: () => shuttingDown,
     now,
-    auth: new TokenAuth(config.tokens),
+    accounts,
+    usage,
+    audit,
     limiter: new AuthLimiter(config.authFailuresPerMinute, config.authBlockMs, now),
   };
   const app = buildApp({
@@ -93,6 +113,14 @@ export function startServer(config: ServerConfig): Promise<RunningServer> {
       reject(e);
       return;
     }
+    const flush = () =>
+      usage.flush().catch((e) => {
+        stats.error("store");
+        logger.error("cannot write usage to the store (kept for the next try): {error}", {
+          error: String(e),
+        });
+      });
+    const flushTimer = setInterval(flush, config.usageFlushMs);
     const statsTimer = config.statsIntervalMs > 0
       ? setInterval(
         () => logger.info("stats {stats}", { stats: stats.snapshot() }),
@@ -106,10 +134,12 @@ export function startServer(config: ServerConfig): Promise<RunningServer> {
       addr,
       url: `${scheme}://${formatHostPort(addr.hostname, addr.port)}`,
       stats,
+      usage,
       close() {
         closing ??= (async () => {
           shuttingDown = true;
           clearInterval(statsTimer);
+          clearInterval(flushTimer);
           for (const t of registry.all()) registry.release(t, "server shutting down");
           for (const s of [...sessions.values()]) s.shutdown();
           const deadline = Date.now() + config.drainMs;
@@ -123,9 +153,24 @@ export function startServer(config: ServerConfig): Promise<RunningServer> {
           }
           for (const b of [...broker.bridges]) b.abort("server shutting down");
           await httpServer.shutdown();
+          clearInterval(flushTimer);
+          await flush();
         })();
         return closing;
       },
     });
   });
+}
+
+function userMetrics(usage: UsageMeter): string[] {
+  const lines = [
+    "# HELP mport_user_bytes_total Bytes through each user's tunnels since the server started.",
+    "# TYPE mport_user_bytes_total counter",
+  ];
+  for (const t of usage.totals.values()) {
+    const user = t.name.replace(/["\\\n]/g, "_");
+    lines.push(`mport_user_bytes_total{user="${user}",direction="in"} ${t.bytesIn}`);
+    lines.push(`mport_user_bytes_total{user="${user}",direction="out"} ${t.bytesOut}`);
+  }
+  return lines;
 }

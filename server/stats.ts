@@ -20,9 +20,12 @@ export class Stats {
   /** Connections opened per hour, keyed by the hour's start (ms); the last 48 hours. */
   readonly connectionsPerHour = new Map<number, number>();
   readonly #now: () => number;
+  readonly #extra: () => string[];
 
-  constructor(now: () => number = Date.now) {
+  /** `extra` adds metric lines that live elsewhere (per-user bytes). */
+  constructor(now: () => number = Date.now, extra: () => string[] = () => []) {
     this.#now = now;
+    this.#extra = extra;
     this.startedAt = now();
   }
 
@@ -146,6 +149,7 @@ export class Stats {
       "Refused requests by reason.",
       labelled(this.refusals, "reason").map((l) => `mport_refusals_total{${l}`),
     );
+    out.push(...this.#extra());
     return out.join("\n") + "\n";
   }
 }

@@ -5,12 +5,18 @@ import type { TunnelGrant, TunnelRequest } from "../shared/protocol.ts";
 import type { StreamBridge } from "../shared/stream_bridge.ts";
 import type { ServerConfig } from "./config.ts";
 import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
+import type { PortBook } from "./accounts/port_book.ts";
 import type { Stats } from "./stats.ts";
+import type { UserLimits } from "./store/store.ts";
 
 /** The part of a control session that tunnels need to know. */
 export interface TunnelOwnerSession {
   readonly id: string;
   readonly owner: string;
+  readonly userId: number;
+  readonly userName: string;
+  /** The user's limits (null fields: server defaults). */
+  readonly limits: UserLimits;
   /** Tells the session that it no longer has this tunnel (taken over by another session). */
   lostTunnel(tunnel: Tunnel, reason: string): void;
 }
@@ -30,6 +36,10 @@ export interface PendingConn {
 /** One published port. */
 export class Tunnel {
   readonly owner: string;
+  readonly userId: number;
+  readonly userName: string;
+  /** The owning user's limits, refreshed whenever a session takes the tunnel or re-checks. */
+  limits: UserLimits;
   readonly name: string;
   readonly port: number;
   readonly url: string;
@@ -42,12 +52,15 @@ export class Tunnel {
   #closed = false;
 
   constructor(
-    owner: string,
+    session: TunnelOwnerSession,
     req: TunnelRequest,
     listener: Deno.TcpListener,
     publicHost: string,
   ) {
-    this.owner = owner;
+    this.owner = session.owner;
+    this.userId = session.userId;
+    this.userName = session.userName;
+    this.limits = session.limits;
     this.name = req.name;
     this.local = req.local;
     this.#listener = listener;
@@ -103,6 +116,13 @@ export class Tunnel {
   }
 }
 
+/** Audit hook for tunnel lifecycle events. */
+export type TunnelEvents = (
+  kind: "tunnel_opened" | "tunnel_closed",
+  tunnel: Tunnel,
+  detail: Record<string, unknown>,
+) => void;
+
 /** All tunnels of the server, keyed by owner and name. */
 export class TunnelRegistry {
   readonly #tunnels = new Map<string, Tunnel>();
@@ -113,16 +133,22 @@ export class TunnelRegistry {
   readonly #log: Logger;
   readonly #onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void;
   readonly #now: () => number;
+  readonly #book: PortBook;
+  readonly #events: TunnelEvents | undefined;
 
   constructor(
     ports: PortAllocator,
+    book: PortBook,
     config: ServerConfig,
     stats: Stats,
     log: Logger,
     onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void,
     now: () => number = Date.now,
+    events?: TunnelEvents,
   ) {
     this.#ports = ports;
+    this.#book = book;
+    this.#events = events;
     this.#config = config;
     this.#stats = stats;
     this.#log = log;
@@ -137,43 +163,26 @@ export class TunnelRegistry {
 
   /**
    * Gives `session` the tunnel it asks for: the one its owner already holds under that name (taken
-   * over from a dead or older session, keeping its port), or a new one. Throws `TunnelRefused`.
+   * over from a dead or older session, keeping its port), or a new one on the port reserved for
+   * the user's tunnel, the requested port, or a free one. Throws `TunnelRefused`.
    */
-  acquire(session: TunnelOwnerSession, req: TunnelRequest, publicHost: string): Tunnel {
+  async acquire(
+    session: TunnelOwnerSession,
+    req: TunnelRequest,
+    publicHost: string,
+  ): Promise<Tunnel> {
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
     if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
-      if (existing.session && existing.session !== session) {
-        existing.session.lostTunnel(
-          existing,
-          "taken over by a newer connection of the same client",
-        );
-      }
-      clearTimeout(existing.graceTimer);
-      existing.graceTimer = undefined;
-      existing.session = session;
-      this.#log.info("tunnel {name} ({url}) resumed by session {session}", {
-        name: existing.name,
-        url: existing.url,
-        session: session.id,
-      });
-      return existing;
+      return this.#takeOver(existing, session);
     }
-    if (existing) {
-      // A live session that had the name loses its port too: tell it, as for a takeover.
-      if (existing.session && existing.session !== session) {
-        existing.session.lostTunnel(
-          existing,
-          "taken over by a newer connection of the same client",
-        );
-      }
-      this.release(existing, "the client asked for a different port");
-    }
-    const owned = this.all().filter((t) => t.owner === session.owner).length;
-    if (owned >= this.#config.maxTunnelsPerClient) {
+    const limits = session.limits;
+    const maxTunnels = limits.maxTunnels ?? this.#config.maxTunnelsPerClient;
+    const owned = this.all().filter((t) => t.owner === session.owner && t !== existing).length;
+    if (owned >= maxTunnels) {
       throw new TunnelRefused(
         "tunnel_limit",
-        `tunnel limit reached: at most ${this.#config.maxTunnelsPerClient} tunnels per client`,
+        `tunnel limit reached: at most ${maxTunnels} tunnels per user`,
       );
     }
     const now = this.#now();
@@ -184,10 +193,83 @@ export class TunnelRegistry {
         `too many new tunnels: at most ${this.#config.tunnelsPerMinute} per minute, try again shortly`,
       );
     }
-    const listener = this.#ports.bind(req.remotePort);
+    // Which port: the one reserved for this tunnel, else the requested one, else any free one.
+    let port = req.remotePort;
+    let reserved = false;
+    if (port === 0) {
+      const mine = await this.#book.portFor(session.userId, req.name);
+      if (mine !== null) {
+        port = mine;
+        reserved = true;
+      }
+    } else {
+      const holder = await this.#book.holder(port);
+      if (holder && holder.userId !== session.userId) {
+        throw new TunnelRefused(
+          "port_taken",
+          `port ${port} is reserved for another user (choose another --remote-port)`,
+        );
+      }
+      if (holder && holder.tunnel !== null && holder.tunnel !== req.name) {
+        throw new TunnelRefused(
+          "port_taken",
+          `port ${port} is reserved for your tunnel "${holder.tunnel}" (use that name, or ask the operator to release the port)`,
+        );
+      }
+      reserved = holder !== null;
+    }
+    const userRange = limits.portLow !== null && limits.portHigh !== null
+      ? { low: limits.portLow, high: limits.portHigh }
+      : null;
+    const range = reserved ? { low: port, high: port } : userRange ?? undefined;
+    const exclude = port === 0 ? await this.#book.reservedForOthers(session.userId) : undefined;
+    // Another session of the same owner may have won the name while we awaited the store.
+    const raced = this.#tunnels.get(key);
+    if (raced && raced !== existing) return this.#takeOver(raced, session);
+    if (existing) {
+      // A live session that had the name loses its port too: tell it, as for a takeover.
+      if (existing.session && existing.session !== session) {
+        existing.session.lostTunnel(
+          existing,
+          "taken over by a newer connection of the same client",
+        );
+      }
+      this.release(existing, "the client asked for a different port");
+    }
+    let listener: Deno.TcpListener;
+    for (let attempt = 1;; attempt++) {
+      try {
+        listener = this.#ports.bind(port, range, exclude, userRange ? "your" : "the server's");
+        break;
+      } catch (e) {
+        // A listener closed a moment ago frees its port only on a later turn of the event loop,
+        // so a reserved port coming back right after its release is retried briefly.
+        if (!(reserved && e instanceof TunnelRefused && e.code === "port_taken") || attempt >= 10) {
+          throw e;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const bound = (listener.addr as Deno.NetAddr).port;
+    let recorded = false;
+    try {
+      recorded = await this.#book.record(session.userId, req.name, bound);
+    } catch (e) {
+      listener.close();
+      this.#ports.release(bound);
+      throw e;
+    }
+    if (!recorded) {
+      listener.close();
+      this.#ports.release(bound);
+      throw new TunnelRefused(
+        "port_taken",
+        `port ${bound} was just reserved by another user; try again`,
+      );
+    }
     recent.push(now);
     this.#createdAt.set(session.owner, recent);
-    const tunnel = new Tunnel(session.owner, req, listener, publicHost);
+    const tunnel = new Tunnel(session, req, listener, publicHost);
     tunnel.session = session;
     this.#tunnels.set(key, tunnel);
     this.#stats.tunnelsCreated++;
@@ -198,7 +280,24 @@ export class TunnelRegistry {
       url: tunnel.url,
       local: tunnel.local,
     });
+    this.#events?.("tunnel_opened", tunnel, { port: tunnel.port, local: tunnel.local });
     return tunnel;
+  }
+
+  #takeOver(existing: Tunnel, session: TunnelOwnerSession): Tunnel {
+    if (existing.session && existing.session !== session) {
+      existing.session.lostTunnel(existing, "taken over by a newer connection of the same client");
+    }
+    clearTimeout(existing.graceTimer);
+    existing.graceTimer = undefined;
+    existing.session = session;
+    existing.limits = session.limits;
+    this.#log.info("tunnel {name} ({url}) resumed by session {session}", {
+      name: existing.name,
+      url: existing.url,
+      session: session.id,
+    });
+    return existing;
   }
 
   /** The session is gone: keep its tunnels for the grace period, then release them. */
@@ -227,5 +326,6 @@ export class TunnelRegistry {
       port: tunnel.port,
       reason,
     });
+    this.#events?.("tunnel_closed", tunnel, { port: tunnel.port, reason });
   }
 }

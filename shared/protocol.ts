@@ -71,6 +71,7 @@ export type ErrorCode =
   | "unknown_claim"
   | "local_dial_failed"
   | "shutting_down"
+  | "quota_exceeded"
   | "internal";
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
@@ -87,6 +88,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "unknown_claim",
   "local_dial_failed",
   "shutting_down",
+  "quota_exceeded",
   "internal",
 ]);
 
@@ -144,7 +146,9 @@ export type ServerControlMessage =
   | { readonly type: "tunnel_close"; readonly name: string; readonly reason: string }
   | { readonly type: "ping"; readonly t: number }
   | { readonly type: "pong"; readonly t: number }
-  | { readonly type: "error"; readonly code: ErrorCode; readonly message: string };
+  | { readonly type: "error"; readonly code: ErrorCode; readonly message: string }
+  /** Something the client should show its user; the session goes on. */
+  | { readonly type: "notice"; readonly code: ErrorCode; readonly message: string };
 
 /** Text messages on a data stream, in either direction. */
 export type StreamControlMessage =
@@ -315,7 +319,8 @@ export function decodeServerControl(text: string): ServerControlMessage {
     case "pong":
       return { type: obj.type, t: int(obj, "t", 0, Number.MAX_SAFE_INTEGER) };
     case "error":
-      return { type: "error", code: errorCode(obj), message: str(obj, "message") };
+    case "notice":
+      return { type: obj.type, code: errorCode(obj), message: str(obj, "message") };
     default:
       throw new ProtocolError(`unknown control message type "${String(obj.type).slice(0, 32)}"`);
   }

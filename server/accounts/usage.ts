@@ -77,6 +77,20 @@ export class UsageMeter {
     return stored.bytes + pending;
   }
 
+  /**
+   * Bytes this month as far as known without a store round trip (stored part as of the last
+   * `monthBytes()` or flush); for the per-connection quota check on the hot path.
+   */
+  monthBytesCached(userId: number): number {
+    const month = monthStart(this.#now());
+    const stored = this.#stored.get(userId);
+    let bytes = stored && stored.month === month ? stored.bytes : 0;
+    for (const r of this.#pending.values()) {
+      if (r.userId === userId && r.hour >= month) bytes += r.bytesIn + r.bytesOut;
+    }
+    return bytes;
+  }
+
   /** Writes pending counters to the store; on failure they are kept for the next flush. */
   flush(): Promise<void> {
     this.#flushing ??= (async () => {

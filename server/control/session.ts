@@ -13,9 +13,12 @@ import {
   type TunnelRefusal,
 } from "../../shared/protocol.ts";
 import { type StreamBridge, truncateReason } from "../../shared/stream_bridge.ts";
-import type { Principal } from "../auth.ts";
+import type { Accounts, Principal } from "../accounts/accounts.ts";
+import type { UsageMeter } from "../accounts/usage.ts";
+import type { UserLimits } from "../store/store.ts";
 import type { ServerConfig } from "../config.ts";
 import { TunnelRefused } from "../listeners/port_allocator.ts";
+import { formatSize } from "../../shared/units.ts";
 import type { Stats } from "../stats.ts";
 import type { Broker, BrokerSession, Claim } from "../streams/broker.ts";
 import type { PendingConn, Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
@@ -32,6 +35,10 @@ export interface SessionDeps {
   /** True once the server is shutting down. */
   readonly shuttingDown: () => boolean;
   readonly now: () => number;
+  readonly accounts: Accounts;
+  readonly usage: UsageMeter;
+  /** Appends an audit event (never throws; failures are logged). */
+  readonly audit: (kind: string, userId: number | null, detail: Record<string, unknown>) => void;
 }
 
 /** A client's control channel and everything hanging off it. */
@@ -40,6 +47,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly secret = crypto.randomUUID().replaceAll("-", "") +
     crypto.randomUUID().replaceAll("-", "");
   readonly owner: string;
+  readonly userId: number;
+  readonly userName: string;
+  limits: UserLimits;
+  readonly principal: Principal;
   readonly remote: string;
   readonly idle: StreamBridge[] = [];
   readonly claims = new Map<string, Claim>();
@@ -48,10 +59,13 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly #deps: SessionDeps;
   readonly #fallbackHost: string;
   #welcomed = false;
+  #helloSeen = false;
   #closed = false;
   #lastSeen: number;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  #recheckTimer: ReturnType<typeof setInterval> | undefined;
+  #lastNotice = 0;
 
   constructor(
     ws: WebSocket,
@@ -62,6 +76,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   ) {
     this.#ws = ws;
     this.owner = principal.owner;
+    this.userId = principal.userId;
+    this.userName = principal.userName;
+    this.limits = principal.limits;
+    this.principal = principal;
     this.remote = remote;
     this.#fallbackHost = fallbackHost;
     this.#deps = deps;
@@ -108,6 +126,14 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     if (this.#tunnels.size === 0 && this.#welcomed) {
       this.#fail("name_in_use", `every tunnel of this session was ${reason}`, CloseCode.replaced);
     }
+  }
+
+  /** Sends a notice the client prints; at most one per 10 s so a busy tunnel cannot flood it. */
+  notice(code: ErrorCode, message: string): void {
+    const now = this.#deps.now();
+    if (now - this.#lastNotice < 10_000) return;
+    this.#lastNotice = now;
+    this.#send({ type: "notice", code, message });
   }
 
   /** Tells the client the server is going away and closes the channel. */
@@ -180,12 +206,13 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
   }
 
-  #onHello(msg: Extract<ClientControlMessage, { type: "hello" }>): void {
-    const { config, registry, stats, log } = this.#deps;
-    if (this.#welcomed) {
+  async #onHello(msg: Extract<ClientControlMessage, { type: "hello" }>): Promise<void> {
+    const { config, registry, stats, log, usage } = this.#deps;
+    if (this.#helloSeen) {
       this.#fail("bad_message", "hello sent twice", CloseCode.protocolError);
       return;
     }
+    this.#helloSeen = true;
     clearTimeout(this.#handshakeTimer);
     if (msg.version !== PROTOCOL_VERSION) {
       stats.refusal("version_mismatch");
@@ -202,21 +229,58 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     const publicHost = config.publicHost ?? (msg.host || this.#fallbackHost);
     const granted: TunnelGrant[] = [];
     const refused: TunnelRefusal[] = [];
+    const refuse = (name: string, code: ErrorCode, message: string) => {
+      stats.refusal(code);
+      refused.push({ name, code, message });
+      log.warn("session {id}: tunnel {name} refused: {reason}", {
+        id: this.id,
+        name,
+        reason: message,
+      });
+    };
+    let overQuota: string | null = null;
+    const quota = this.limits.monthlyQuotaBytes ?? config.monthlyQuotaBytes;
+    try {
+      const used = await usage.monthBytes(this.userId);
+      if (quota !== null && used >= quota) {
+        overQuota = `monthly transfer quota of ${formatSize(quota)} reached (${
+          formatSize(used)
+        } used this month)`;
+      }
+    } catch (e) {
+      log.error("cannot read usage of user {user}: {error}", {
+        user: this.userName,
+        error: String(e),
+      });
+    }
     for (const req of msg.tunnels) {
+      if (this.#closed) break;
+      if (overQuota) {
+        refuse(req.name, "quota_exceeded", overQuota);
+        continue;
+      }
       try {
-        const t = registry.acquire(this, req, publicHost);
+        const t = await registry.acquire(this, req, publicHost);
         this.#tunnels.add(t);
         granted.push(t.grant());
       } catch (e) {
-        if (!(e instanceof TunnelRefused)) throw e;
-        stats.refusal(e.code);
-        refused.push({ name: req.name, code: e.code, message: e.message });
-        log.warn("session {id}: tunnel {name} refused: {reason}", {
-          id: this.id,
-          name: req.name,
-          reason: e.message,
-        });
+        if (e instanceof TunnelRefused) {
+          refuse(req.name, e.code, e.message);
+        } else {
+          stats.error("store");
+          log.error("tunnel {name}: {error}", { name: req.name, error: String(e) });
+          refuse(
+            req.name,
+            "internal",
+            "the server could not open the tunnel (database unavailable); retrying",
+          );
+        }
       }
+    }
+    if (this.#closed) {
+      // The client left while we were opening tunnels: keep them for the grace period as usual.
+      if (!this.#deps.shuttingDown()) registry.detach(this, config.graceMs);
+      return;
     }
     this.#welcomed = true;
     stats.clientsConnected++;
@@ -229,13 +293,51 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       tunnels: granted,
       refused,
     });
-    log.info("client {remote} connected as session {id} with {n} tunnel(s)", {
+    log.info("client {remote} ({user}) connected as session {id} with {n} tunnel(s)", {
       remote: this.remote,
+      user: this.userName,
       id: this.id,
       n: granted.length,
     });
+    this.#deps.audit("client_connected", this.userId, {
+      address: this.remote,
+      token: this.principal.tokenLabel,
+      session: this.id,
+      tunnels: granted.map((g) => `${g.name}:${g.remotePort}`).join(","),
+    });
     this.#heartbeatTimer = setInterval(() => this.#heartbeat(), config.heartbeatMs);
+    this.#recheckTimer = setInterval(() => this.#recheck(), config.recheckMs);
     this.#deps.broker.serveWaiting(this);
+  }
+
+  async #recheck(): Promise<void> {
+    let result;
+    try {
+      result = await this.#deps.accounts.recheck(this.principal);
+    } catch (e) {
+      // A database hiccup must not disconnect everyone; the next check will tell.
+      this.#deps.log.warn("re-checking session {id} failed: {error}", {
+        id: this.id,
+        error: String(e),
+      });
+      return;
+    }
+    if (this.#closed) return;
+    this.limits = result.limits;
+    for (const t of this.#tunnels) t.limits = result.limits;
+    if (result.reason) {
+      this.#deps.stats.refusal("revoked");
+      this.#deps.log.info("disconnecting session {id} of {user}: {reason}", {
+        id: this.id,
+        user: this.userName,
+        reason: result.reason,
+      });
+      this.#fail(
+        "unauthorized",
+        `${result.reason}: ask the operator for a new token`,
+        CloseCode.unauthorized,
+      );
+    }
   }
 
   #heartbeat(): void {
@@ -258,6 +360,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
     clearInterval(this.#heartbeatTimer);
+    clearInterval(this.#recheckTimer);
     const { registry, sessions, stats, log, config } = this.#deps;
     sessions.delete(this.id);
     if (this.#welcomed) stats.clientsConnected--;
@@ -278,6 +381,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
     if (this.#welcomed) {
       log.info("session {id} from {remote} closed", { id: this.id, remote: this.remote });
+      this.#deps.audit("client_disconnected", this.userId, {
+        address: this.remote,
+        session: this.id,
+      });
     }
   }
 }

@@ -37,16 +37,23 @@ export class PortAllocator {
   }
 
   /**
-   * Binds `requested` (must be in range and free) or, for 0, the next free port of the range.
-   * Throws `TunnelRefused` with a message that says what to do.
+   * Binds `requested` (must be in `range` and free) or, for 0, the next free port of `range` that
+   * is not in `exclude` (ports reserved for someone else). `range` defaults to the server's;
+   * `rangeOwner` words the refusal ("the server's", "your"). Throws `TunnelRefused` with a message
+   * that says what to do.
    */
-  bind(requested: number): Deno.TcpListener {
-    const { low, high } = this.#range;
+  bind(
+    requested: number,
+    range: PortRange = this.#range,
+    exclude: ReadonlySet<number> = new Set(),
+    rangeOwner = "the server's",
+  ): Deno.TcpListener {
+    const { low, high } = range;
     if (requested !== 0) {
-      if (!this.inRange(requested)) {
+      if (requested < low || requested > high) {
         throw new TunnelRefused(
           "port_out_of_range",
-          `port ${requested} is outside the server's allowed range ${low}-${high} (choose a port in that range, or none)`,
+          `port ${requested} is outside ${rangeOwner} allowed range ${low}-${high} (choose a port in that range, or none)`,
         );
       }
       if (this.#held.has(requested)) {
@@ -65,9 +72,10 @@ export class PortAllocator {
       return l;
     }
     const size = high - low + 1;
+    const start = this.#cursor >= low && this.#cursor <= high ? this.#cursor : low;
     for (let i = 0; i < size; i++) {
-      const port = low + ((this.#cursor - low + i) % size);
-      if (this.#held.has(port)) continue;
+      const port = low + ((start - low + i) % size);
+      if (this.#held.has(port) || exclude.has(port)) continue;
       const l = this.#tryListen(port);
       if (l) {
         this.#cursor = port + 1 > high ? low : port + 1;

@@ -1,9 +1,11 @@
 // Pairs public connections with data streams: pooled idle streams first, else claims over control.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../../shared/address.ts";
+import { formatSize } from "../../shared/units.ts";
 import { CLAIM_TIMEOUT_MS, MAX_POOL_PER_SESSION } from "../../shared/protocol.ts";
 import type { StreamBridge } from "../../shared/stream_bridge.ts";
 import type { ServerConfig } from "../config.ts";
+import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
 import type { PendingConn, Tunnel } from "../tunnels.ts";
 
@@ -17,6 +19,8 @@ export interface BrokerSession {
   tunnels(): Iterable<Tunnel>;
   /** Asks the client (over control) to open a stream for `tunnel`; returns the claim id. */
   requestStream(tunnel: Tunnel, pending: PendingConn): string | null;
+  /** Tells the client something it should show its user (e.g. quota reached). */
+  notice(code: "quota_exceeded", message: string): void;
 }
 
 /** A stream the server asked for and not yet received. */
@@ -33,12 +37,20 @@ export class Broker {
   readonly #log: Logger;
   readonly #perOwner = new Map<string, number>();
   readonly #now: () => number;
+  readonly #usage: UsageMeter;
   /** Every open public connection, bridged or pending, for shutdown. */
   readonly bridges = new Set<StreamBridge>();
 
-  constructor(config: ServerConfig, stats: Stats, log: Logger, now: () => number = Date.now) {
+  constructor(
+    config: ServerConfig,
+    stats: Stats,
+    usage: UsageMeter,
+    log: Logger,
+    now: () => number = Date.now,
+  ) {
     this.#config = config;
     this.#stats = stats;
+    this.#usage = usage;
     this.#log = log;
     this.#now = now;
   }
@@ -48,9 +60,23 @@ export class Broker {
     const addr = conn.remoteAddr as Deno.NetAddr;
     const remote = formatHostPort(addr.hostname, addr.port);
     const count = this.#perOwner.get(tunnel.owner) ?? 0;
-    if (count >= this.#config.maxConnectionsPerClient) {
+    if (count >= (tunnel.limits.maxConnections ?? this.#config.maxConnectionsPerClient)) {
       this.#refuseConn(conn, "connection_limit", tunnel, remote);
       return;
+    }
+    const quota = tunnel.limits.monthlyQuotaBytes ?? this.#config.monthlyQuotaBytes;
+    if (quota !== null) {
+      const used = this.#usage.monthBytesCached(tunnel.userId);
+      if (used >= quota) {
+        this.#refuseConn(conn, "quota_exceeded", tunnel, remote);
+        (tunnel.session as BrokerSession | null)?.notice(
+          "quota_exceeded",
+          `monthly transfer quota reached for user ${tunnel.userName}: ${formatSize(used)} of ${
+            formatSize(quota)
+          } used; new connections to ${tunnel.name} are refused until next month`,
+        );
+        return;
+      }
     }
     if (tunnel.pending.length >= this.#config.maxPending) {
       this.#refuseConn(conn, "pending_limit", tunnel, remote);
@@ -63,6 +89,7 @@ export class Broker {
     }
     this.#perOwner.set(tunnel.owner, count + 1);
     this.#stats.connectionOpened();
+    this.#usage.connection(tunnel.userId, tunnel.name);
     let released = false;
     const releaseCount = () => {
       if (released) return;
@@ -205,15 +232,24 @@ export class Broker {
     this.bridges.add(stream);
     const stats = this.#stats;
     const log = this.#log;
+    const usage = this.#usage;
+    const { userId, userName, name } = tunnel;
     stream.setHooks({
-      onSent: (n) => (stats.bytesIn += n),
-      onReceived: (n) => (stats.bytesOut += n),
+      onSent: (n) => {
+        stats.bytesIn += n;
+        usage.bytesIn(userId, userName, name, n);
+      },
+      onReceived: (n) => {
+        stats.bytesOut += n;
+        usage.bytesOut(userId, userName, name, n);
+      },
       onEnd: (end) => {
         tunnel.active.delete(stream);
         this.bridges.delete(stream);
         pending.release();
         if (!end.clean && end.kind && end.kind !== "closed") {
           stats.error(end.kind);
+          usage.error(userId, name);
           log.info("stream for {remote} on {name} ended: {reason}", {
             remote: pending.remote,
             name: tunnel.name,

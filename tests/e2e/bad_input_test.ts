@@ -419,9 +419,12 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
         );
         assert.equal(refused[1]!.name, "taken");
         assert.equal(refused[1]!.code, "port_taken");
-        assert.equal(
+        // Both peers use the admin's static token: the port is reserved for the admin's other tunnel.
+        assert.match(
           refused[1]!.message,
-          `port ${goodPort} is already used by another tunnel (choose another --remote-port)`,
+          new RegExp(
+            `^port ${goodPort} is reserved for your tunnel "127\\.0\\.0\\.1-\\d+" \\(use that name, or ask the operator to release the port\\)$`,
+          ),
         );
         await peer.close();
         assert.equal(await refusals(server, "port_out_of_range"), 1);
@@ -553,8 +556,12 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
     "1",
     "--max-connections-per-client",
     "2",
+    // Both static tokens belong to the admin user, so the limits are shared: release the raw
+    // peer's tunnel as soon as it leaves so that the real client below gets its one tunnel.
+    "--grace",
+    "0",
   ]);
-  const client = startClient(["tcp", `127.0.0.1:${echo.port}`, "--server", server.wsUrl]);
+  const clients: ReturnType<typeof startClient>[] = [];
   try {
     await t.step(
       "a hello asking for 2 tunnels gets 1 and a 'tunnel limit reached' refusal",
@@ -568,7 +575,7 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
         assert.deepEqual(welcome.refused, [{
           name: "two",
           code: "tunnel_limit",
-          message: "tunnel limit reached: at most 1 tunnels per client",
+          message: "tunnel limit reached: at most 1 tunnels per user",
         }]);
         await peer.close();
         assert.equal(await refusals(server, "tunnel_limit"), 1);
@@ -576,6 +583,9 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
     );
 
     await t.step("the 3rd concurrent user connection is closed at once", async () => {
+      await metricReaches(server, "mport_tunnels_active", 0);
+      const client = startClient(["tcp", `127.0.0.1:${echo.port}`, "--server", server.wsUrl]);
+      clients.push(client);
       const port = await tunnelPort(client);
       const ping = new TextEncoder().encode("ping");
       const open: Deno.TcpConn[] = [];
@@ -609,7 +619,7 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
       assert.equal(await refusals(server, "connection_limit"), 1);
     });
   } finally {
-    await client.stop();
+    for (const c of clients) await c.stop();
     await server.stop();
     await echo.close();
   }

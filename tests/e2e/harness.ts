@@ -137,12 +137,14 @@ export async function startServer(
   const hasListen = args.includes("--listen");
   const hasRange = args.includes("--port-range");
   const hasToken = args.includes("--token") || args.includes("--tokens-file");
+  const hasDb = args.includes("--db");
   // Below Linux's ephemeral range (32768+), so outgoing sockets never hold a test's public port.
   const low = 20000 + Math.floor(Math.random() * 120) * 100;
   const full = [
     ...(hasListen ? [] : ["--listen", "127.0.0.1:0"]),
     ...(hasRange ? [] : ["--port-range", `${low}-${low + 99}`]),
     ...(hasToken ? [] : ["--token", TEST_TOKEN]),
+    ...(hasDb ? [] : ["--db", ":memory:"]),
     "--bind",
     "127.0.0.1",
     "--stats-interval",

@@ -108,21 +108,17 @@ Deno.test("server tokens can come from the tokens file or the environment alone"
   assert.deepEqual(tokensOf(parse([], { MPORT_TOKENS: "only-env-token" })), ["only-env-token"]);
 });
 
+Deno.test("server needs no static tokens, since accounts live in the store", () => {
+  assert.deepEqual(tokensOf(parse([])), []);
+  assert.deepEqual(tokensOf(parse([], { MPORT_TOKENS: " , ," })), []);
+});
+
 Deno.test("server --help asks for help instead of a config", () => {
   assert.deepEqual(parseServerArgs(["--help"], {}, readFile), { help: true });
   assert.deepEqual(parseServerArgs(["-h", "--token", "x"], {}, readFile), { help: true });
 });
 
 const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
-  {
-    args: [],
-    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
-  },
-  {
-    args: [],
-    env: { MPORT_TOKENS: " , ," },
-    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
-  },
   { args: ["--token", "short"], message: "every token must be at least 8 characters long" },
   {
     args: ["--token", TOKEN],
@@ -227,10 +223,8 @@ for (const c of INVALID) {
 Deno.test("serverConfig validates fields given directly, as tests and embedders do", () => {
   const tokens = [new Secret(TOKEN)];
   assert.equal(serverConfig({ tokens, listenPort: 0 }).listenPort, 0);
-  assert.throws(() => serverConfig({ tokens: [] }), {
-    name: "TypeError",
-    message: "no client tokens configured: pass --token, --tokens-file or set MPORT_TOKENS",
-  });
+  // Static tokens are optional: users and their tokens live in the store.
+  assert.deepEqual(serverConfig({ tokens: [] }).tokens, []);
   for (
     const [field, flag] of [
       ["maxTunnelsPerClient", "--max-tunnels-per-client"],

@@ -1,0 +1,139 @@
+// Tests for token → user resolution against a real (in-memory SQLite) store.
+import assert from "node:assert/strict";
+import { Accounts } from "../../server/accounts/accounts.ts";
+import {
+  hashPassword,
+  hashToken,
+  newToken,
+  verifyPassword,
+} from "../../server/accounts/secrets.ts";
+import { openSqliteStore } from "../../server/store/sqlite_store.ts";
+import { Secret } from "../../shared/secret.ts";
+
+const STATIC = "static-token-0123456789";
+
+async function setup(now = () => 1_700_000_000_000) {
+  const store = await openSqliteStore(":memory:");
+  const accounts = new Accounts(store, [new Secret(STATIC)], now);
+  const boot = await accounts.bootstrap();
+  assert.ok(boot);
+  return { store, accounts, boot };
+}
+
+Deno.test("first start on an empty store creates admin with a working token, only once", async () => {
+  const { store, accounts, boot } = await setup();
+  try {
+    assert.equal(boot.user, "admin");
+    assert.match(boot.token, /^mp_[A-Za-z0-9_-]{32}$/);
+    const r = await accounts.authenticate(boot.token);
+    assert.ok(r.ok);
+    assert.equal(r.principal.userName, "admin");
+    const admin = await store.userByName("admin");
+    assert.equal(admin?.role, "admin");
+    assert.ok(await verifyPassword(boot.password, admin!.passwordHash!));
+    assert.equal(await accounts.bootstrap(), null);
+    // The token itself is not stored, only its hash.
+    const tokens = await store.listTokens();
+    assert.equal(tokens.length, 1);
+    assert.equal(tokens[0]!.hash, hashToken(boot.token));
+    assert.ok(!JSON.stringify(tokens).includes(boot.token));
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("a static --token authenticates as the admin user", async () => {
+  const { store, accounts } = await setup();
+  try {
+    const r = await accounts.authenticate(STATIC);
+    assert.ok(r.ok);
+    assert.equal(r.principal.userName, "admin");
+    assert.equal(r.principal.tokenId, null);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("wrong, revoked and expired tokens and disabled users are refused with a reason", async () => {
+  let t = 1_700_000_000_000;
+  const { store, accounts } = await setup(() => t);
+  try {
+    const alice = await store.createUser({
+      name: "alice",
+      role: "user",
+      passwordHash: await hashPassword("password1"),
+    });
+    const good = newToken();
+    const rec = await store.createToken({
+      userId: alice.id,
+      label: "laptop",
+      hash: hashToken(good),
+      expiresAt: t + 1000,
+    });
+    const ok = await accounts.authenticate(good);
+    assert.ok(ok.ok);
+    assert.equal(ok.principal.owner, `u${alice.id}`);
+    assert.equal(ok.principal.tokenLabel, "laptop");
+    assert.equal((await store.tokenById(rec.id))?.lastUsedAt, t);
+
+    const wrong = await accounts.authenticate("mp_not-a-token");
+    assert.deepEqual(wrong, {
+      ok: false,
+      message: "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN",
+    });
+
+    t += 1000;
+    const expired = await accounts.authenticate(good);
+    assert.ok(!expired.ok);
+    assert.match(expired.message, /^this token expired on 2023-11-14T22:13:21\.000Z/);
+    assert.equal((await accounts.recheck(ok.principal)).reason, "this token expired");
+
+    const other = newToken();
+    const rec2 = await store.createToken({
+      userId: alice.id,
+      label: "",
+      hash: hashToken(other),
+      expiresAt: null,
+    });
+    const p2 = await accounts.authenticate(other);
+    assert.ok(p2.ok);
+    assert.equal((await accounts.recheck(p2.principal)).reason, null);
+    await store.revokeToken(rec2.id, t);
+    assert.equal(
+      (await accounts.authenticate(other) as { message: string }).message,
+      "this token was revoked: ask the operator for a new one",
+    );
+    assert.equal((await accounts.recheck(p2.principal)).reason, "this token was revoked");
+
+    const third = newToken();
+    await store.createToken({
+      userId: alice.id,
+      label: "",
+      hash: hashToken(third),
+      expiresAt: null,
+    });
+    await store.setUserDisabled(alice.id, true);
+    assert.equal(
+      (await accounts.authenticate(third) as { message: string }).message,
+      "user alice is disabled: ask the operator",
+    );
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("recheck returns the user's current limits", async () => {
+  const { store, accounts } = await setup();
+  try {
+    const bob = await store.createUser({ name: "bob", role: "user" });
+    const tok = newToken();
+    await store.createToken({ userId: bob.id, label: "", hash: hashToken(tok), expiresAt: null });
+    const r = await accounts.authenticate(tok);
+    assert.ok(r.ok);
+    assert.equal(r.principal.limits.maxTunnels, null);
+    await store.setUserLimits(bob.id, { maxTunnels: 2 });
+    assert.equal((await accounts.recheck(r.principal)).limits.maxTunnels, 2);
+  } finally {
+    await store.close();
+  }
+});
