@@ -21,7 +21,7 @@ import {
   startServerProc,
 } from "./mport_procs.ts";
 
-const USAGE = `Usage: deno task bench [--quick] [--json FILE] [--service inproc|process]
+const USAGE = `Usage: deno task bench [--quick] [--json FILE] [--service process|inproc|both]
 
 Runs the real mport-server and mport client on 127.0.0.1 and compares the tunnel with a direct
 connection to the same local service: single-connection throughput each way, 32-byte round trips,
@@ -29,9 +29,11 @@ new-connection setup (client pool 4 and pool 0) and peak RSS. Prints a Markdown 
 
   --quick            64 MiB each way, 2,000 round trips, 200 connections (default 1 GiB, 20,000, 1,000)
   --json FILE        also write the results as JSON
-  --service MODE     run the sink/source/echo service in this process (inproc, the default: on a
-                     2-core machine it takes the least CPU from the processes under test) or as a
-                     separate process (process)
+  --service MODE     where the sink/source/echo service runs: as its own process (process), as a
+                     real local service would, so the direct path crosses processes too; in this
+                     process (inproc: the direct path never leaves one process, but the service
+                     takes no CPU from the processes under test); or both, one after the other
+                     (both, the default; the first table is the process one)
   --deno-flags F     extra deno flags for the server and client processes, e.g.
                      "--cpu-prof --cpu-prof-dir=/tmp/prof" (the server runs in a temporary directory)
   -h, --help         show this help
@@ -623,11 +625,14 @@ async function main(): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const serviceMode = values.service ?? "inproc";
-  if (serviceMode !== "process" && serviceMode !== "inproc") {
-    console.error(`bench: --service must be "process" or "inproc", not "${serviceMode}"`);
+  const serviceMode = values.service ?? "both";
+  if (serviceMode !== "process" && serviceMode !== "inproc" && serviceMode !== "both") {
+    console.error(`bench: --service must be "process", "inproc" or "both", not "${serviceMode}"`);
     return 2;
   }
+  const modes: readonly ("process" | "inproc")[] = serviceMode === "both"
+    ? ["process", "inproc"]
+    : [serviceMode];
   const denoFlags = values["deno-flags"]?.split(/\s+/).filter(Boolean) ?? [];
   const sizes = values.quick ? QUICK : FULL;
   const cleanups: (() => Promise<void>)[] = [];
@@ -650,11 +655,18 @@ async function main(): Promise<number> {
   }, LIMIT.runMs);
   const started = performance.now();
   try {
-    const results = await runBench(sizes, serviceMode, denoFlags, (c) => cleanups.push(c));
-    await cleanup();
-    console.log(renderMarkdown(results));
+    const all: BenchResults[] = [];
+    for (const mode of modes) {
+      const results = await runBench(sizes, mode, denoFlags, (c) => cleanups.push(c));
+      await cleanup();
+      if (all.length > 0) console.log("");
+      console.log(renderMarkdown(results));
+      all.push(results);
+    }
     if (values.json) {
-      await Deno.writeTextFile(values.json, JSON.stringify(results, null, 2) + "\n");
+      // One run: its results; both: an array, process first.
+      const json = all.length === 1 ? all[0] : all;
+      await Deno.writeTextFile(values.json, JSON.stringify(json, null, 2) + "\n");
       log(`results written to ${values.json}`);
     }
     log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);

@@ -78,6 +78,11 @@ export class Stats {
       clientsConnected: this.clientsConnected,
       errors: Object.fromEntries(this.errors),
       refusals: Object.fromEntries(this.refusals),
+      connectionsPerHour: Object.fromEntries(
+        [...this.connectionsPerHour].map((
+          [hour, n],
+        ) => [new Date(hour).toISOString().slice(0, 13) + "h", n]),
+      ),
     };
   }
 

@@ -14,11 +14,11 @@ export const MAX_STREAM_CONTROL_BYTES = 4 * 1024;
 /** Largest binary data frame a peer may send on a stream. */
 export const MAX_DATA_FRAME_BYTES = 256 * 1024;
 /** Bytes read from TCP per data frame. */
-export const READ_CHUNK_BYTES = 64 * 1024;
+export const READ_CHUNK_BYTES = 256 * 1024;
 /** Credit each direction of a stream starts with: the most unacknowledged bytes in flight. */
 export const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
 /** The receiver acknowledges once this many bytes have been written to TCP. */
-export const ACK_THRESHOLD_BYTES = 256 * 1024;
+export const ACK_THRESHOLD_BYTES = 1024 * 1024;
 /** Sender pauses while the socket's `bufferedAmount` is above this. */
 export const BUFFERED_HIGH_WATER_BYTES = 2 * 1024 * 1024;
 /** Most tunnels one `hello` may ask for. */

@@ -42,7 +42,12 @@ export interface StreamBridgeOptions {
   readonly chunk?: number;
 }
 
-const POLL_MS = 1;
+/** Longest the sender sleeps before it looks at `bufferedAmount` again without an ack. */
+const DRAIN_POLL_MS = 1;
+/** Queued frames smaller than this are joined into one TCP write of up to this size. */
+const COALESCE_BYTES = 1024 * 1024;
+/** Read buffer of a new stream; it grows to the read chunk size when a read fills it. */
+const INITIAL_READ_BYTES = 16 * 1024;
 
 /**
  * One data stream. Created as soon as its WebSocket is open; `attach()` gives it the TCP
@@ -213,7 +218,7 @@ export class StreamBridge {
   async #writeLoop(conn: Deno.Conn): Promise<void> {
     try {
       while (this.#queue.length > 0 && !this.#ended) {
-        const chunk = this.#queue.shift()!;
+        const chunk = this.#takeQueued();
         await writeAll(conn, chunk);
         this.#queued -= chunk.byteLength;
         this.#unacked += chunk.byteLength;
@@ -241,18 +246,44 @@ export class StreamBridge {
     }
   }
 
+  /** The next bytes to write: one frame, or several joined into one TCP write. */
+  #takeQueued(): Uint8Array {
+    const q = this.#queue;
+    const first = q.shift()!;
+    if (q.length === 0 || first.byteLength >= COALESCE_BYTES) return first;
+    let total = first.byteLength;
+    let n = 0;
+    while (n < q.length && total + q[n]!.byteLength <= COALESCE_BYTES) total += q[n++]!.byteLength;
+    if (n === 0) return first;
+    const out = new Uint8Array(total);
+    out.set(first);
+    let off = first.byteLength;
+    for (const c of q.splice(0, n)) {
+      out.set(c, off);
+      off += c.byteLength;
+    }
+    return out;
+  }
+
   async #readLoop(conn: Deno.Conn): Promise<void> {
+    // One buffer, reused: `WebSocket.send` copies what it is given (Deno 2.9, both the client and
+    // the upgraded server socket). It starts small, so a mostly idle connection holds little
+    // while its read is pending, and grows to the full chunk once a read fills it.
+    let buf = new Uint8Array(Math.min(this.#chunk, INITIAL_READ_BYTES));
     try {
       while (!this.#ended && !this.#wsClosed) {
         while (this.#sendCredit <= 0 && !this.#ended) {
           await new Promise<void>((r) => (this.#creditWaiter = r));
         }
         while (this.ws.bufferedAmount > this.#highWater && !this.#ended && !this.#wsClosed) {
-          await delay(POLL_MS);
+          // There is no drain event. An ack means the peer took data off the socket, so the
+          // buffer has probably drained too; the timer covers a peer that acks without reading.
+          await this.#waitAckOrTimeout(DRAIN_POLL_MS);
         }
         if (this.#ended || this.#wsClosed) return;
-        const buf = new Uint8Array(Math.min(this.#chunk, this.#sendCredit));
-        const n = await conn.read(buf);
+        const n = await conn.read(
+          this.#sendCredit >= buf.byteLength ? buf : buf.subarray(0, this.#sendCredit),
+        );
         if (this.#ended || this.#wsClosed) return;
         if (n === null) {
           this.#eofSent = true;
@@ -263,12 +294,25 @@ export class StreamBridge {
         this.#sendCredit -= n;
         this.ws.send(buf.subarray(0, n));
         this.#hooks.onSent?.(n);
+        if (n === buf.byteLength && n < this.#chunk) buf = new Uint8Array(this.#chunk);
       }
     } catch (e) {
       if (!this.#ended) {
         this.#abort(`read from TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
       }
     }
+  }
+
+  #waitAckOrTimeout(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.#creditWaiter === done) this.#creditWaiter = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#creditWaiter = done;
+    });
   }
 
   #maybeFinish(): void {
@@ -346,10 +390,6 @@ function safeClose(conn: Deno.Conn): void {
   } catch {
     // already closed
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 function errMessage(e: unknown): string {

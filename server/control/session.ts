@@ -232,6 +232,12 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     const refuse = (name: string, code: ErrorCode, message: string) => {
       stats.refusal(code);
       refused.push({ name, code, message });
+      this.#deps.audit("tunnel_refused", this.userId, {
+        tunnel: name,
+        code,
+        message,
+        address: this.remote,
+      });
       log.warn("session {id}: tunnel {name} refused: {reason}", {
         id: this.id,
         name,
