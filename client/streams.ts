@@ -1,7 +1,13 @@
 // Client data streams: the pool of idle streams, claimed streams, dialing the local service.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
-import { CLAIM_HEADER, CloseCode, streamPath, SUBPROTOCOL } from "../shared/protocol.ts";
+import {
+  CLAIM_HEADER,
+  CloseCode,
+  MAX_POOL_PER_SESSION,
+  streamPath,
+  SUBPROTOCOL,
+} from "../shared/protocol.ts";
 import { StreamBridge } from "../shared/stream_bridge.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 
@@ -88,15 +94,21 @@ export class StreamPool {
     if (claimId !== null) headers[CLAIM_HEADER] = claimId;
     const ws = new WebSocket(url, { protocols: [SUBPROTOCOL], headers, client: this.#client });
     ws.binaryType = "arraybuffer";
-    const pooled = claimId === null;
+    /** Counted in `#idle`: waiting for an `open`. */
+    let pooled = claimId === null;
     if (pooled) this.#idle++;
+    /** Carrying a connection (counted in `active`). */
     let assigned = false;
+    /** The server offered stream reuse in this connection's `open`. */
+    let reusable = false;
     const counters = this.#counters;
     const stream = new StreamBridge(ws, {
       onOpen: (msg) => {
         if (assigned) return;
         assigned = true;
+        reusable = msg.reuse === true;
         if (pooled) {
+          pooled = false;
           this.#idle--;
           this.fill();
         }
@@ -105,9 +117,15 @@ export class StreamPool {
       onSent: (n) => (counters.bytesFromLocal += n),
       onReceived: (n) => (counters.bytesToLocal += n),
       onEnd: (end) => {
+        if (assigned) {
+          assigned = false;
+          counters.active--;
+        }
+        // Reused: `offerReuse` already counted it as idle again.
+        if (end.reused) return;
         this.all.delete(stream);
-        if (assigned) counters.active--;
-        if (pooled && !assigned) {
+        if (pooled) {
+          pooled = false;
           this.#idle--;
           // A pooled stream died before use (server restart, pool full): refill later, not in a loop.
           if (!this.#closed && this.#refillTimer === undefined) {
@@ -122,6 +140,23 @@ export class StreamPool {
         }
       },
     });
+    // A stream whose connection ended cleanly goes back to the pool (the server sees `idle`) if
+    // the server offered it (`reuse` in `open`) and the pool is not full. The limit is one above
+    // `--pool`: the pool was refilled when this stream was assigned, so with `--pool` itself as
+    // the limit the pool would always be full by now and no stream would ever be reused. With
+    // `--pool 0` nothing is kept, as before.
+    stream.offerReuse = () => {
+      const pool = this.#config.pool;
+      if (
+        !reusable || this.#closed || pool === 0 || this.#idle > pool ||
+        this.#idle >= MAX_POOL_PER_SESSION
+      ) {
+        return false;
+      }
+      pooled = true;
+      this.#idle++;
+      return true;
+    };
     this.all.add(stream);
   }
 

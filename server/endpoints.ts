@@ -145,17 +145,24 @@ export function handleStream(req: Request, ip: string, deps: EndpointDeps): Resp
   }
   const claim = req.headers.get(CLAIM_HEADER);
   const { socket, response } = upgrade(req);
+  deps.stats.streamsOpened++;
   socket.onopen = () => {
     const stream = new StreamBridge(socket);
-    if (session.closed) {
-      stream.fail("unauthorized", "session closed", CloseCode.unauthorized);
-      return;
-    }
-    const refusal = deps.broker.onStream(session, stream, claim);
-    if (refusal) {
-      deps.log.info("stream refused for session {id}: {refusal}", { id: session.id, refusal });
-      stream.fail("unknown_claim", refusal, CloseCode.unknownClaim);
-    }
+    const serve = (claimId: string | null) => {
+      if (session.closed) {
+        stream.fail("unauthorized", "session closed", CloseCode.unauthorized);
+        return;
+      }
+      const refusal = deps.broker.onStream(session, stream, claimId);
+      if (refusal) {
+        deps.log.info("stream refused for session {id}: {refusal}", { id: session.id, refusal });
+        stream.fail("unknown_claim", refusal, CloseCode.unknownClaim);
+      }
+    };
+    // Stream reuse: after a clean end and the client's `idle`, the stream is served again (a
+    // waiting connection or the idle pool) instead of being closed.
+    stream.onReused = () => serve(null);
+    serve(claim);
   };
   socket.onerror = () => {};
   return response;

@@ -15,6 +15,8 @@ export class Stats {
   tunnelsReleased = 0;
   clientsConnected = 0;
   streamsPooled = 0;
+  /** Data stream WebSockets upgraded (a reused stream counts once). */
+  streamsOpened = 0;
   readonly errors = new Map<string, number>();
   readonly refusals = new Map<string, number>();
   /** Connections opened per hour, keyed by the hour's start (ms); the last 48 hours. */
@@ -140,6 +142,12 @@ export class Stats {
       this.clientsConnected,
     );
     single("mport_streams_pooled", "gauge", "Idle pre-opened data streams.", this.streamsPooled);
+    single(
+      "mport_streams_opened_total",
+      "counter",
+      "Data stream WebSockets opened (a reused stream counts once).",
+      this.streamsOpened,
+    );
     const labelled = (m: Map<string, number>, label: string) =>
       [...m].sort().map(([k, v]) => `${label}="${k.replace(/["\\\n]/g, "_")}"} ${v}`);
     metric(

@@ -174,7 +174,15 @@ export class TunnelRegistry {
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
     if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
-      return this.#takeOver(existing, session);
+      // Record the port again: an operator may have released it while the tunnel stayed up.
+      if (!(await this.#book.record(session.userId, req.name, existing.port))) {
+        this.#log.warn("tunnel {name} keeps port {port}, which is now reserved for another user", {
+          name: existing.name,
+          port: existing.port,
+        });
+      }
+      const current = this.#tunnels.get(key);
+      if (current) return this.#takeOver(current, session);
     }
     const limits = session.limits;
     const maxTunnels = limits.maxTunnels ?? this.#config.maxTunnelsPerClient;

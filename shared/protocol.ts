@@ -153,8 +153,23 @@ export type ServerControlMessage =
 /** Text messages on a data stream, in either direction. */
 export type StreamControlMessage =
   | { readonly type: "ack"; readonly bytes: number }
-  | { readonly type: "eof" }
-  | { readonly type: "open"; readonly tunnel: string; readonly remote: string }
+  /**
+   * Half-close. `bytes` (optional) also acknowledges that many bytes, like an `ack` just before
+   * it: one frame instead of two (the client sends it only to servers that offered `reuse`).
+   */
+  | { readonly type: "eof"; readonly bytes?: number }
+  /**
+   * Client → server: the connection this stream carried ended cleanly, every message of it is
+   * sent, and the client is ready for a new `open` on the same stream (stream reuse).
+   */
+  | { readonly type: "idle" }
+  | {
+    readonly type: "open";
+    readonly tunnel: string;
+    readonly remote: string;
+    /** The server accepts `idle` after this connection (stream reuse); absent from old servers. */
+    readonly reuse?: true;
+  }
   | { readonly type: "error"; readonly code: ErrorCode; readonly message: string };
 
 /** A message broke the protocol; `closeCode` is what to close the WebSocket with. */
@@ -333,13 +348,21 @@ export function decodeStreamControl(text: string): StreamControlMessage {
     case "ack":
       return { type: "ack", bytes: int(obj, "bytes", 1, STREAM_WINDOW_BYTES) };
     case "eof":
-      return { type: "eof" };
-    case "open":
-      return {
+      return obj.bytes === undefined
+        ? { type: "eof" }
+        : { type: "eof", bytes: int(obj, "bytes", 1, STREAM_WINDOW_BYTES) };
+    case "idle":
+      return { type: "idle" };
+    case "open": {
+      const msg = {
         type: "open",
         tunnel: str(obj, "tunnel", MAX_NAME_LENGTH),
         remote: str(obj, "remote", 128),
-      };
+      } as const;
+      if (obj.reuse === undefined || obj.reuse === false) return msg;
+      if (obj.reuse !== true) throw new ProtocolError('field "reuse" must be a boolean');
+      return { ...msg, reuse: true };
+    }
     case "error":
       return { type: "error", code: errorCode(obj), message: str(obj, "message") };
     default:

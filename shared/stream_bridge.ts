@@ -20,6 +20,11 @@ export interface StreamEnd {
   readonly reason?: string;
   /** Error kind for counters (`protocol`, `reset`, `peer_error`, `local_dial`, …). */
   readonly kind?: string;
+  /**
+   * The connection ended cleanly and the WebSocket stays open for another one (stream reuse):
+   * on the client `idle` was sent, on the server it waits for the client's `idle`.
+   */
+  readonly reused?: boolean;
 }
 
 /** Hooks a bridge reports through; all optional. */
@@ -30,7 +35,10 @@ export interface StreamBridgeHooks {
   onSent?(bytes: number): void;
   /** Bytes received from the WebSocket and written to TCP. */
   onReceived?(bytes: number): void;
-  /** Called once when the stream is over. */
+  /**
+   * Called once when the connection is over, or when the stream dies before it carried one.
+   * With stream reuse (`end.reused`) the same bridge may carry another connection later.
+   */
   onEnd?(end: StreamEnd): void;
 }
 
@@ -48,10 +56,19 @@ const DRAIN_POLL_MS = 1;
 const COALESCE_BYTES = 1024 * 1024;
 /** Read buffer of a new stream; it grows to the read chunk size when a read fills it. */
 const INITIAL_READ_BYTES = 16 * 1024;
+/** How long the server keeps a cleanly finished stream open waiting for the client's `idle`. */
+const IDLE_WAIT_MS = 10_000;
 
 /**
  * One data stream. Created as soon as its WebSocket is open; `attach()` gives it the TCP
  * connection. Data that arrives before `attach()` waits in the (credit-bounded) write queue.
+ *
+ * Stream reuse: after a connection ends cleanly the client may send `idle` (when `offerReuse`
+ * says so) and the bridge goes back to the idle state on the same WebSocket; the server (with
+ * `onReused` set) waits for that `idle` after its own clean end, resets and hands the stream back.
+ * Everything of one connection is sent before `idle`, and the server sends nothing after its
+ * clean end until a new `open`, so no message of an old connection can reach a new one. Loops of
+ * an old connection carry its generation number and stop touching the bridge once it changed.
  */
 export class StreamBridge {
   readonly ws: WebSocket;
@@ -71,8 +88,36 @@ export class StreamBridge {
   #eofReceived = false;
   #eofSent = false;
   #writeShut = false;
+  /** Write side shut and the final ack sent: nothing more of this connection goes out. */
+  #writeShutDone = false;
   #ended = false;
   #wsClosed = false;
+  /** Connection number on this WebSocket; async loops of an older one stop when it changes. */
+  #gen = 0;
+  /** Server side: the peer sent `idle` for the current connection. */
+  #idleReceived = false;
+  /** Server side: our side ended cleanly; waiting for the peer's `idle` (or its close). */
+  #waitingIdle = false;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Client side, when the server's `open` offered reuse: the final ack is folded into our `eof`
+   * instead of going out as its own frame just before it. The client's WebSocket has Nagle's
+   * algorithm on (Deno 2.9 sets no TCP_NODELAY on it), so a second small frame right after the
+   * ack would wait for the server's delayed TCP ACK, about 40 ms.
+   */
+  #ackInEof = false;
+
+  /**
+   * Client side of stream reuse: asked after a connection ended cleanly; returning true sends
+   * `idle` and keeps the stream for another `open` instead of closing the WebSocket.
+   */
+  offerReuse: (() => boolean) | null = null;
+  /**
+   * Server side of stream reuse: when set, the peer may send `idle`; after our clean end and its
+   * `idle` (either order) the bridge is reset to idle and this is called (instead of closing).
+   * When unset, `idle` is a protocol error and a clean end closes the stream.
+   */
+  onReused: (() => void) | null = null;
 
   constructor(ws: WebSocket, hooks: StreamBridgeHooks = {}, opts: StreamBridgeOptions = {}) {
     this.ws = ws;
@@ -95,7 +140,8 @@ export class StreamBridge {
 
   /** True while the WebSocket is open and no TCP connection is attached yet. */
   get idle(): boolean {
-    return this.#conn === null && !this.#ended && this.ws.readyState === WebSocket.OPEN;
+    return this.#conn === null && !this.#ended && !this.#waitingIdle &&
+      this.ws.readyState === WebSocket.OPEN;
   }
 
   /** Replaces the hooks (the server sets them when it assigns a pooled stream). */
@@ -123,7 +169,7 @@ export class StreamBridge {
       return;
     }
     this.#kickWriter();
-    this.#readLoop(conn);
+    this.#readLoop(conn, this.#gen);
   }
 
   /** Reports an error to the peer and tears the stream down. */
@@ -171,27 +217,45 @@ export class StreamBridge {
     this.#kickWriter();
   }
 
+  #onAck(bytes: number): void {
+    this.#sendCredit += bytes;
+    if (this.#sendCredit > this.#window) {
+      throw new ProtocolError("peer acknowledged more than was sent");
+    }
+    const w = this.#creditWaiter;
+    this.#creditWaiter = null;
+    w?.();
+  }
+
   #onControl(msg: StreamControlMessage): void {
     switch (msg.type) {
-      case "ack": {
-        this.#sendCredit += msg.bytes;
-        if (this.#sendCredit > this.#window) {
-          throw new ProtocolError("peer acknowledged more than was sent");
-        }
-        const w = this.#creditWaiter;
-        this.#creditWaiter = null;
-        w?.();
+      case "ack":
+        this.#onAck(msg.bytes);
         this.#maybeFinish();
         return;
-      }
       case "eof":
         if (this.#eofReceived) throw new ProtocolError("duplicate eof");
+        if (msg.bytes !== undefined) this.#onAck(msg.bytes);
         this.#eofReceived = true;
         this.#kickWriter();
         return;
       case "open":
-        if (this.#conn) throw new ProtocolError("open on a stream that is already bridged");
+        if (this.#conn || this.#waitingIdle) {
+          throw new ProtocolError("open on a stream that is already bridged");
+        }
+        this.#ackInEof = msg.reuse === true;
         this.#hooks.onOpen?.(msg);
+        return;
+      case "idle":
+        if (!this.onReused) throw new ProtocolError("unexpected idle on this stream");
+        if (
+          this.#idleReceived || !this.#eofReceived || !this.#eofSent ||
+          this.#sendCredit !== this.#window
+        ) {
+          throw new ProtocolError("idle before the connection on this stream finished");
+        }
+        this.#idleReceived = true;
+        if (this.#waitingIdle) this.#reuse();
         return;
       case "error":
         this.#abort(
@@ -210,16 +274,19 @@ export class StreamBridge {
   #kickWriter(): void {
     if (this.#writing || !this.#conn) return;
     this.#writing = true;
-    this.#writeLoop(this.#conn).finally(() => {
-      this.#writing = false;
+    const gen = this.#gen;
+    this.#writeLoop(this.#conn, gen).finally(() => {
+      if (gen === this.#gen) this.#writing = false;
     });
   }
 
-  async #writeLoop(conn: Deno.Conn): Promise<void> {
+  async #writeLoop(conn: Deno.Conn, gen: number): Promise<void> {
+    const stale = () => this.#ended || gen !== this.#gen;
     try {
-      while (this.#queue.length > 0 && !this.#ended) {
+      while (this.#queue.length > 0 && !stale()) {
         const chunk = this.#takeQueued();
         await writeAll(conn, chunk);
+        if (stale()) return;
         this.#queued -= chunk.byteLength;
         this.#unacked += chunk.byteLength;
         this.#hooks.onReceived?.(chunk.byteLength);
@@ -228,21 +295,26 @@ export class StreamBridge {
           this.#unacked = 0;
         }
       }
-      if (this.#ended) return;
+      if (stale()) return;
       if ((this.#eofReceived || this.#wsClosed) && this.#queue.length === 0 && !this.#writeShut) {
         this.#writeShut = true;
         await conn.closeWrite().catch(() => {});
+        if (stale()) return;
         // Final ack: every byte the peer sent is on our TCP, so it may close. Until then it keeps
         // the socket open, because closing while our acks are in flight resets the connection
-        // and destroys data we have not read yet.
-        if (this.#unacked > 0 && !this.#wsClosed) {
+        // and destroys data we have not read yet. It rides on our own `eof` if that is still to
+        // come and the peer reads acks there (the peer cannot finish before our eof anyway).
+        if (this.#unacked > 0 && !this.#wsClosed && !(this.#ackInEof && !this.#eofSent)) {
           this.sendControl({ type: "ack", bytes: this.#unacked });
           this.#unacked = 0;
         }
+        this.#writeShutDone = true;
       }
       this.#maybeFinish();
     } catch (e) {
-      this.#abort(`write to TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
+      if (!stale()) {
+        this.#abort(`write to TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
+      }
     }
   }
 
@@ -265,29 +337,35 @@ export class StreamBridge {
     return out;
   }
 
-  async #readLoop(conn: Deno.Conn): Promise<void> {
+  async #readLoop(conn: Deno.Conn, gen: number): Promise<void> {
+    const stale = () => this.#ended || this.#wsClosed || gen !== this.#gen;
     // One buffer, reused: `WebSocket.send` copies what it is given (Deno 2.9, both the client and
     // the upgraded server socket). It starts small, so a mostly idle connection holds little
     // while its read is pending, and grows to the full chunk once a read fills it.
     let buf = new Uint8Array(Math.min(this.#chunk, INITIAL_READ_BYTES));
     try {
-      while (!this.#ended && !this.#wsClosed) {
-        while (this.#sendCredit <= 0 && !this.#ended) {
+      while (!stale()) {
+        while (this.#sendCredit <= 0 && !stale()) {
           await new Promise<void>((r) => (this.#creditWaiter = r));
         }
-        while (this.ws.bufferedAmount > this.#highWater && !this.#ended && !this.#wsClosed) {
+        while (this.ws.bufferedAmount > this.#highWater && !stale()) {
           // There is no drain event. An ack means the peer took data off the socket, so the
           // buffer has probably drained too; the timer covers a peer that acks without reading.
           await this.#waitAckOrTimeout(DRAIN_POLL_MS);
         }
-        if (this.#ended || this.#wsClosed) return;
+        if (stale()) return;
         const n = await conn.read(
           this.#sendCredit >= buf.byteLength ? buf : buf.subarray(0, this.#sendCredit),
         );
-        if (this.#ended || this.#wsClosed) return;
+        if (stale()) return;
         if (n === null) {
           this.#eofSent = true;
-          this.sendControl({ type: "eof" });
+          if (this.#ackInEof && this.#unacked > 0) {
+            this.sendControl({ type: "eof", bytes: this.#unacked });
+            this.#unacked = 0;
+          } else {
+            this.sendControl({ type: "eof" });
+          }
           this.#maybeFinish();
           return;
         }
@@ -297,7 +375,7 @@ export class StreamBridge {
         if (n === buf.byteLength && n < this.#chunk) buf = new Uint8Array(this.#chunk);
       }
     } catch (e) {
-      if (!this.#ended) {
+      if (!this.#ended && gen === this.#gen) {
         this.#abort(`read from TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
       }
     }
@@ -316,16 +394,89 @@ export class StreamBridge {
   }
 
   #maybeFinish(): void {
-    if (this.#ended) return;
+    if (this.#ended || this.#waitingIdle) return;
     if (
-      this.#eofSent && this.#eofReceived && this.#writeShut && this.#queue.length === 0 &&
-      this.#sendCredit === this.#window
+      this.#eofSent && this.#eofReceived && this.#writeShutDone && this.#queue.length === 0 &&
+      this.#sendCredit === this.#window && !this.#wsClosed
     ) {
-      this.#finish({ clean: true }, CloseCode.normal, "done");
+      this.#endClean();
     } else if (this.#wsClosed && this.#writeShut && this.#queue.length === 0) {
       // The peer closed cleanly after both EOFs; we drained what it sent.
       this.#finish({ clean: this.#eofSent && this.#eofReceived }, CloseCode.normal, "done");
     }
+  }
+
+  /** Both directions are done, every byte delivered and acknowledged, the WebSocket is open. */
+  #endClean(): void {
+    const conn = this.#conn;
+    if (this.offerReuse?.()) {
+      // Client: the final ack went out before this (alone or in our eof), so `idle` is the last
+      // message of this connection; the server may send `open` for the next one once it reads it.
+      if (this.#unacked > 0) {
+        // Not reached (a clean end has no ack left to send); kept so no ack can follow `idle`.
+        this.sendControl({ type: "ack", bytes: this.#unacked });
+        this.#unacked = 0;
+      }
+      if (conn) safeClose(conn);
+      this.#conn = null;
+      this.#hooks.onEnd?.({ clean: true, reused: true });
+      if (!this.sendControl({ type: "idle" })) {
+        this.#abort("stream closed", "closed", CloseCode.normal);
+        return;
+      }
+      this.#reset();
+      return;
+    }
+    if (this.onReused) {
+      // Server: this connection is over; the stream is reused once the client's `idle` is here.
+      if (conn) safeClose(conn);
+      this.#conn = null;
+      this.#waitingIdle = true;
+      const hooks = this.#hooks;
+      this.#hooks = {};
+      hooks.onEnd?.({ clean: true, reused: true });
+      if (this.#ended || !this.#waitingIdle) return;
+      if (this.#idleReceived) {
+        this.#reuse();
+      } else {
+        // A client that does not reuse streams closes the WebSocket itself.
+        this.#idleTimer = setTimeout(() => {
+          this.#idleTimer = undefined;
+          this.#abort("no idle from the peer", "closed", CloseCode.normal);
+        }, IDLE_WAIT_MS);
+      }
+      return;
+    }
+    this.#finish({ clean: true }, CloseCode.normal, "done");
+  }
+
+  /** Server: our clean end and the peer's `idle` are both in; reset and hand the stream back. */
+  #reuse(): void {
+    this.#reset();
+    this.onReused?.();
+  }
+
+  /** Back to the state of a new stream: no connection, a full credit window, all flags clear. */
+  #reset(): void {
+    this.#gen++;
+    this.#conn = null;
+    this.#sendCredit = this.#window;
+    const w = this.#creditWaiter;
+    this.#creditWaiter = null;
+    w?.();
+    this.#queue = [];
+    this.#queued = 0;
+    this.#unacked = 0;
+    this.#writing = false;
+    this.#eofReceived = false;
+    this.#eofSent = false;
+    this.#writeShut = false;
+    this.#writeShutDone = false;
+    this.#idleReceived = false;
+    this.#waitingIdle = false;
+    this.#ackInEof = false;
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
   }
 
   #onWsClose(code: number, reason: string): void {
@@ -361,6 +512,8 @@ export class StreamBridge {
     this.#ended = true;
     this.#queue = [];
     this.#queued = 0;
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     const w = this.#creditWaiter;
     this.#creditWaiter = null;
     w?.();

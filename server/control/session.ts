@@ -60,6 +60,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly #fallbackHost: string;
   #welcomed = false;
   #helloSeen = false;
+  #revoked = false;
   #closed = false;
   #lastSeen: number;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -307,7 +308,11 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     });
     this.#deps.audit("client_connected", this.userId, {
       address: this.remote,
-      token: this.principal.tokenLabel,
+      token: this.principal.tokenId === null
+        ? "static"
+        : `${this.principal.tokenId}${
+          this.principal.tokenLabel ? ` (${this.principal.tokenLabel})` : ""
+        }`,
       session: this.id,
       tunnels: granted.map((g) => `${g.name}:${g.remotePort}`).join(","),
     });
@@ -338,11 +343,12 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
         user: this.userName,
         reason: result.reason,
       });
-      this.#fail(
-        "unauthorized",
-        `${result.reason}: ask the operator for a new token`,
-        CloseCode.unauthorized,
-      );
+      const advice = /token/.test(result.reason)
+        ? "ask the operator for a new token"
+        : "ask the operator";
+      // Its client cannot come back with these credentials: free the ports now, not after --grace.
+      this.#revoked = true;
+      this.#fail("unauthorized", `${result.reason}: ${advice}`, CloseCode.unauthorized);
     }
   }
 
@@ -373,7 +379,11 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     for (const s of [...this.idle]) s.abort("session closed");
     this.idle.length = 0;
     this.claims.clear();
-    if (!this.#deps.shuttingDown()) {
+    if (this.#revoked) {
+      for (const t of this.#tunnels) {
+        if (t.session === this) registry.release(t, "its client's credentials are no longer valid");
+      }
+    } else if (!this.#deps.shuttingDown()) {
       for (const t of this.#tunnels) {
         if (t.session === this) {
           log.info("tunnel {name} keeps {url} for {grace} s while its client is away", {

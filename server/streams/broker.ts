@@ -221,7 +221,9 @@ export class Broker {
     const i = tunnel.pending.indexOf(pending);
     if (i >= 0) tunnel.pending.splice(i, 1);
     clearTimeout(pending.timer);
-    if (!stream.sendControl({ type: "open", tunnel: tunnel.name, remote: pending.remote })) {
+    const open = { type: "open", tunnel: tunnel.name, remote: pending.remote } as const;
+    // `reuse`: this server takes the stream back after a clean end if the client sends `idle`.
+    if (!stream.sendControl(stream.onReused ? { ...open, reuse: true } : open)) {
       // The stream died while idle: put the user back in line and ask again.
       tunnel.pending.unshift(pending);
       pending.timer = setTimeout(() => pending.drop("timed out"), this.#config.holdTimeoutMs);

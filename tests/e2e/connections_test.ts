@@ -154,3 +154,49 @@ Deno.test("a user connection to a service that is down is closed promptly and th
     await service?.close();
   }
 });
+
+Deno.test("50 sequential connections reuse a few pooled streams instead of one WebSocket each", async () => {
+  const service = startEcho();
+  const server = await startServer();
+  const client = startClient([
+    "tcp",
+    `127.0.0.1:${service.port}`,
+    "--server",
+    server.wsUrl,
+    "--pool",
+    "2",
+  ]);
+  try {
+    const port = await tunnelPort(client);
+    // Start once the pool is open: a connection that arrives earlier is served by a claimed
+    // stream, and whichever of the claimed and the pooled stream comes second joins the pool.
+    const deadline = Date.now() + 10_000;
+    while (await metric(server, "mport_streams_pooled") < 2) {
+      ok(Date.now() < deadline, `the pool never filled\n${server.output()}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    let maxPooled = 0;
+    for (let i = 0; i < 50; i++) {
+      const data = randomBytes(1024 + i * 997);
+      const conn = await connect(port);
+      try {
+        const got = await within(roundTrip(conn, data), 10_000, `connection ${i + 1}`);
+        assertEquals(await sha256(got), await sha256(data), `connection ${i + 1} echo differs`);
+      } finally {
+        closeQuietly(conn);
+      }
+      maxPooled = Math.max(maxPooled, await metric(server, "mport_streams_pooled"));
+    }
+    assertEquals(service.accepted, 50);
+    assertEquals(await metric(server, "mport_connections_total"), 50);
+    // The client keeps at most one stream above --pool (see StreamPool.offerReuse).
+    ok(maxPooled <= 3, `mport_streams_pooled reached ${maxPooled}\n${server.output()}`);
+    const opened = await metric(server, "mport_streams_opened_total");
+    ok(opened <= 6, `${opened} stream WebSockets opened for 50 connections\n${server.output()}`);
+    assertEquals(await metric(server, "mport_connections_active"), 0);
+  } finally {
+    await client.stop();
+    await server.stop();
+    await service.close();
+  }
+});

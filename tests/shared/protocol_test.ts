@@ -190,9 +190,34 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
   },
   { name: "stream eof", decoder: "stream", input: '{"type":"eof"}', want: { type: "eof" } },
   {
+    name: "stream eof with an ack folded in",
+    decoder: "stream",
+    input: '{"type":"eof","bytes":17}',
+    want: { type: "eof", bytes: 17 },
+  },
+  { name: "stream idle", decoder: "stream", input: '{"type":"idle"}', want: { type: "idle" } },
+  {
+    name: "stream idle drops unknown fields",
+    decoder: "stream",
+    input: '{"type":"idle","bytes":5,"junk":[1]}',
+    want: { type: "idle" },
+  },
+  {
     name: "stream open",
     decoder: "stream",
     input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000"}',
+    want: { type: "open", tunnel: "adb", remote: "[::1]:4000" },
+  },
+  {
+    name: "stream open offering reuse",
+    decoder: "stream",
+    input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000","reuse":true}',
+    want: { type: "open", tunnel: "adb", remote: "[::1]:4000", reuse: true },
+  },
+  {
+    name: "stream open with reuse false",
+    decoder: "stream",
+    input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000","reuse":false}',
     want: { type: "open", tunnel: "adb", remote: "[::1]:4000" },
   },
   {
@@ -278,6 +303,12 @@ const INVALID: {
     decoder: "server",
     input: '{"type":"hello"}',
     message: 'unknown control message type "hello"',
+  },
+  {
+    name: "idle on the control channel",
+    decoder: "client",
+    input: '{"type":"idle"}',
+    message: 'unknown control message type "idle"',
   },
   {
     name: "an unknown type, quoted only in part",
@@ -478,6 +509,18 @@ const INVALID: {
     decoder: "stream",
     input: '{"type":"open","tunnel":"a","remote":1}',
     message: 'field "remote" must be a string',
+  },
+  {
+    name: "a stream eof acknowledging zero bytes",
+    decoder: "stream",
+    input: '{"type":"eof","bytes":0}',
+    message: 'field "bytes" must be an integer from 1 to 4194304',
+  },
+  {
+    name: "a stream open with a string reuse",
+    decoder: "stream",
+    input: '{"type":"open","tunnel":"a","remote":"b","reuse":"yes"}',
+    message: 'field "reuse" must be a boolean',
   },
   {
     name: "an oversize message (ASCII)",

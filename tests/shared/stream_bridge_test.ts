@@ -7,7 +7,7 @@ import {
   type StreamEnd,
   writeAll,
 } from "../../shared/stream_bridge.ts";
-import { wsPair } from "./ws_pair.ts";
+import { type WsPair, wsPair } from "./ws_pair.ts";
 
 const LOOPBACK = "127.0.0.1";
 const SMALL: StreamBridgeOptions = { window: 64 * 1024, ackThreshold: 16 * 1024 };
@@ -423,6 +423,12 @@ const VIOLATIONS: {
     closeCode: CloseCode.protocolError,
   },
   {
+    name: "an idle to a bridge that does not reuse streams",
+    send: (ws) => ws.send('{"type":"idle"}'),
+    message: "unexpected idle on this stream",
+    closeCode: CloseCode.protocolError,
+  },
+  {
     name: "an undecodable text frame",
     send: (ws) => ws.send("not json"),
     message: "stream message is not valid JSON",
@@ -462,5 +468,274 @@ Deno.test("stream bridge reports a peer's error message and closes the TCP side"
     assert.equal(await drain(peer.appA), 0);
   } finally {
     await peer.close();
+  }
+});
+
+// Stream reuse: one WebSocket carries several connections in turn.
+
+/** Rejects if `p` takes longer than `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads exactly `n` bytes. */
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) throw new Error(`EOF after ${off} of ${n} bytes`);
+    off += got;
+  }
+  return out;
+}
+
+/** A server bridge that accepts `idle` and a client bridge that offers it, on one WebSocket. */
+interface ReusePair {
+  readonly ws: WsPair;
+  readonly server: StreamBridge;
+  readonly client: StreamBridge;
+  /** Every `onEnd` either side reported, in order. */
+  readonly serverEnds: StreamEnd[];
+  readonly clientEnds: StreamEnd[];
+  /** Whether the client offers reuse after a clean end. */
+  offer: boolean;
+  /** How many times the server got the stream back. */
+  reused(): number;
+  /** Resolves at the server's next `onReused`. */
+  nextReuse(): Promise<void>;
+  /** Bridges one new connection: the server sends `open`, both sides attach fresh TCP. */
+  connect(): Promise<Conn>;
+  close(): Promise<void>;
+}
+
+/** One connection over a reused stream, with its own byte counters. */
+interface Conn {
+  readonly appA: Deno.TcpConn;
+  readonly appB: Deno.TcpConn;
+  readonly serverEnd: Promise<StreamEnd>;
+  readonly clientEnd: Promise<StreamEnd>;
+  readonly bytes: {
+    serverSent: number;
+    serverReceived: number;
+    clientSent: number;
+    clientReceived: number;
+  };
+}
+
+async function reusePair(opts: StreamBridgeOptions = SMALL): Promise<ReusePair> {
+  const ws = await wsPair();
+  const serverEnds: StreamEnd[] = [];
+  const clientEnds: StreamEnd[] = [];
+  const server = new StreamBridge(ws.server, {}, opts);
+  const client = new StreamBridge(ws.client, {}, opts);
+  let reusedCount = 0;
+  let waiter = Promise.withResolvers<void>();
+  server.onReused = () => {
+    reusedCount++;
+    waiter.resolve();
+    waiter = Promise.withResolvers<void>();
+  };
+  const apps: Deno.TcpConn[] = [];
+  const pair: ReusePair = {
+    ws,
+    server,
+    client,
+    serverEnds,
+    clientEnds,
+    offer: true,
+    reused: () => reusedCount,
+    nextReuse: () => waiter.promise,
+    async connect() {
+      const [appA, serverSide] = await tcpPair();
+      const [clientSide, appB] = await tcpPair();
+      apps.push(appA, appB);
+      const serverEnd = Promise.withResolvers<StreamEnd>();
+      const clientEnd = Promise.withResolvers<StreamEnd>();
+      const bytes = { serverSent: 0, serverReceived: 0, clientSent: 0, clientReceived: 0 };
+      const opened = Promise.withResolvers<void>();
+      client.setHooks({
+        onOpen: () => {
+          client.attach(clientSide);
+          opened.resolve();
+        },
+        onSent: (n) => (bytes.clientSent += n),
+        onReceived: (n) => (bytes.clientReceived += n),
+        onEnd: (e) => {
+          clientEnds.push(e);
+          clientEnd.resolve(e);
+        },
+      });
+      client.offerReuse = () => pair.offer;
+      server.setHooks({
+        onSent: (n) => (bytes.serverSent += n),
+        onReceived: (n) => (bytes.serverReceived += n),
+        onEnd: (e) => {
+          serverEnds.push(e);
+          serverEnd.resolve(e);
+        },
+      });
+      assert.ok(server.idle && client.idle, "both sides idle before open");
+      assert.ok(server.sendControl({ type: "open", tunnel: "t", remote: "r", reuse: true }));
+      server.attach(serverSide);
+      await opened.promise;
+      return { appA, appB, serverEnd: serverEnd.promise, clientEnd: clientEnd.promise, bytes };
+    },
+    async close() {
+      for (const c of apps) closeQuietly(c);
+      if (!server.ended) server.abort("test over");
+      if (!client.ended) client.abort("test over");
+      await ws.close();
+    },
+  };
+  return pair;
+}
+
+/** Sends `up` from the user and `down` from the service, user half-closes first; checks hashes. */
+async function exchange(c: Conn, up: Uint8Array, down: Uint8Array): Promise<void> {
+  const [gotUp, gotDown] = await Promise.all([
+    readAll(c.appB),
+    readAll(c.appA),
+    (async () => {
+      await writeAll(c.appA, up);
+      await c.appA.closeWrite();
+    })(),
+    (async () => {
+      await writeAll(c.appB, down);
+      await c.appB.closeWrite();
+    })(),
+  ]);
+  assert.equal(gotUp.byteLength, up.byteLength);
+  assert.equal(await sha256(gotUp), await sha256(up));
+  assert.equal(gotDown.byteLength, down.byteLength);
+  assert.equal(await sha256(gotDown), await sha256(down));
+}
+
+Deno.test("stream bridge reuses a cleanly finished stream for a second and third connection with fresh credit", async () => {
+  const p = await reusePair();
+  try {
+    // 1: half-close from the user first; the service replies after it saw EOF.
+    const c1 = await p.connect();
+    const reuse1 = p.nextReuse();
+    await writeAll(c1.appA, text("request one"));
+    await c1.appA.closeWrite();
+    assert.equal(str(await readAll(c1.appB)), "request one");
+    const reply = pattern(100 * 1024, 11);
+    await writeAll(c1.appB, reply);
+    await c1.appB.closeWrite();
+    assert.equal(await sha256(await readAll(c1.appA)), await sha256(reply));
+    assert.deepEqual(await c1.serverEnd, { clean: true, reused: true });
+    assert.deepEqual(await c1.clientEnd, { clean: true, reused: true });
+    await reuse1;
+    assert.equal(p.reused(), 1);
+    assert.equal(p.ws.client.readyState, WebSocket.OPEN);
+    assert.ok(p.server.idle && p.client.idle && !p.server.ended && !p.client.ended);
+    closeQuietly(c1.appA);
+    closeQuietly(c1.appB);
+
+    // 2 and 3: each moves several times the 64 KiB window each way, so the window must have
+    // been reset to full (a leftover deficit would stall, a surplus would trip the peer).
+    for (const [i, seed] of [[2, 20], [3, 30]] as const) {
+      const c = await p.connect();
+      const reuse = p.nextReuse();
+      const up = pattern(5 * 64 * 1024 + i, seed);
+      const down = pattern(3 * 64 * 1024 + 7 * i, seed + 1);
+      await within(exchange(c, up, down), 10_000, `connection ${i}`);
+      assert.deepEqual(await c.serverEnd, { clean: true, reused: true });
+      assert.deepEqual(await c.clientEnd, { clean: true, reused: true });
+      await reuse;
+      assert.equal(p.reused(), i);
+      // The hooks of this connection saw exactly its own bytes.
+      assert.deepEqual(c.bytes, {
+        serverSent: up.byteLength,
+        serverReceived: down.byteLength,
+        clientSent: down.byteLength,
+        clientReceived: up.byteLength,
+      });
+      closeQuietly(c.appA);
+      closeQuietly(c.appB);
+    }
+    // Each side reported each connection's end exactly once.
+    assert.equal(p.serverEnds.length, 3);
+    assert.equal(p.clientEnds.length, 3);
+    assert.equal(p.ws.server.readyState, WebSocket.OPEN);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("stream bridge does not reuse a stream whose connection ended uncleanly", async () => {
+  const p = await reusePair();
+  try {
+    const c1 = await p.connect();
+    const reuse1 = p.nextReuse();
+    await exchange(c1, text("ping"), text("pong"));
+    await reuse1;
+    // 2: the client side gives up mid-connection (as on a local TCP failure).
+    const c2 = await p.connect();
+    await writeAll(c2.appA, text("half a request"));
+    p.client.abort("local service reset");
+    const serverEnd = await c2.serverEnd;
+    assert.equal(serverEnd.clean, false);
+    assert.equal((await c2.clientEnd).clean, false);
+    await p.ws.serverClosed;
+    assert.ok(p.server.ended && p.client.ended);
+    assert.equal(p.reused(), 1);
+    assert.equal(p.serverEnds.length, 2);
+    assert.equal(p.clientEnds.length, 2);
+    // The user's connection was closed, not left hanging.
+    assert.equal((await drain(c2.appA)) >= 0, true);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("stream bridge closes a clean stream when the client does not offer reuse (older client, full pool)", async () => {
+  const p = await reusePair();
+  try {
+    p.offer = false;
+    const c1 = await p.connect();
+    await exchange(c1, pattern(70 * 1024, 5), pattern(90 * 1024, 6));
+    assert.deepEqual(await c1.clientEnd, { clean: true });
+    // The server kept its side open for an `idle` that does not come; the client's close ends it.
+    assert.deepEqual(await c1.serverEnd, { clean: true, reused: true });
+    const ev = await p.ws.serverClosed;
+    assert.equal(ev.code, CloseCode.normal);
+    assert.ok(p.server.ended && p.client.ended);
+    assert.equal(p.reused(), 0);
+    assert.equal(p.serverEnds.length, 1);
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("stream bridge treats an idle before the connection finished as a protocol error", async () => {
+  const p = await reusePair();
+  try {
+    const c1 = await p.connect();
+    await writeAll(c1.appA, text("still going"));
+    assert.equal(str(await readExactly(c1.appB, 11)), "still going");
+    p.ws.client.send('{"type":"idle"}');
+    const end = await c1.serverEnd;
+    assert.deepEqual(end, {
+      clean: false,
+      reason: "idle before the connection on this stream finished",
+      kind: "protocol",
+    });
+    const ev = await p.ws.serverClosed;
+    assert.equal(ev.code, CloseCode.protocolError);
+    assert.equal(p.reused(), 0);
+  } finally {
+    await p.close();
   }
 });
