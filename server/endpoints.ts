@@ -147,7 +147,7 @@ export function handleStream(req: Request, ip: string, deps: EndpointDeps): Resp
   const { socket, response } = upgrade(req);
   deps.stats.streamsOpened++;
   socket.onopen = () => {
-    const stream = new StreamBridge(socket);
+    const stream = new StreamBridge(socket, {}, { ackWhenIdle: true });
     const serve = (claimId: string | null) => {
       if (session.closed) {
         stream.fail("unauthorized", "session closed", CloseCode.unauthorized);

@@ -48,7 +48,17 @@ export interface StreamBridgeOptions {
   readonly ackThreshold?: number;
   readonly highWater?: number;
   readonly chunk?: number;
+  /**
+   * Acknowledge at once whenever the write queue runs dry after a little traffic. The server sets
+   * it: Deno's client WebSocket leaves Nagle's algorithm on, so a client frame that follows an
+   * unacknowledged one waits for the server's delayed TCP ACK (~40 ms). Any frame from the server
+   * carries that ACK; an early `ack` is such a frame, sent only on interactive (small) flows.
+   */
+  readonly ackWhenIdle?: boolean;
 }
+
+/** `ackWhenIdle` acknowledges early only while this little has arrived since the last ack. */
+const IDLE_ACK_MAX_BYTES = 64 * 1024;
 
 /** Longest the sender sleeps before it looks at `bufferedAmount` again without an ack. */
 const DRAIN_POLL_MS = 1;
@@ -78,6 +88,7 @@ export class StreamBridge {
   readonly #ackThreshold: number;
   readonly #highWater: number;
   readonly #chunk: number;
+  readonly #ackWhenIdle: boolean;
 
   #sendCredit: number;
   #creditWaiter: (() => void) | null = null;
@@ -126,6 +137,7 @@ export class StreamBridge {
     this.#ackThreshold = opts.ackThreshold ?? ACK_THRESHOLD_BYTES;
     this.#highWater = opts.highWater ?? BUFFERED_HIGH_WATER_BYTES;
     this.#chunk = opts.chunk ?? READ_CHUNK_BYTES;
+    this.#ackWhenIdle = opts.ackWhenIdle ?? false;
     this.#sendCredit = this.#window;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (e) => this.#onMessage(e.data);
@@ -296,6 +308,13 @@ export class StreamBridge {
         }
       }
       if (stale()) return;
+      if (
+        this.#ackWhenIdle && this.#unacked > 0 && this.#unacked < IDLE_ACK_MAX_BYTES &&
+        !this.#eofReceived && !this.#wsClosed
+      ) {
+        this.sendControl({ type: "ack", bytes: this.#unacked });
+        this.#unacked = 0;
+      }
       if ((this.#eofReceived || this.#wsClosed) && this.#queue.length === 0 && !this.#writeShut) {
         this.#writeShut = true;
         await conn.closeWrite().catch(() => {});

@@ -739,3 +739,29 @@ Deno.test("stream bridge treats an idle before the connection finished as a prot
     await p.close();
   }
 });
+
+Deno.test("a server-side bridge acknowledges small interactive writes at once, bulk only by threshold", async () => {
+  // The ack frame is what carries the TCP ACK back to a client whose Nagle's algorithm is on.
+  for (const ackWhenIdle of [true, false]) {
+    const peer = await rawPeer({ ackWhenIdle }, true);
+    try {
+      peer.ws.client.send(new Uint8Array([1, 2, 3]));
+      const got = await readExactly(peer.appA, 3);
+      assert.deepEqual([...got], [1, 2, 3]);
+      if (ackWhenIdle) {
+        const deadline = Date.now() + 5000;
+        while (peer.texts.length === 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        assert.deepEqual(peer.texts.map((t) => JSON.parse(t)), [{ type: "ack", bytes: 3 }]);
+      } else {
+        // Round-trip a second frame so any ack would have arrived, then check there was none.
+        peer.ws.client.send(new Uint8Array([4]));
+        await readExactly(peer.appA, 1);
+        assert.deepEqual(peer.texts, []);
+      }
+    } finally {
+      await peer.close();
+    }
+  }
+});
