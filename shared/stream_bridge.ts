@@ -59,6 +59,8 @@ export interface StreamBridgeOptions {
 
 /** `ackWhenIdle` acknowledges early only while this little has arrived since the last ack. */
 const IDLE_ACK_MAX_BYTES = 64 * 1024;
+/** Pause after which `ackWhenIdle` acknowledges if nothing else went to the peer meanwhile. */
+const IDLE_ACK_DELAY_MS = 1;
 
 /** Longest the sender sleeps before it looks at `bufferedAmount` again without an ack. */
 const DRAIN_POLL_MS = 1;
@@ -89,6 +91,9 @@ export class StreamBridge {
   readonly #highWater: number;
   readonly #chunk: number;
   readonly #ackWhenIdle: boolean;
+  /** Frames sent so far (data and control), to see whether anything went out during a pause. */
+  #sent = 0;
+  #idleAckPending = false;
 
   #sendCredit: number;
   #creditWaiter: (() => void) | null = null;
@@ -166,6 +171,7 @@ export class StreamBridge {
     if (this.ws.readyState !== WebSocket.OPEN) return false;
     try {
       this.ws.send(encode(msg));
+      this.#sent++;
       return true;
     } catch {
       return false;
@@ -308,12 +314,8 @@ export class StreamBridge {
         }
       }
       if (stale()) return;
-      if (
-        this.#ackWhenIdle && this.#unacked > 0 && this.#unacked < IDLE_ACK_MAX_BYTES &&
-        !this.#eofReceived && !this.#wsClosed
-      ) {
-        this.sendControl({ type: "ack", bytes: this.#unacked });
-        this.#unacked = 0;
+      if (this.#ackWhenIdle && this.#unacked > 0 && this.#unacked < IDLE_ACK_MAX_BYTES) {
+        this.#scheduleIdleAck(gen);
       }
       if ((this.#eofReceived || this.#wsClosed) && this.#queue.length === 0 && !this.#writeShut) {
         this.#writeShut = true;
@@ -335,6 +337,30 @@ export class StreamBridge {
         this.#abort(`write to TCP failed: ${errMessage(e)}`, "reset", CloseCode.streamReset);
       }
     }
+  }
+
+  /**
+   * After a short pause with nothing sent to the peer, acknowledges what was written. Anything we
+   * send carries the TCP ACK the peer's Nagle-delayed frame waits for, so in request/response
+   * traffic (a reply goes out within the pause) this costs nothing; only a peer that sends
+   * several frames in a row while we stay silent gets an early `ack`.
+   */
+  #scheduleIdleAck(gen: number): void {
+    if (this.#idleAckPending) return;
+    this.#idleAckPending = true;
+    const sentBefore = this.#sent;
+    setTimeout(() => {
+      this.#idleAckPending = false;
+      if (this.#ended || this.#wsClosed || gen !== this.#gen || this.#eofReceived) return;
+      if (this.#sent === sentBefore && this.#unacked > 0 && this.#queue.length === 0) {
+        this.sendControl({ type: "ack", bytes: this.#unacked });
+        this.#unacked = 0;
+      } else if (
+        this.#unacked > 0 && this.#unacked < IDLE_ACK_MAX_BYTES && this.#queue.length === 0
+      ) {
+        this.#scheduleIdleAck(gen);
+      }
+    }, IDLE_ACK_DELAY_MS);
   }
 
   /** The next bytes to write: one frame, or several joined into one TCP write. */
@@ -390,6 +416,7 @@ export class StreamBridge {
         }
         this.#sendCredit -= n;
         this.ws.send(buf.subarray(0, n));
+        this.#sent++;
         this.#hooks.onSent?.(n);
         if (n === buf.byteLength && n < this.#chunk) buf = new Uint8Array(this.#chunk);
       }
