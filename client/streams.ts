@@ -112,7 +112,10 @@ export class StreamPool {
           this.#idle--;
           this.fill();
         }
-        this.#bridge(stream, msg.tunnel, msg.remote);
+        this.#bridge(stream, msg.tunnel, msg.remote).catch((e) => {
+          this.#log.error("bridging a stream failed: {error}", { error: String(e) });
+          stream.abort(String(e));
+        });
       },
       onSent: (n) => (counters.bytesFromLocal += n),
       onReceived: (n) => (counters.bytesToLocal += n),

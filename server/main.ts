@@ -138,4 +138,32 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+/**
+ * Last line of defence: an error that escaped its handler is logged, not fatal, so one broken
+ * connection can never take the process (and every other tunnel) down.
+ */
+function containStrayErrors(): void {
+  const report = (what: string, e: unknown) => {
+    try {
+      log("server").error("{what}: {error}", {
+        what,
+        error: e instanceof Error ? e.stack ?? e.message : String(e),
+      });
+    } catch {
+      // logging itself failed; nothing more to do
+    }
+  };
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    report("unhandled rejection", e.reason);
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    report("uncaught error", e.error);
+  });
+}
+
+if (import.meta.main) {
+  containStrayErrors();
+  Deno.exit(await main());
+}

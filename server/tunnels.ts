@@ -93,7 +93,20 @@ export class Tunnel {
         conn.close();
         return;
       }
-      onConn(this, conn);
+      try {
+        onConn(this, conn);
+      } catch (e) {
+        // One bad connection must never end the listener.
+        log.error("public connection on port {port} failed: {error}", {
+          port: this.port,
+          error: String(e),
+        });
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+      }
     }
   }
 

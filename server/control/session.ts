@@ -193,7 +193,18 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
     switch (msg.type) {
       case "hello":
-        this.#onHello(msg);
+        this.#onHello(msg).catch((e) => {
+          this.#deps.stats.error("internal");
+          this.#deps.log.error("session {id}: hello failed: {error}", {
+            id: this.id,
+            error: String(e),
+          });
+          this.#fail(
+            "internal",
+            "the server failed to set up this session; retrying",
+            CloseCode.internal,
+          );
+        });
         return;
       case "ping":
         this.#send({ type: "pong", t: msg.t });
@@ -317,7 +328,14 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       tunnels: granted.map((g) => `${g.name}:${g.remotePort}`).join(","),
     });
     this.#heartbeatTimer = setInterval(() => this.#heartbeat(), config.heartbeatMs);
-    this.#recheckTimer = setInterval(() => this.#recheck(), config.recheckMs);
+    this.#recheckTimer = setInterval(() => {
+      this.#recheck().catch((e) => {
+        this.#deps.log.error("session {id}: re-check failed: {error}", {
+          id: this.id,
+          error: String(e),
+        });
+      });
+    }, config.recheckMs);
     this.#deps.broker.serveWaiting(this);
   }
 
