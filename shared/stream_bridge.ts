@@ -64,8 +64,11 @@ const IDLE_ACK_DELAY_MS = 1;
 
 /** Longest the sender sleeps before it looks at `bufferedAmount` again without an ack. */
 const DRAIN_POLL_MS = 1;
-/** Queued frames smaller than this are joined into one TCP write of up to this size. */
-const COALESCE_BYTES = 1024 * 1024;
+/**
+ * Queued small frames are joined into one TCP write of up to this size. Kept small: joining bulk
+ * frames costs a copy, which measured ~25 % more client CPU per GiB than writing them one by one.
+ */
+const COALESCE_BYTES = 64 * 1024;
 /** Read buffer of a new stream; it grows to the read chunk size when a read fills it. */
 const INITIAL_READ_BYTES = 16 * 1024;
 /** How long the server keeps a cleanly finished stream open waiting for the client's `idle`. */
