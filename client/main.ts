@@ -1,6 +1,6 @@
 // Entrypoint of the mport client: flags, environment and config file → running client; signals → stop.
 import { formatHostPort } from "../shared/address.ts";
-import { log, setupLogging, teardownLogging } from "../shared/log.ts";
+import { containStrayErrors, setupLogging, teardownLogging } from "../shared/log.ts";
 import { runClient } from "./client.ts";
 import { CLIENT_USAGE, parseClientArgs } from "./config.ts";
 
@@ -45,32 +45,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/**
- * Last line of defence: an error that escaped its handler is logged, not fatal, so one broken
- * connection can never take the process (and every other tunnel) down.
- */
-function containStrayErrors(): void {
-  const report = (what: string, e: unknown) => {
-    try {
-      log("client").error("{what}: {error}", {
-        what,
-        error: e instanceof Error ? e.stack ?? e.message : String(e),
-      });
-    } catch {
-      // logging itself failed; nothing more to do
-    }
-  };
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    report("unhandled rejection", e.reason);
-  });
-  globalThis.addEventListener("error", (e) => {
-    e.preventDefault();
-    report("uncaught error", e.error);
-  });
-}
-
 if (import.meta.main) {
-  containStrayErrors();
+  containStrayErrors("client");
   Deno.exit(await main());
 }

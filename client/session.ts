@@ -7,6 +7,7 @@ import {
   decodeServerControl,
   encode,
   type ErrorCode,
+  HEARTBEAT_MISSES,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerControlMessage,
@@ -240,7 +241,7 @@ export class ClientSession {
     this.#pool.fill();
     const interval = msg.heartbeatMs;
     this.#timer = setInterval(() => {
-      if (Date.now() - this.#lastSeen > interval * 3) {
+      if (Date.now() - this.#lastSeen > interval * HEARTBEAT_MISSES) {
         this.#finish({ fatal: false, message: "no heartbeat from the server", welcomed: true });
         return;
       }

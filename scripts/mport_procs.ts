@@ -64,7 +64,11 @@ export class LineReader {
       };
       const t = setTimeout(() => {
         this.#waiters.splice(this.#waiters.indexOf(w), 1);
-        reject(new Error(`no output line matching ${re} within ${timeoutMs} ms`));
+        reject(
+          new Error(
+            `no line matching ${re} within ${timeoutMs} ms; got:\n${this.lines.join("\n")}`,
+          ),
+        );
       }, timeoutMs);
       this.#waiters.push(w);
     });

@@ -224,6 +224,15 @@ export function parseServerArgs(
   }
   const listen = parseHostPort(values.listen ?? "0.0.0.0:8080", "0.0.0.0", true);
   const d = SERVER_DEFAULTS;
+  const flag = (name: string) => (values as Record<string, unknown>)[name] as string | undefined;
+  const secs = (name: string, fallback: number, allowZero = false) => {
+    const v = flag(name);
+    return v ? seconds(v, `--${name}`, allowZero) : fallback;
+  };
+  const num = (name: string, fallback: number) => {
+    const v = flag(name);
+    return v ? count(v, `--${name}`) : fallback;
+  };
   const config = serverConfig({
     listenHost: listen.host,
     listenPort: listen.port,
@@ -234,43 +243,25 @@ export function parseServerArgs(
     publicHost: values["public-host"] ?? null,
     tlsCert: values["tls-cert"] ? readFile(values["tls-cert"]) : null,
     tlsKey: values["tls-key"] ? new Secret(readFile(values["tls-key"])) : null,
-    graceMs: values.grace ? seconds(values.grace, "--grace", true) : d.graceMs,
-    holdTimeoutMs: values["hold-timeout"]
-      ? seconds(values["hold-timeout"], "--hold-timeout", true)
-      : d.holdTimeoutMs,
-    maxTunnelsPerClient: values["max-tunnels-per-client"]
-      ? count(values["max-tunnels-per-client"], "--max-tunnels-per-client")
-      : d.maxTunnelsPerClient,
-    maxConnectionsPerClient: values["max-connections-per-client"]
-      ? count(values["max-connections-per-client"], "--max-connections-per-client")
-      : d.maxConnectionsPerClient,
-    tunnelsPerMinute: values["tunnels-per-minute"]
-      ? count(values["tunnels-per-minute"], "--tunnels-per-minute")
-      : d.tunnelsPerMinute,
-    maxPending: values["max-pending"]
-      ? count(values["max-pending"], "--max-pending")
-      : d.maxPending,
-    drainMs: values.drain ? seconds(values.drain, "--drain", true) : d.drainMs,
-    heartbeatMs: values.heartbeat ? seconds(values.heartbeat, "--heartbeat") : d.heartbeatMs,
-    handshakeTimeoutMs: values["handshake-timeout"]
-      ? seconds(values["handshake-timeout"], "--handshake-timeout")
-      : d.handshakeTimeoutMs,
-    authFailuresPerMinute: values["auth-failures-per-minute"]
-      ? count(values["auth-failures-per-minute"], "--auth-failures-per-minute")
-      : d.authFailuresPerMinute,
-    statsIntervalMs: values["stats-interval"]
-      ? seconds(values["stats-interval"], "--stats-interval", true)
-      : d.statsIntervalMs,
+    graceMs: secs("grace", d.graceMs, true),
+    holdTimeoutMs: secs("hold-timeout", d.holdTimeoutMs, true),
+    maxTunnelsPerClient: num("max-tunnels-per-client", d.maxTunnelsPerClient),
+    maxConnectionsPerClient: num("max-connections-per-client", d.maxConnectionsPerClient),
+    tunnelsPerMinute: num("tunnels-per-minute", d.tunnelsPerMinute),
+    maxPending: num("max-pending", d.maxPending),
+    drainMs: secs("drain", d.drainMs, true),
+    heartbeatMs: secs("heartbeat", d.heartbeatMs),
+    handshakeTimeoutMs: secs("handshake-timeout", d.handshakeTimeoutMs),
+    authFailuresPerMinute: num("auth-failures-per-minute", d.authFailuresPerMinute),
+    statsIntervalMs: secs("stats-interval", d.statsIntervalMs, true),
     logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : d.logLevel,
     logFile: values["log-file"] ?? null,
     db: values.db ?? env.MPORT_DB ?? d.db,
     monthlyQuotaBytes: values["monthly-quota"] && values["monthly-quota"] !== "none"
       ? parseSize(values["monthly-quota"])
       : null,
-    usageFlushMs: values["usage-flush"]
-      ? seconds(values["usage-flush"], "--usage-flush")
-      : d.usageFlushMs,
-    recheckMs: values.recheck ? seconds(values.recheck, "--recheck") : d.recheckMs,
+    usageFlushMs: secs("usage-flush", d.usageFlushMs),
+    recheckMs: secs("recheck", d.recheckMs),
   });
   return { help: false, config };
 }

@@ -1,6 +1,6 @@
 // Entrypoint of mport-server: flags and environment → config → store → running server, or an admin command.
 import { formatHostPort } from "../shared/address.ts";
-import { log, setupLogging, teardownLogging } from "../shared/log.ts";
+import { containStrayErrors, log, setupLogging, teardownLogging } from "../shared/log.ts";
 import { controlPath } from "../shared/protocol.ts";
 import { Accounts } from "./accounts/accounts.ts";
 import { ADMIN_COMMANDS, ADMIN_USAGE, runAdmin } from "./admin/cli.ts";
@@ -138,32 +138,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-/**
- * Last line of defence: an error that escaped its handler is logged, not fatal, so one broken
- * connection can never take the process (and every other tunnel) down.
- */
-function containStrayErrors(): void {
-  const report = (what: string, e: unknown) => {
-    try {
-      log("server").error("{what}: {error}", {
-        what,
-        error: e instanceof Error ? e.stack ?? e.message : String(e),
-      });
-    } catch {
-      // logging itself failed; nothing more to do
-    }
-  };
-  globalThis.addEventListener("unhandledrejection", (e) => {
-    e.preventDefault();
-    report("unhandled rejection", e.reason);
-  });
-  globalThis.addEventListener("error", (e) => {
-    e.preventDefault();
-    report("uncaught error", e.error);
-  });
-}
-
 if (import.meta.main) {
-  containStrayErrors();
+  containStrayErrors("server");
   Deno.exit(await main());
 }

@@ -35,7 +35,11 @@ export function startServer(config: ServerConfig, store: Store): Promise<Running
   const logger = log("server");
   const now = Date.now;
   const usage = new UsageMeter(store, now);
-  const stats = new Stats(now, () => userMetrics(usage));
+  const sessions = new Map<string, ControlSession>();
+  const stats = new Stats(now, {
+    streamsPooled: () => [...sessions.values()].reduce((n, s) => n + s.idle.length, 0),
+    extra: () => userMetrics(usage),
+  });
   const accounts = new Accounts(store, config.tokens, now);
   const audit = (kind: string, userId: number | null, detail: Record<string, unknown>) => {
     store.addEvent({ at: now(), kind, userId, detail }).catch((e) => {
@@ -43,7 +47,6 @@ export function startServer(config: ServerConfig, store: Store): Promise<Running
       logger.error("cannot record audit event {kind}: {error}", { kind, error: String(e) });
     });
   };
-  const sessions = new Map<string, ControlSession>();
   let shuttingDown = false;
   const broker = new Broker(config, stats, usage, logger, now);
   const ports = new PortAllocator(config.portRange, config.bindHost);

@@ -14,7 +14,6 @@ export class Stats {
   tunnelsActive = 0;
   tunnelsReleased = 0;
   clientsConnected = 0;
-  streamsPooled = 0;
   /** Data stream WebSockets upgraded (a reused stream counts once). */
   streamsOpened = 0;
   readonly errors = new Map<string, number>();
@@ -23,11 +22,19 @@ export class Stats {
   readonly connectionsPerHour = new Map<number, number>();
   readonly #now: () => number;
   readonly #extra: () => string[];
+  readonly #streamsPooled: () => number;
 
-  /** `extra` adds metric lines that live elsewhere (per-user bytes). */
-  constructor(now: () => number = Date.now, extra: () => string[] = () => []) {
+  /**
+   * Values that live elsewhere are read when rendered: `streamsPooled` counts idle streams, `extra`
+   * adds metric lines (per-user bytes).
+   */
+  constructor(
+    now: () => number = Date.now,
+    live: { streamsPooled?: () => number; extra?: () => string[] } = {},
+  ) {
     this.#now = now;
-    this.#extra = extra;
+    this.#extra = live.extra ?? (() => []);
+    this.#streamsPooled = live.streamsPooled ?? (() => 0);
     this.startedAt = now();
   }
 
@@ -141,7 +148,7 @@ export class Stats {
       "Clients with an open control channel.",
       this.clientsConnected,
     );
-    single("mport_streams_pooled", "gauge", "Idle pre-opened data streams.", this.streamsPooled);
+    single("mport_streams_pooled", "gauge", "Idle pre-opened data streams.", this.#streamsPooled());
     single(
       "mport_streams_opened_total",
       "counter",

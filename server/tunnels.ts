@@ -2,15 +2,16 @@
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import type { TunnelGrant, TunnelRequest } from "../shared/protocol.ts";
-import type { StreamBridge } from "../shared/stream_bridge.ts";
+import { closeQuietly, type StreamBridge } from "../shared/stream_bridge.ts";
 import type { ServerConfig } from "./config.ts";
 import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
 import type { PortBook } from "./accounts/port_book.ts";
 import type { Stats } from "./stats.ts";
+import type { BrokerSession } from "./streams/broker.ts";
 import type { UserLimits } from "./store/store.ts";
 
-/** The part of a control session that tunnels need to know. */
-export interface TunnelOwnerSession {
+/** A control session as tunnels (and the broker, through them) know it. */
+export interface TunnelOwnerSession extends BrokerSession {
   readonly id: string;
   readonly owner: string;
   readonly userId: number;
@@ -101,11 +102,7 @@ export class Tunnel {
           port: this.port,
           error: String(e),
         });
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
+        closeQuietly(conn);
       }
     }
   }
@@ -115,11 +112,7 @@ export class Tunnel {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.graceTimer);
-    try {
-      this.#listener.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.#listener);
     for (const p of [...this.pending]) p.drop(reason);
   }
 

@@ -89,3 +89,29 @@ export async function setupLogging(level: LogLevel, file: string | null): Promis
 export async function teardownLogging(): Promise<void> {
   await reset();
 }
+
+/**
+ * Last line of defence for a program: an error that escaped its handler is logged under
+ * `category`, not fatal, so one broken connection can never take the process (and every other
+ * tunnel) down. Called once from a `main.ts`.
+ */
+export function containStrayErrors(category: string): void {
+  const report = (what: string, e: unknown) => {
+    try {
+      log(category).error("{what}: {error}", {
+        what,
+        error: e instanceof Error ? e.stack ?? e.message : String(e),
+      });
+    } catch {
+      // logging itself failed; nothing more to do
+    }
+  };
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    report("unhandled rejection", e.reason);
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    report("uncaught error", e.error);
+  });
+}

@@ -186,7 +186,7 @@ export class StreamBridge {
     if (this.#conn) throw new Error("stream already has a connection");
     this.#conn = conn;
     if (this.#ended) {
-      safeClose(conn);
+      closeQuietly(conn);
       return;
     }
     this.#kickWriter();
@@ -466,7 +466,7 @@ export class StreamBridge {
         this.sendControl({ type: "ack", bytes: this.#unacked });
         this.#unacked = 0;
       }
-      if (conn) safeClose(conn);
+      if (conn) closeQuietly(conn);
       this.#conn = null;
       this.#hooks.onEnd?.({ clean: true, reused: true });
       if (!this.sendControl({ type: "idle" })) {
@@ -478,7 +478,7 @@ export class StreamBridge {
     }
     if (this.onReused) {
       // Server: this connection is over; the stream is reused once the client's `idle` is here.
-      if (conn) safeClose(conn);
+      if (conn) closeQuietly(conn);
       this.#conn = null;
       this.#waitingIdle = true;
       const hooks = this.#hooks;
@@ -566,7 +566,7 @@ export class StreamBridge {
     const w = this.#creditWaiter;
     this.#creditWaiter = null;
     w?.();
-    if (this.#conn) safeClose(this.#conn);
+    if (this.#conn) closeQuietly(this.#conn);
     if (!this.#wsClosed && this.ws.readyState <= WebSocket.OPEN) {
       try {
         this.ws.close(closeCode, truncateReason(reason));
@@ -586,7 +586,8 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
   }
 }
 
-function safeClose(conn: Deno.Conn): void {
+/** Closes a connection or listener that may already be closed. */
+export function closeQuietly(conn: { close(): void }): void {
   try {
     conn.close();
   } catch {

@@ -4,6 +4,14 @@ import type { Store, UsageRow } from "../store/store.ts";
 
 type MutableRow = { -readonly [K in keyof UsageRow]: UsageRow[K] };
 
+/** Byte counters of one stream (see `UsageMeter.meter`). */
+export interface StreamMeter {
+  /** Bytes from the public user towards the client. */
+  bytesIn(n: number): void;
+  /** Bytes from the client to the public user. */
+  bytesOut(n: number): void;
+}
+
 /** Counts bytes, connections and errors per (user, tunnel, hour); `flush()` writes them out. */
 export class UsageMeter {
   readonly #store: Store;
@@ -50,6 +58,35 @@ export class UsageMeter {
   bytesOut(userId: number, userName: string, tunnel: string, n: number): void {
     this.#row(userId, tunnel).bytesOut += n;
     this.#total(userId, userName).bytesOut += n;
+  }
+
+  /**
+   * Byte counters for one stream, for the per-chunk path: the hourly row is looked up again only
+   * when the hour turns or a flush has taken the rows, not on every chunk.
+   */
+  meter(userId: number, userName: string, tunnel: string): StreamMeter {
+    const total = this.#total(userId, userName);
+    let row: MutableRow | null = null;
+    let rows = this.#pending;
+    let hourEnd = 0;
+    const current = (): MutableRow => {
+      if (row === null || rows !== this.#pending || this.#now() >= hourEnd) {
+        row = this.#row(userId, tunnel);
+        rows = this.#pending;
+        hourEnd = row.hour + 3_600_000;
+      }
+      return row;
+    };
+    return {
+      bytesIn(n) {
+        current().bytesIn += n;
+        total.bytesIn += n;
+      },
+      bytesOut(n) {
+        current().bytesOut += n;
+        total.bytesOut += n;
+      },
+    };
   }
 
   /** A user connection was opened on the tunnel. */

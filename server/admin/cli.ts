@@ -92,6 +92,11 @@ function parseLimits(values: Record<string, string | boolean | undefined>): Part
   return out;
 }
 
+/** User names by id, for listings that show whose row it is. */
+async function userNames(store: Store): Promise<Map<number, string>> {
+  return new Map((await store.listUsers()).map((u) => [u.id, u.name]));
+}
+
 async function needUser(store: Store, name: string | undefined): Promise<User> {
   if (!name) throw new TypeError("--user NAME is required");
   const u = await store.userByName(name);
@@ -274,7 +279,7 @@ export async function runAdmin(
       if (action === "list") {
         const user = values.user ? await needUser(store, values.user) : null;
         const tokens = await store.listTokens(user?.id);
-        const names = new Map((await store.listUsers()).map((u) => [u.id, u.name]));
+        const names = await userNames(store);
         const state = (t: (typeof tokens)[number]) =>
           t.revokedAt !== null
             ? "revoked"
@@ -376,7 +381,7 @@ export async function runAdmin(
       if (action === "list") {
         const user = values.user ? await needUser(store, values.user) : null;
         const list = await store.listReservations(user?.id);
-        const names = new Map((await store.listUsers()).map((u) => [u.id, u.name]));
+        const names = await userNames(store);
         print(
           ["PORT", "USER", "TUNNEL", "SINCE"],
           list.map((
@@ -397,7 +402,7 @@ export async function runAdmin(
       const user = values.user ? await needUser(store, values.user) : null;
       const since = values.since ? parseSince(values.since, now) : undefined;
       const rows = await store.usage({ userId: user?.id, since });
-      const names = new Map((await store.listUsers()).map((u) => [u.id, u.name]));
+      const names = await userNames(store);
       print(
         ["HOUR", "USER", "TUNNEL", "BYTES IN", "BYTES OUT", "CONNS", "ERRORS"],
         rows.map((r) => [
@@ -421,7 +426,7 @@ export async function runAdmin(
         throw new TypeError(`invalid --limit "${values.limit}"`);
       }
       const events = await store.events({ since, userId: user?.id, limit });
-      const names = new Map((await store.listUsers()).map((u) => [u.id, u.name]));
+      const names = await userNames(store);
       print(
         ["TIME", "EVENT", "USER", "DETAIL"],
         events.map((e) => [

@@ -6,6 +6,7 @@ import {
   decodeClientControl,
   encode,
   type ErrorCode,
+  HEARTBEAT_MISSES,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerControlMessage,
@@ -372,7 +373,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
 
   #heartbeat(): void {
     const { config, now } = this.#deps;
-    if (now() - this.#lastSeen > config.heartbeatMs * 3) {
+    if (now() - this.#lastSeen > config.heartbeatMs * HEARTBEAT_MISSES) {
       this.#deps.stats.error("heartbeat_timeout");
       this.#deps.log.warn("session {id} from {remote}: no heartbeat, closing", {
         id: this.id,

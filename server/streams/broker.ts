@@ -3,7 +3,7 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../../shared/address.ts";
 import { formatSize } from "../../shared/units.ts";
 import { CLAIM_TIMEOUT_MS, MAX_POOL_PER_SESSION } from "../../shared/protocol.ts";
-import type { StreamBridge } from "../../shared/stream_bridge.ts";
+import { closeQuietly, type StreamBridge } from "../../shared/stream_bridge.ts";
 import type { ServerConfig } from "../config.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
@@ -69,7 +69,7 @@ export class Broker {
       const used = this.#usage.monthBytesCached(tunnel.userId);
       if (used >= quota) {
         this.#refuseConn(conn, "quota_exceeded", tunnel, remote);
-        (tunnel.session as BrokerSession | null)?.notice(
+        tunnel.session?.notice(
           "quota_exceeded",
           `monthly transfer quota reached for user ${tunnel.userName}: ${formatSize(used)} of ${
             formatSize(quota)
@@ -110,11 +110,7 @@ export class Broker {
         if (i < 0) return;
         tunnel.pending.splice(i, 1);
         clearTimeout(pending.timer);
-        try {
-          conn.close();
-        } catch {
-          // already closed
-        }
+        closeQuietly(conn);
         releaseCount();
         this.#log.info("user connection {remote} on {name} closed: {reason}", {
           remote,
@@ -129,7 +125,7 @@ export class Broker {
       pending.drop(`no stream from the client within ${this.#config.holdTimeoutMs / 1000} s`);
     }, this.#config.holdTimeoutMs);
 
-    const session = tunnel.session as BrokerSession | null;
+    const session = tunnel.session;
     if (!session) {
       this.#log.debug("holding {remote} on {name} until the client returns", {
         remote,
@@ -193,14 +189,10 @@ export class Broker {
       return `too many idle streams: at most ${MAX_POOL_PER_SESSION} per session`;
     }
     session.idle.push(stream);
-    this.#stats.streamsPooled++;
     stream.setHooks({
       onEnd: () => {
         const i = session.idle.indexOf(stream);
-        if (i >= 0) {
-          session.idle.splice(i, 1);
-          this.#stats.streamsPooled--;
-        }
+        if (i >= 0) session.idle.splice(i, 1);
       },
     });
     return null;
@@ -227,7 +219,7 @@ export class Broker {
       // The stream died while idle: put the user back in line and ask again.
       tunnel.pending.unshift(pending);
       pending.timer = setTimeout(() => pending.drop("timed out"), this.#config.holdTimeoutMs);
-      (tunnel.session as BrokerSession | null)?.requestStream(tunnel, pending);
+      tunnel.session?.requestStream(tunnel, pending);
       return;
     }
     tunnel.active.add(stream);
@@ -236,14 +228,15 @@ export class Broker {
     const log = this.#log;
     const usage = this.#usage;
     const { userId, userName, name } = tunnel;
+    const meter = usage.meter(userId, userName, name);
     stream.setHooks({
       onSent: (n) => {
         stats.bytesIn += n;
-        usage.bytesIn(userId, userName, name, n);
+        meter.bytesIn(n);
       },
       onReceived: (n) => {
         stats.bytesOut += n;
-        usage.bytesOut(userId, userName, name, n);
+        meter.bytesOut(n);
       },
       onEnd: (end) => {
         tunnel.active.delete(stream);
@@ -266,7 +259,6 @@ export class Broker {
   #takeIdle(session: BrokerSession): StreamBridge | null {
     while (session.idle.length > 0) {
       const s = session.idle.shift()!;
-      this.#stats.streamsPooled--;
       if (s.idle) return s;
     }
     return null;
@@ -275,10 +267,6 @@ export class Broker {
   #refuseConn(conn: Deno.TcpConn, reason: string, tunnel: Tunnel, remote: string): void {
     this.#stats.refusal(reason);
     this.#log.warn("refused {remote} on {name}: {reason}", { remote, name: tunnel.name, reason });
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(conn);
   }
 }

@@ -1,4 +1,5 @@
 // Helpers for the lifecycle e2e tests: scripted local TCP services, deadlines, polling, port ranges.
+import { closeQuietly, writeAll } from "../../shared/stream_bridge.ts";
 import type { Proc } from "./harness.ts";
 
 /** `n` random bytes (getRandomValues fills at most 64 KiB per call). */
@@ -75,21 +76,8 @@ export async function echo(conn: Deno.TcpConn): Promise<void> {
   await conn.closeWrite();
 }
 
-/** Writes every byte of `data`. */
-export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.byteLength) off += await conn.write(data.subarray(off));
-}
-
-/** Closes a connection or listener that may already be closed. */
-export function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
-
+// The project's own helpers, re-exported for the tests that import them from here.
+export { closeQuietly, writeAll } from "../../shared/stream_bridge.ts";
 /** Resolves like `p`, or rejects after `ms` naming `what` (the caller cleans up in `finally`). */
 export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
