@@ -3,7 +3,6 @@ import { Backoff } from "../shared/backoff.ts";
 import { log } from "../shared/log.ts";
 import type { TunnelGrant, TunnelRefusal } from "../shared/protocol.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
-import { openTransport } from "./proxy.ts";
 import { ClientSession } from "./session.ts";
 import type { StreamCounters } from "./streams.ts";
 
@@ -42,10 +41,9 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
   let wake: (() => void) | null = null;
 
   const done = (async (): Promise<{ fatal: string | null }> => {
-    const transport = await openTransport(config.server, config.caCert, config.proxy);
     try {
       while (!stopping) {
-        const session = new ClientSession(config, transport.client, ports, counters, {
+        const session = new ClientSession(config, ports, counters, {
           onReady: (grant, spec) => events.ready(grant, spec),
           onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
           onNotice: (message) => events.problem(message),
@@ -58,11 +56,11 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
         const end = await session.run();
         current = null;
         const pool = session.pool;
-        if (!pool || pool.all.size === 0) sessions.delete(session);
+        if (!pool || pool.muxes.size === 0) sessions.delete(session);
         else {
           // Keep draining streams of the old session; forget it when they are done.
           const check = setInterval(() => {
-            if (pool.all.size === 0) {
+            if (pool.muxes.size === 0) {
               clearInterval(check);
               sessions.delete(session);
             }
@@ -72,11 +70,7 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
         if (end.fatal) return { fatal: end.message };
         if (end.welcomed && Date.now() - started > 10_000) backoff.reset();
         const wait = backoff.next();
-        const proxyError = end.welcomed ? null : transport.lastProxyError();
-        const message = proxyError && end.message.startsWith("cannot reach the server")
-          ? `cannot reach the server: ${proxyError}`
-          : end.message;
-        events.problem(`${message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+        events.problem(`${end.message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
           wake = () => {
@@ -89,10 +83,9 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
       return { fatal: null };
     } finally {
       const deadline = Date.now() + config.drainMs;
-      const open = () => [...sessions].reduce((n, s) => n + (s.pool?.all.size ?? 0), 0);
+      const open = () => [...sessions].reduce((n, s) => n + (s.pool?.streams ?? 0), 0);
       while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      for (const s of sessions) for (const b of s.pool?.all ?? []) b.abort("client shutting down");
-      await transport.close();
+      for (const s of sessions) s.pool?.close();
     }
   })();
 

@@ -4,7 +4,11 @@ import type { LogLevel } from "@logtape/logtape";
 import { parse as parseToml } from "smol-toml";
 import { formatHostPort, parseHostPort, parsePort } from "../shared/address.ts";
 import { parseLogLevel } from "../shared/log.ts";
-import { DEFAULT_PATH_PREFIX, validateTunnelName } from "../shared/protocol.ts";
+import {
+  DEFAULT_PATH_PREFIX,
+  MAX_DATA_CONNS_PER_SESSION,
+  validateTunnelName,
+} from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
 
 /** One local service to publish. */
@@ -34,6 +38,7 @@ export interface ClientConfig {
   readonly pathPrefix: string;
   readonly token: Secret;
   readonly tunnels: readonly TunnelSpec[];
+  /** Data connections (multiplexed WebSockets) to keep open. */
   readonly pool: number;
   readonly caCert: string | null;
   readonly proxy: ProxySpec | null;
@@ -59,7 +64,8 @@ Options:
   --token TOKEN       client token (env MPORT_TOKEN)
   --remote-port N     ask for this public port (tcp only)
   --name NAME         tunnel name (default: derived from the local address)
-  --pool N            idle pre-opened streams (default 4)
+  --pool N            data connections to keep open, each carrying many user
+                      connections (default 1, at most 8)
   --ca FILE           trust this CA certificate (PEM) for wss://
   --proxy URL         HTTP CONNECT proxy, http://user:pass@host:port
                       (default from HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY)
@@ -301,10 +307,12 @@ export function parseClientArgs(
   const { server, pathPrefix } = parseServerUrl(serverText);
   const token = values.token ?? env.MPORT_TOKEN ?? file.token;
   if (!token) throw new TypeError("no token: pass --token TOKEN or set MPORT_TOKEN");
-  const poolText = values.pool ?? (file.pool === undefined ? "4" : String(file.pool));
+  const poolText = values.pool ?? (file.pool === undefined ? "1" : String(file.pool));
   const pool = Number(poolText);
-  if (!Number.isSafeInteger(pool) || pool < 0 || pool > 64) {
-    throw new TypeError(`invalid --pool "${poolText}": expected a whole number from 0 to 64`);
+  if (!Number.isSafeInteger(pool) || pool < 1 || pool > MAX_DATA_CONNS_PER_SESSION) {
+    throw new TypeError(
+      `invalid --pool "${poolText}": expected a whole number from 1 to ${MAX_DATA_CONNS_PER_SESSION}`,
+    );
   }
   const caPath = values.ca ?? file.ca;
   return {

@@ -1,6 +1,7 @@
 // Entrypoint of the mport client: flags, environment and config file → running client; signals → stop.
 import { formatHostPort } from "../shared/address.ts";
-import { containStrayErrors, setupLogging, teardownLogging } from "../shared/log.ts";
+import { resetSupport } from "../shared/tcp_reset.ts";
+import { containStrayErrors, log, setupLogging, teardownLogging } from "../shared/log.ts";
 import { runClient } from "./client.ts";
 import { CLIENT_USAGE, parseClientArgs } from "./config.ts";
 
@@ -21,6 +22,11 @@ async function main(): Promise<number> {
   }
   const config = parsed.config;
   await setupLogging(config.logLevel, null);
+  const reset = resetSupport();
+  if (!reset.ok) {
+    // Aborted transfers then end with a FIN; say so once rather than let users guess.
+    log("tcp").warning("aborted connections cannot be reset (RST): {why}", { why: reset.why });
+  }
   const client = runClient(config, {
     ready(grant, spec) {
       const hostPort = grant.url.replace(/^tcp:\/\//, "");

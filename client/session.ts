@@ -8,16 +8,19 @@ import {
   encode,
   type ErrorCode,
   HEARTBEAT_MISSES,
+  MAX_CONTROL_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerControlMessage,
   SUBPROTOCOL,
+  truncateReason,
   type TunnelGrant,
   type TunnelRefusal,
 } from "../shared/protocol.ts";
-import { truncateReason } from "../shared/stream_bridge.ts";
+import type { WsConn } from "../shared/ws_conn.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
-import { type StreamCounters, StreamPool } from "./streams.ts";
+import { DataPool, type StreamCounters } from "./streams.ts";
+import { DialError, dialWebSocket } from "./ws_dial.ts";
 
 /** How a session ended. */
 export interface SessionEnd {
@@ -48,105 +51,115 @@ const UNFIXABLE: ReadonlySet<ErrorCode> = new Set([
 /** Runs one control connection until it ends; resolves with why. */
 export class ClientSession {
   readonly #config: ClientConfig;
-  readonly #client: Deno.HttpClient | undefined;
   readonly #log: Logger;
   readonly #events: SessionEvents;
   readonly #counters: StreamCounters;
   /** Port to ask for per tunnel name (the last one granted, so a reconnect gets it back). */
   readonly #ports: Map<string, number>;
-  #ws: WebSocket | null = null;
-  #pool: StreamPool | null = null;
+  #ws: WsConn | null = null;
+  #pool: DataPool | null = null;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastSeen = Date.now();
   #end: SessionEnd | null = null;
+  #stopped = false;
 
   constructor(
     config: ClientConfig,
-    client: Deno.HttpClient | undefined,
     ports: Map<string, number>,
     counters: StreamCounters,
     events: SessionEvents,
     log: Logger,
   ) {
     this.#config = config;
-    this.#client = client;
     this.#ports = ports;
     this.#counters = counters;
     this.#events = events;
     this.#log = log;
   }
 
-  /** Streams of this session (for draining on shutdown). */
-  get pool(): StreamPool | null {
+  /** Data connections of this session (for draining on shutdown). */
+  get pool(): DataPool | null {
     return this.#pool;
   }
 
   /** Connects and runs until the channel closes. */
-  run(): Promise<SessionEnd> {
-    const done = Promise.withResolvers<SessionEnd>();
+  async run(): Promise<SessionEnd> {
     const url = new URL(controlPath(this.#config.pathPrefix), this.#config.server);
-    let welcomed = false;
-    let ws: WebSocket;
+    let ws: WsConn;
     try {
-      ws = new WebSocket(url, {
-        protocols: [SUBPROTOCOL],
+      ({ ws } = await dialWebSocket({
+        url,
         headers: { authorization: `Bearer ${this.#config.token.reveal()}` },
-        client: this.#client,
-      });
+        protocols: [SUBPROTOCOL],
+        caCert: this.#config.caCert,
+        proxy: this.#config.proxy,
+        timeoutMs: this.#config.dialTimeoutMs,
+        maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES,
+      }));
     } catch (e) {
-      return Promise.resolve({ fatal: true, message: (e as Error).message, welcomed: false });
+      return dialFailure(e);
     }
     this.#ws = ws;
-    let networkError = "";
-    ws.onopen = () => {
-      const tunnels = this.#config.tunnels.map((t) => ({
-        name: t.name,
-        kind: "tcp" as const,
-        local: formatHostPort(t.localHost, t.localPort),
-        remotePort: t.remotePort || this.#ports.get(t.name) || 0,
-      }));
-      ws.send(encode({
-        type: "hello",
-        version: PROTOCOL_VERSION,
-        tunnels,
-        host: this.#config.server.hostname.replace(/^\[|\]$/g, ""),
-      }));
-    };
-    ws.onerror = (e) => {
-      networkError = (e as ErrorEvent).message ?? "connection failed";
-    };
-    ws.onmessage = (e) => {
-      this.#lastSeen = Date.now();
-      let msg: ServerControlMessage;
-      try {
-        if (typeof e.data !== "string") {
-          throw new ProtocolError("server sent a binary frame on the control channel");
+    if (this.#stopped) {
+      ws.close(CloseCode.normal, "client stopped").catch(() => {});
+      return { fatal: true, message: "client stopped", welcomed: false };
+    }
+    const tunnels = this.#config.tunnels.map((t) => ({
+      name: t.name,
+      kind: "tcp" as const,
+      local: formatHostPort(t.localHost, t.localPort),
+      remotePort: t.remotePort || this.#ports.get(t.name) || 0,
+    }));
+    ws.sendText(encode({
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      tunnels,
+      host: this.#config.server.hostname.replace(/^\[|\]$/g, ""),
+    }));
+    let welcomed = false;
+    try {
+      while (!this.#end) {
+        const frame = await ws.read();
+        if (frame === null) break;
+        this.#lastSeen = Date.now();
+        let msg: ServerControlMessage;
+        try {
+          if (!frame.text) {
+            throw new ProtocolError("server sent a binary frame on the control channel");
+          }
+          msg = decodeServerControl(new TextDecoder().decode(frame.data));
+        } catch (err) {
+          this.#finish({
+            fatal: false,
+            message: `protocol error from server: ${(err as Error).message}`,
+            welcomed,
+          });
+          break;
         }
-        msg = decodeServerControl(e.data);
-      } catch (err) {
-        this.#finish({
-          fatal: false,
-          message: `protocol error from server: ${(err as Error).message}`,
-          welcomed,
-        });
-        return;
+        if (msg.type === "welcome") welcomed = true;
+        this.#onMessage(msg);
       }
-      if (msg.type === "welcome") welcomed = true;
-      this.#onMessage(msg);
-    };
-    ws.onclose = (e) => {
+    } catch (e) {
       this.#finish({
         fatal: false,
-        message: describeClose(e.code, e.reason, networkError),
+        message: `connection to the server lost: ${(e as Error).message}`,
         welcomed,
       });
-      done.resolve(this.#end!);
-    };
-    return done.promise;
+    }
+    const info = await ws.closed;
+    this.#finish({
+      fatal: false,
+      message: info.reason
+        ? `connection closed: ${info.reason}`
+        : `connection closed (code ${info.code})`,
+      welcomed,
+    });
+    return this.#end!;
   }
 
-  /** Closes the control channel (shutdown); streams are left to the caller. */
+  /** Closes the control channel (shutdown); data connections are left to the caller. */
   close(): void {
+    this.#stopped = true;
     this.#finish({ fatal: true, message: "client stopped", welcomed: true });
   }
 
@@ -156,22 +169,13 @@ export class ClientSession {
     this.#timer = undefined;
     this.#pool?.stop();
     const ws = this.#ws;
-    if (ws && ws.readyState <= WebSocket.OPEN) {
-      try {
-        ws.close(CloseCode.normal, truncateReason(end.message));
-      } catch {
-        // already closing
-      }
-    }
+    if (ws && ws.isOpen) ws.close(CloseCode.normal, truncateReason(end.message)).catch(() => {});
   }
 
   #onMessage(msg: ServerControlMessage): void {
     switch (msg.type) {
       case "welcome":
         this.#onWelcome(msg);
-        return;
-      case "open":
-        this.#pool?.claim(msg.claim);
         return;
       case "tunnel_close":
         this.#events.onTunnelClosed(msg.name, msg.reason);
@@ -229,9 +233,8 @@ export class ClientSession {
       this.#ports.set(g.name, g.remotePort);
       this.#events.onReady(g, spec);
     }
-    this.#pool = new StreamPool(
+    this.#pool = new DataPool(
       this.#config,
-      this.#client,
       msg.sessionId,
       msg.sessionSecret,
       granted,
@@ -251,33 +254,23 @@ export class ClientSession {
 
   #send(msg: { type: "ping" | "pong"; t: number }): void {
     const ws = this.#ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    if (!ws || !ws.isOpen) return;
     try {
-      ws.send(encode(msg));
+      ws.sendText(encode(msg));
     } catch {
       // closing
     }
   }
 }
 
-function describeClose(code: number, reason: string, networkError: string): string {
-  // Deno 2.9 reports a failed connection or upgrade as close code 0, not 1006.
-  if (networkError && (code === 1006 || code === 0)) {
-    const m = /Invalid status code:? (\d+)/.exec(networkError);
-    if (m?.[1] === "429") {
-      return "the server refused: too many failed attempts from this address, try later";
-    }
-    if (m?.[1] === "404") {
-      return "the server has no mport endpoint at this URL (check --server and its path)";
-    }
-    if (m) {
-      return `the server answered HTTP ${m[1]} instead of a WebSocket upgrade (check --server)`;
-    }
-    const detail = networkError.replace(/^NetworkError: /, "");
-    const tlsHint = /certificate|UnknownIssuer|NoApplicationProtocol|tls|alert/i.test(detail)
-      ? " (TLS failed: if the server uses a private CA or a self-signed certificate, pass --ca FILE)"
-      : "";
-    return `cannot reach the server: ${detail}${tlsHint}`;
+/** The sentence for a failed dial, and whether retrying can help. */
+function dialFailure(e: unknown): SessionEnd {
+  if (!(e instanceof DialError)) {
+    return { fatal: false, message: `cannot reach the server: ${String(e)}`, welcomed: false };
   }
-  return reason ? `connection closed: ${reason}` : `connection closed (code ${code})`;
+  if (e.kind === "http" && e.body && e.status !== 404) {
+    // Our server explains every refusal in one line; 401 and 403 mean retrying cannot help.
+    return { fatal: e.permanent, message: e.body.split("\n")[0]!, welcomed: false };
+  }
+  return { fatal: e.permanent, message: e.message, welcomed: false };
 }

@@ -1,15 +1,17 @@
-// Client data streams: the pool of idle streams, claimed streams, dialing the local service.
+// Client data connections: keeps `--pool` multiplexed WebSockets open and bridges each stream locally.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
+import { Mux } from "../shared/mux.ts";
+import type { MuxStream, WindowBudget } from "../shared/mux_stream.ts";
 import {
-  CLAIM_HEADER,
-  CloseCode,
-  MAX_POOL_PER_SESSION,
+  MUX_KERNEL_UNSENT_BYTES,
+  MUX_MAX_MESSAGE_BYTES,
   streamPath,
   SUBPROTOCOL,
 } from "../shared/protocol.ts";
-import { StreamBridge } from "../shared/stream_bridge.ts";
+import { limitUnsentBytes } from "../shared/tcp_reset.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
+import { DialError, dialWebSocket } from "./ws_dial.ts";
 
 /** Counters the client keeps about its streams. */
 export interface StreamCounters {
@@ -19,6 +21,27 @@ export interface StreamCounters {
   bytesToLocal: number;
   bytesFromLocal: number;
 }
+
+/** Bytes all receive windows of the client may grow by beyond the initial one. */
+const CLIENT_BUDGET_BYTES = 64 * 1024 * 1024;
+
+/** A process-wide budget for grown receive windows. */
+export class SimpleBudget implements WindowBudget {
+  #left: number;
+  constructor(bytes: number) {
+    this.#left = bytes;
+  }
+  take(bytes: number): boolean {
+    if (bytes > this.#left) return false;
+    this.#left -= bytes;
+    return true;
+  }
+  give(bytes: number): void {
+    this.#left += bytes;
+  }
+}
+
+const budget = new SimpleBudget(CLIENT_BUDGET_BYTES);
 
 /** Connects to a local service, giving up after `timeoutMs`. */
 export async function dialLocal(spec: TunnelSpec, timeoutMs: number): Promise<Deno.TcpConn> {
@@ -40,23 +63,22 @@ export async function dialLocal(spec: TunnelSpec, timeoutMs: number): Promise<De
   }
 }
 
-/** The streams of one control session. */
-export class StreamPool {
+/** The data connections of one control session. */
+export class DataPool {
   readonly #config: ClientConfig;
-  readonly #client: Deno.HttpClient | undefined;
   readonly #credential: string;
   readonly #log: Logger;
   readonly #counters: StreamCounters;
   readonly #tunnels: Map<string, TunnelSpec>;
-  /** Every stream not yet ended (idle or bridged), for shutdown. */
-  readonly all = new Set<StreamBridge>();
-  #idle = 0;
+  /** Open data connections. */
+  readonly muxes = new Set<Mux>();
+  #dialing = 0;
   #closed = false;
-  #refillTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #failures = 0;
 
   constructor(
     config: ClientConfig,
-    client: Deno.HttpClient | undefined,
     sessionId: string,
     sessionSecret: string,
     tunnels: Map<string, TunnelSpec>,
@@ -64,125 +86,122 @@ export class StreamPool {
     log: Logger,
   ) {
     this.#config = config;
-    this.#client = client;
     this.#credential = `${sessionId}.${sessionSecret}`;
     this.#tunnels = tunnels;
     this.#counters = counters;
     this.#log = log;
   }
 
-  /** Opens idle streams until the pool holds `config.pool`. */
+  /** Streams open on every data connection. */
+  get streams(): number {
+    let n = 0;
+    for (const m of this.muxes) n += m.size;
+    return n;
+  }
+
+  /** Opens data connections until `config.pool` are open or being opened. */
   fill(): void {
-    while (!this.#closed && this.#idle < this.#config.pool) this.#open(null);
+    while (!this.#closed && this.muxes.size + this.#dialing < this.#config.pool) {
+      this.#dialing++;
+      this.#open().finally(() => this.#dialing--);
+    }
   }
 
-  /** Opens a stream for a connection the server announced with `open`. */
-  claim(claimId: string): void {
-    if (!this.#closed) this.#open(claimId);
-  }
-
-  /** Stops opening streams; closes idle ones. Bridged streams keep running. */
+  /**
+   * Stops opening data connections. Connections without streams close now; the others close as
+   * soon as their last stream ends (up to `close()`), so a reconnect loses no transfer.
+   */
   stop(): void {
     this.#closed = true;
-    clearTimeout(this.#refillTimer);
-    for (const s of this.all) if (s.idle) s.abort("session closed");
+    clearTimeout(this.#retryTimer);
+    for (const m of this.muxes) if (m.size === 0) m.close(1000, "session closed");
   }
 
-  #open(claimId: string | null): void {
+  /** Closes every data connection now (their streams are reset). */
+  close(): void {
+    this.stop();
+    for (const m of [...this.muxes]) m.close(1000, "client stopped");
+  }
+
+  async #open(): Promise<void> {
     const url = new URL(streamPath(this.#config.pathPrefix), this.#config.server);
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#credential}` };
-    if (claimId !== null) headers[CLAIM_HEADER] = claimId;
-    const ws = new WebSocket(url, { protocols: [SUBPROTOCOL], headers, client: this.#client });
-    ws.binaryType = "arraybuffer";
-    /** Counted in `#idle`: waiting for an `open`. */
-    let pooled = claimId === null;
-    if (pooled) this.#idle++;
-    /** Carrying a connection (counted in `active`). */
-    let assigned = false;
-    /** The server offered stream reuse in this connection's `open`. */
-    let reusable = false;
-    const counters = this.#counters;
-    const stream = new StreamBridge(ws, {
-      onOpen: (msg) => {
-        if (assigned) return;
-        assigned = true;
-        reusable = msg.reuse === true;
-        if (pooled) {
-          pooled = false;
-          this.#idle--;
-          this.fill();
-        }
-        this.#bridge(stream, msg.tunnel, msg.remote).catch((e) => {
-          this.#log.error("bridging a stream failed: {error}", { error: String(e) });
-          stream.abort(String(e));
-        });
-      },
-      onSent: (n) => (counters.bytesFromLocal += n),
-      onReceived: (n) => (counters.bytesToLocal += n),
-      onEnd: (end) => {
-        if (assigned) {
-          assigned = false;
-          counters.active--;
-        }
-        // Reused: `offerReuse` already counted it as idle again.
-        if (end.reused) return;
-        this.all.delete(stream);
-        if (pooled) {
-          pooled = false;
-          this.#idle--;
-          // A pooled stream died before use (server restart, pool full): refill later, not in a loop.
-          if (!this.#closed && this.#refillTimer === undefined) {
-            this.#refillTimer = setTimeout(() => {
-              this.#refillTimer = undefined;
-              this.fill();
-            }, 1000);
-          }
-        }
-        if (!end.clean && end.kind !== "closed" && end.reason) {
-          this.#log.debug("stream ended: {reason}", { reason: end.reason });
+    let ws;
+    try {
+      ({ ws } = await dialWebSocket({
+        url,
+        headers: { authorization: `Bearer ${this.#credential}` },
+        protocols: [SUBPROTOCOL],
+        caCert: this.#config.caCert,
+        proxy: this.#config.proxy,
+        timeoutMs: this.#config.dialTimeoutMs,
+        maxMessageBytes: MUX_MAX_MESSAGE_BYTES,
+      }));
+    } catch (e) {
+      const message = e instanceof DialError || e instanceof Error ? e.message : String(e);
+      this.#log.warn("cannot open a data connection: {message}", { message });
+      this.#retryLater();
+      return;
+    }
+    if (this.#closed) {
+      ws.close(1000, "session closed").catch(() => {});
+      return;
+    }
+    this.#failures = 0;
+    limitUnsentBytes(ws.conn, MUX_KERNEL_UNSENT_BYTES);
+    const mux: Mux = new Mux(ws, {
+      role: "client",
+      budget,
+      onOpen: (stream, tunnel, remote) => this.#bridge(mux, stream, tunnel, remote),
+      onClose: (reason) => {
+        this.muxes.delete(mux);
+        if (!this.#closed) {
+          this.#log.info("data connection closed ({reason}); opening another", { reason });
+          this.#retryLater();
         }
       },
     });
-    // A stream whose connection ended cleanly goes back to the pool (the server sees `idle`) if
-    // the server offered it (`reuse` in `open`) and the pool is not full. The limit is one above
-    // `--pool`: the pool was refilled when this stream was assigned, so with `--pool` itself as
-    // the limit the pool would always be full by now and no stream would ever be reused. With
-    // `--pool 0` nothing is kept, as before.
-    stream.offerReuse = () => {
-      const pool = this.#config.pool;
-      if (
-        !reusable || this.#closed || pool === 0 || this.#idle > pool ||
-        this.#idle >= MAX_POOL_PER_SESSION
-      ) {
-        return false;
-      }
-      pooled = true;
-      this.#idle++;
-      return true;
-    };
-    this.all.add(stream);
+    this.muxes.add(mux);
   }
 
-  async #bridge(stream: StreamBridge, tunnelName: string, remote: string): Promise<void> {
-    this.#counters.opened++;
-    this.#counters.active++;
+  /** Re-dials after a failure, backing off so a refusing server is not hammered. */
+  #retryLater(): void {
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    const wait = Math.min(30_000, 250 * 2 ** Math.min(this.#failures++, 7));
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.fill();
+    }, wait * (0.5 + Math.random() / 2));
+  }
+
+  async #bridge(mux: Mux, stream: MuxStream, tunnelName: string, remote: string): Promise<void> {
+    const counters = this.#counters;
+    counters.opened++;
+    counters.active++;
+    stream.setHooks({
+      onSent: (n) => (counters.bytesFromLocal += n),
+      onReceived: (n) => (counters.bytesToLocal += n),
+      onEnd: (end) => {
+        counters.active--;
+        if (!end.clean && end.kind !== "closed" && end.reason) {
+          this.#log.debug("stream for {remote} ended: {reason}", { remote, reason: end.reason });
+        }
+        // A data connection of an ended session closes once its last stream is done.
+        if (this.#closed && mux.size === 0) mux.close(1000, "session closed");
+      },
+    });
     const spec = this.#tunnels.get(tunnelName);
     if (!spec) {
-      stream.fail(
-        "bad_message",
-        `this client has no tunnel named "${tunnelName}"`,
-        CloseCode.protocolError,
-      );
+      stream.reset("bad_message", `this client has no tunnel named "${tunnelName}"`);
       return;
     }
     let conn: Deno.TcpConn;
     try {
       conn = await dialLocal(spec, this.#config.dialTimeoutMs);
     } catch (e) {
-      this.#counters.localDialFailures++;
+      counters.localDialFailures++;
       const message = (e as Error).message;
       this.#log.warn("{name}: {message} (user {remote})", { name: spec.name, message, remote });
-      stream.fail("local_dial_failed", message, CloseCode.localDialFailed);
+      stream.reset("local_dial_failed", message, "local_dial");
       return;
     }
     if (stream.ended) {

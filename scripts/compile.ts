@@ -20,15 +20,21 @@ const ALL = {
 
 /**
  * Permissions baked into each executable. Both read config and token files, write logs and the
- * SQLite store, and read the environment; the client also needs --unstable-net for the Unix-socket
- * proxy transport of `Deno.createHttpClient` (client/proxy.ts) and writes a temp dir for it.
+ * SQLite store, and read the environment; FFI into libc resets aborted TCP connections (RST) and
+ * lets the server raise its open-file limit.
  */
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env"] as const;
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-ffi",
+] as const;
 
 /** The two programs. */
 const PROGRAMS = {
   server: { entry: "server/main.ts", name: "mport-server", flags: [...PERMISSIONS] },
-  client: { entry: "client/main.ts", name: "mport", flags: [...PERMISSIONS, "--unstable-net"] },
+  client: { entry: "client/main.ts", name: "mport", flags: [...PERMISSIONS] },
 } as const;
 type Program = keyof typeof PROGRAMS;
 

@@ -7,6 +7,7 @@ import {
   DEFAULT_PATH_PREFIX,
   HANDSHAKE_TIMEOUT_MS,
   HEARTBEAT_INTERVAL_MS,
+  MUX_DEFAULT_BUDGET_BYTES,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
 import { parseSize } from "../shared/units.ts";
@@ -45,6 +46,17 @@ export interface ServerConfig {
   readonly recheckMs: number;
   readonly logLevel: LogLevel;
   readonly logFile: string | null;
+  /** Per-user bytes that stream receive windows may grow by beyond the initial window. */
+  readonly bufferBudgetBytes: number;
+  /** Close a user connection after this long without a byte either way (0: never). */
+  readonly idleTimeoutMs: number;
+  /** Time an HTTP client has to send its whole request head (slowloris). */
+  readonly headerTimeoutMs: number;
+  /** Open HTTP connections (including data and control WebSockets) at most, and per address. */
+  readonly maxHttpConnections: number;
+  readonly maxHttpConnectionsPerIp: number;
+  /** Connections per address that have not authenticated yet. */
+  readonly maxUnauthenticatedPerIp: number;
 }
 
 /** Defaults for every field that has one. */
@@ -73,6 +85,12 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   recheckMs: 5_000,
   logLevel: "info",
   logFile: null,
+  bufferBudgetBytes: MUX_DEFAULT_BUDGET_BYTES,
+  idleTimeoutMs: 0,
+  headerTimeoutMs: 10_000,
+  maxHttpConnections: 10_000,
+  maxHttpConnectionsPerIp: 1_000,
+  maxUnauthenticatedPerIp: 64,
 };
 
 /** Builds a config from partial fields (tests use this with port 0). */
@@ -99,6 +117,9 @@ function validate(cfg: ServerConfig): void {
       ["--max-connections-per-client", cfg.maxConnectionsPerClient],
       ["--tunnels-per-minute", cfg.tunnelsPerMinute],
       ["--max-pending", cfg.maxPending],
+      ["--max-http-connections", cfg.maxHttpConnections],
+      ["--max-http-connections-per-ip", cfg.maxHttpConnectionsPerIp],
+      ["--max-unauthenticated-per-ip", cfg.maxUnauthenticatedPerIp],
     ] as const
   ) {
     if (!Number.isSafeInteger(v) || v < 1) {
@@ -133,6 +154,12 @@ Usage: mport-server [options]
   --heartbeat SECONDS            control-channel ping interval (default 15)
   --handshake-timeout SECONDS    time a client has to send hello (default 10)
   --auth-failures-per-minute N   failed logins per IP before a 5-minute block (default 10)
+  --buffer-budget SIZE           per-user memory for fast streams' grown windows (default 16MiB)
+  --idle-timeout SECONDS         close user connections idle this long, 0 = never (default 0)
+  --header-timeout SECONDS       time to send an HTTP request head (default 10)
+  --max-http-connections N       open HTTP/WebSocket connections at most (default 10000)
+  --max-http-connections-per-ip N  of them from one address (default 1000)
+  --max-unauthenticated-per-ip N   not yet authenticated, from one address (default 64)
   --log-level LEVEL              trace, debug, info, warning, error (default info)
   --log-file FILE                also write JSON lines to FILE
   --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
@@ -207,6 +234,12 @@ export function parseServerArgs(
       "monthly-quota": { type: "string" },
       "usage-flush": { type: "string" },
       recheck: { type: "string" },
+      "buffer-budget": { type: "string" },
+      "idle-timeout": { type: "string" },
+      "header-timeout": { type: "string" },
+      "max-http-connections": { type: "string" },
+      "max-http-connections-per-ip": { type: "string" },
+      "max-unauthenticated-per-ip": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -262,6 +295,14 @@ export function parseServerArgs(
       : null,
     usageFlushMs: secs("usage-flush", d.usageFlushMs),
     recheckMs: secs("recheck", d.recheckMs),
+    bufferBudgetBytes: values["buffer-budget"]
+      ? parseSize(values["buffer-budget"])
+      : d.bufferBudgetBytes,
+    idleTimeoutMs: secs("idle-timeout", d.idleTimeoutMs, true),
+    headerTimeoutMs: secs("header-timeout", d.headerTimeoutMs),
+    maxHttpConnections: num("max-http-connections", d.maxHttpConnections),
+    maxHttpConnectionsPerIp: num("max-http-connections-per-ip", d.maxHttpConnectionsPerIp),
+    maxUnauthenticatedPerIp: num("max-unauthenticated-per-ip", d.maxUnauthenticatedPerIp),
   });
   return { help: false, config };
 }

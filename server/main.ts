@@ -1,5 +1,6 @@
 // Entrypoint of mport-server: flags and environment → config → store → running server, or an admin command.
 import { formatHostPort } from "../shared/address.ts";
+import { resetSupport } from "../shared/tcp_reset.ts";
 import { containStrayErrors, log, setupLogging, teardownLogging } from "../shared/log.ts";
 import { controlPath } from "../shared/protocol.ts";
 import { Accounts } from "./accounts/accounts.ts";
@@ -92,6 +93,11 @@ async function main(): Promise<number> {
   }
   const config = parsed.config;
   await setupLogging(config.logLevel, config.logFile);
+  const reset = resetSupport();
+  if (!reset.ok) {
+    // Aborted transfers then end with a FIN; say so once rather than let users guess.
+    log("tcp").warning("aborted connections cannot be reset (RST): {why}", { why: reset.why });
+  }
   const store = await openConfiguredStore(config.db);
   if (!store) return 1;
   let server;

@@ -1,6 +1,7 @@
 // Composition root of mport-server: wires auth, tunnels, broker, sessions and the HTTP app.
 import { formatHostPort } from "../shared/address.ts";
 import { log } from "../shared/log.ts";
+import { CloseCode } from "../shared/protocol.ts";
 import { buildApp } from "./app.ts";
 import { Accounts } from "./accounts/accounts.ts";
 import { PortBook } from "./accounts/port_book.ts";
@@ -9,7 +10,11 @@ import { AuthLimiter } from "./auth.ts";
 import type { Store } from "./store/store.ts";
 import type { ServerConfig } from "./config.ts";
 import type { ControlSession } from "./control/session.ts";
-import { type EndpointDeps, handleControl, handleStream } from "./endpoints.ts";
+import { clientIpOf, type EndpointDeps, handleUpgrade, upgradeEndpoint } from "./endpoints.ts";
+import { startFront } from "./listeners/http_front.ts";
+import { raiseNofileLimit } from "./listeners/fd_limits.ts";
+import type { Mux } from "../shared/mux.ts";
+import { OwnerBudgets } from "./streams/budgets.ts";
 import { PortAllocator } from "./listeners/port_allocator.ts";
 import { Stats } from "./stats.ts";
 import { Broker } from "./streams/broker.ts";
@@ -31,13 +36,14 @@ export interface RunningServer {
  * Starts mport-server with a validated config and an open store. The store stays the caller's:
  * `close()` flushes usage into it but does not close it.
  */
-export function startServer(config: ServerConfig, store: Store): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, store: Store): Promise<RunningServer> {
   const logger = log("server");
   const now = Date.now;
   const usage = new UsageMeter(store, now);
   const sessions = new Map<string, ControlSession>();
+  const muxes = new Set<Mux>();
   const stats = new Stats(now, {
-    streamsPooled: () => [...sessions.values()].reduce((n, s) => n + s.idle.length, 0),
+    dataConns: () => muxes.size,
     extra: () => userMetrics(usage),
   });
   const accounts = new Accounts(store, config.tokens, now);
@@ -73,96 +79,140 @@ export function startServer(config: ServerConfig, store: Store): Promise<Running
     usage,
     audit,
     limiter: new AuthLimiter(config.authFailuresPerMinute, config.authBlockMs, now),
+    budgets: new OwnerBudgets(config.bufferBudgetBytes),
+    muxes,
   };
   const app = buildApp({
     pathPrefix: config.pathPrefix,
     stats,
-    control: (req, ip) => handleControl(req, ip, deps),
-    stream: (req, ip) => handleStream(req, ip, deps),
     health: () => ({
       ok: !shuttingDown,
       detail: { uptimeSeconds: Math.round(stats.uptimeSeconds()), clients: stats.clientsConnected },
     }),
   });
 
-  return new Promise((resolve, reject) => {
-    let httpServer: Deno.HttpServer<Deno.NetAddr>;
-    const tls = config.tlsCert && config.tlsKey
-      ? { cert: config.tlsCert, key: config.tlsKey.reveal() }
-      : {};
-    try {
-      httpServer = Deno.serve({
-        hostname: config.listenHost,
-        port: config.listenPort,
-        ...tls,
-        onListen: () => {},
-        onError: (e) => {
+  const limit = raiseNofileLimit();
+  if (typeof limit === "string") {
+    logger.debug("open-file limit left as it is: {reason}", { reason: limit });
+  } else if (limit.after.soft > limit.before.soft) {
+    logger.debug("open-file limit raised from {before} to {after}", {
+      before: limit.before.soft,
+      after: limit.after.soft,
+    });
+  }
+  let front;
+  try {
+    front = await startFront({
+      hostname: config.listenHost,
+      port: config.listenPort,
+      tls: config.tlsCert && config.tlsKey
+        ? { cert: config.tlsCert, key: config.tlsKey.reveal() }
+        : undefined,
+      limits: {
+        maxConnections: config.maxHttpConnections,
+        maxConnectionsPerIp: config.maxHttpConnectionsPerIp,
+        maxUnauthenticatedPerIp: config.maxUnauthenticatedPerIp,
+        headerTimeoutMs: config.headerTimeoutMs,
+        maxHeadBytes: 16 * 1024,
+        fdReserve: 16,
+      },
+      route: (head) =>
+        upgradeEndpoint(config.pathPrefix, head.path) !== null &&
+          (head.headers.get("upgrade") ?? "").toLowerCase() === "websocket"
+          ? "upgrade"
+          : "http",
+      onUpgrade: (head, conn, leftover, slot) => {
+        handleUpgrade(head, conn, leftover, slot, deps).catch((e) => {
           stats.error("http");
-          logger.error("HTTP handler failed: {error}", { error: String(e) });
-          return new Response("internal error\n", { status: 500 });
-        },
-      }, app.fetch);
-    } catch (e) {
-      if (e instanceof Deno.errors.AddrInUse) {
-        reject(
-          new Error(
-            `cannot listen on ${
-              formatHostPort(config.listenHost, config.listenPort)
-            }: address already in use (choose another --listen)`,
-          ),
-        );
-        return;
-      }
-      reject(e);
-      return;
-    }
-    const flush = () =>
-      usage.flush().catch((e) => {
-        stats.error("store");
-        logger.error("cannot write usage to the store (kept for the next try): {error}", {
-          error: String(e),
+          logger.warn("upgrade from {remote} failed: {error}", {
+            remote: head.remote.hostname,
+            error: String(e),
+          });
+          try {
+            conn.close();
+          } catch {
+            // already closed
+          }
+          slot.release();
         });
-      });
-    const flushTimer = setInterval(flush, config.usageFlushMs);
-    const statsTimer = config.statsIntervalMs > 0
-      ? setInterval(
-        () => logger.info("stats {stats}", { stats: stats.snapshot() }),
-        config.statsIntervalMs,
-      )
-      : undefined;
-    const addr = httpServer.addr;
-    const scheme = config.tlsCert ? "https" : "http";
-    let closing: Promise<void> | null = null;
-    resolve({
-      addr,
-      url: `${scheme}://${formatHostPort(addr.hostname, addr.port)}`,
-      stats,
-      usage,
-      close() {
-        closing ??= (async () => {
-          shuttingDown = true;
-          clearInterval(statsTimer);
-          clearInterval(flushTimer);
-          for (const t of registry.all()) registry.release(t, "server shutting down");
-          for (const s of [...sessions.values()]) s.shutdown();
-          const deadline = Date.now() + config.drainMs;
-          while (broker.bridges.size > 0 && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 50));
-          }
-          if (broker.bridges.size > 0) {
-            logger.warn("drain deadline reached: closing {n} open stream(s)", {
-              n: broker.bridges.size,
-            });
-          }
-          for (const b of [...broker.bridges]) b.abort("server shutting down");
-          await httpServer.shutdown();
-          clearInterval(flushTimer);
-          await flush();
-        })();
-        return closing;
+      },
+      fetch: (req, remote) => app.fetch(req, { ip: clientIpOf(req.headers, remote.hostname) }),
+      log: logger,
+      counters: {
+        refusal: (kind) => stats.refusal(kind),
+        listenerRestart: () => stats.error("listener_restart"),
       },
     });
-  });
+  } catch (e) {
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new Error(
+        `cannot listen on ${
+          formatHostPort(config.listenHost, config.listenPort)
+        }: address already in use (choose another --listen)`,
+      );
+    }
+    throw e;
+  }
+  const flush = () =>
+    usage.flush().catch((e) => {
+      stats.error("store");
+      logger.error("cannot write usage to the store (kept for the next try): {error}", {
+        error: String(e),
+      });
+    });
+  const flushTimer = setInterval(flush, config.usageFlushMs);
+  const statsTimer = config.statsIntervalMs > 0
+    ? setInterval(
+      () => logger.info("stats {stats}", { stats: stats.snapshot() }),
+      config.statsIntervalMs,
+    )
+    : undefined;
+  const idleTimer = config.idleTimeoutMs > 0
+    ? setInterval(() => {
+      const cutoff = now() - config.idleTimeoutMs;
+      for (const s of [...broker.bridges]) {
+        if (s.lastActive < cutoff) {
+          stats.refusal("idle_timeout");
+          s.reset("internal", `idle for ${config.idleTimeoutMs / 1000} s`, "idle_timeout");
+        }
+      }
+    }, Math.min(config.idleTimeoutMs / 2, 5_000))
+    : undefined;
+  const addr = front.addr;
+  const scheme = config.tlsCert ? "https" : "http";
+  let closing: Promise<void> | null = null;
+  const running = front;
+  return {
+    addr,
+    url: `${scheme}://${formatHostPort(addr.hostname, addr.port)}`,
+    stats,
+    usage,
+    close() {
+      closing ??= (async () => {
+        shuttingDown = true;
+        clearInterval(statsTimer);
+        clearInterval(flushTimer);
+        clearInterval(idleTimer);
+        running.stopAccepting();
+        for (const t of registry.all()) registry.release(t, "server shutting down");
+        for (const s of [...sessions.values()]) s.shutdown();
+        const deadline = Date.now() + config.drainMs;
+        while (broker.bridges.size > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (broker.bridges.size > 0) {
+          logger.warn("drain deadline reached: resetting {n} open stream(s)", {
+            n: broker.bridges.size,
+          });
+        }
+        for (const b of [...broker.bridges]) b.reset("shutting_down", "server shutting down");
+        for (const m of [...muxes]) m.close(CloseCode.goingAway, "server shutting down");
+        await running.close();
+        await flush();
+      })();
+      return closing;
+    },
+  };
 }
 
 function userMetrics(usage: UsageMeter): string[] {

@@ -14,27 +14,29 @@ export class Stats {
   tunnelsActive = 0;
   tunnelsReleased = 0;
   clientsConnected = 0;
-  /** Data stream WebSockets upgraded (a reused stream counts once). */
+  /** Streams (user connections) opened on data connections. */
   streamsOpened = 0;
+  /** Data connections (WebSockets that carry streams) opened. */
+  dataConnsOpened = 0;
   readonly errors = new Map<string, number>();
   readonly refusals = new Map<string, number>();
   /** Connections opened per hour, keyed by the hour's start (ms); the last 48 hours. */
   readonly connectionsPerHour = new Map<number, number>();
   readonly #now: () => number;
   readonly #extra: () => string[];
-  readonly #streamsPooled: () => number;
+  readonly #dataConns: () => number;
 
   /**
-   * Values that live elsewhere are read when rendered: `streamsPooled` counts idle streams, `extra`
+   * Values that live elsewhere are read when rendered: `dataConns` counts open data connections, `extra`
    * adds metric lines (per-user bytes).
    */
   constructor(
     now: () => number = Date.now,
-    live: { streamsPooled?: () => number; extra?: () => string[] } = {},
+    live: { dataConns?: () => number; extra?: () => string[] } = {},
   ) {
     this.#now = now;
     this.#extra = live.extra ?? (() => []);
-    this.#streamsPooled = live.streamsPooled ?? (() => 0);
+    this.#dataConns = live.dataConns ?? (() => 0);
     this.startedAt = now();
   }
 
@@ -148,11 +150,22 @@ export class Stats {
       "Clients with an open control channel.",
       this.clientsConnected,
     );
-    single("mport_streams_pooled", "gauge", "Idle pre-opened data streams.", this.#streamsPooled());
+    single(
+      "mport_data_connections",
+      "gauge",
+      "Open data connections (WebSockets that carry streams).",
+      this.#dataConns(),
+    );
+    single(
+      "mport_data_connections_opened_total",
+      "counter",
+      "Data connections opened.",
+      this.dataConnsOpened,
+    );
     single(
       "mport_streams_opened_total",
       "counter",
-      "Data stream WebSockets opened (a reused stream counts once).",
+      "Streams (user connections) opened on data connections.",
       this.streamsOpened,
     );
     const labelled = (m: Map<string, number>, label: string) =>

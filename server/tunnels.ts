@@ -2,7 +2,8 @@
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import type { TunnelGrant, TunnelRequest } from "../shared/protocol.ts";
-import { closeQuietly, type StreamBridge } from "../shared/stream_bridge.ts";
+import type { MuxStream } from "../shared/mux_stream.ts";
+import { closeQuietly } from "../shared/net.ts";
 import type { ServerConfig } from "./config.ts";
 import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
 import type { PortBook } from "./accounts/port_book.ts";
@@ -47,7 +48,7 @@ export class Tunnel {
   readonly local: string;
   session: TunnelOwnerSession | null = null;
   readonly pending: PendingConn[] = [];
-  readonly active = new Set<StreamBridge>();
+  readonly active = new Set<MuxStream>();
   graceTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listener: Deno.TcpListener;
   #closed = false;

@@ -1,7 +1,7 @@
-// The mport v1 wire protocol: message types, limits, close codes and the decoders for both channels.
+// The mport v2 wire protocol: message types, limits, close codes and the decoders for both channels.
 
 /** Protocol version spoken by this build; travels in `hello` and in the WebSocket subprotocol. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** WebSocket subprotocol that names the protocol version. */
 export const SUBPROTOCOL = `mport.v${PROTOCOL_VERSION}`;
 /** Default path prefix under which the control and stream endpoints live. */
@@ -9,24 +9,10 @@ export const DEFAULT_PATH_PREFIX = "/_mport";
 
 /** Largest control-channel text frame, in bytes. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
-/** Largest stream text frame (ack, eof, open, error), in bytes. */
-export const MAX_STREAM_CONTROL_BYTES = 4 * 1024;
-/** Largest binary data frame a peer may send on a stream. */
-export const MAX_DATA_FRAME_BYTES = 256 * 1024;
-/** Bytes read from TCP per data frame. */
-export const READ_CHUNK_BYTES = 256 * 1024;
-/** Credit each direction of a stream starts with: the most unacknowledged bytes in flight. */
-export const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
-/** The receiver acknowledges once this many bytes have been written to TCP. */
-export const ACK_THRESHOLD_BYTES = 1024 * 1024;
-/** Sender pauses while the socket's `bufferedAmount` is above this. */
-export const BUFFERED_HIGH_WATER_BYTES = 2 * 1024 * 1024;
 /** Most tunnels one `hello` may ask for. */
 export const MAX_TUNNELS_PER_HELLO = 64;
 /** Longest tunnel name. */
 export const MAX_NAME_LENGTH = 64;
-/** Most idle pooled streams the server keeps for one session. */
-export const MAX_POOL_PER_SESSION = 64;
 
 /** Default heartbeat interval; three missed intervals mean the peer is dead. */
 export const HEARTBEAT_INTERVAL_MS = 15_000;
@@ -34,8 +20,6 @@ export const HEARTBEAT_INTERVAL_MS = 15_000;
 export const HEARTBEAT_MISSES = 3;
 /** Time a new control connection has to send a valid `hello`. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
-/** Time a client has to claim a stream the server asked for. */
-export const CLAIM_TIMEOUT_MS = 10_000;
 
 /** WebSocket close codes used by mport (4000–4999 are application codes). */
 export const CloseCode = {
@@ -49,7 +33,6 @@ export const CloseCode = {
   handshakeTimeout: 4008,
   heartbeatTimeout: 4009,
   replaced: 4010,
-  unknownClaim: 4040,
   localDialFailed: 4502,
   streamReset: 4100,
   tooLarge: 4013,
@@ -142,35 +125,12 @@ export type ServerControlMessage =
     readonly tunnels: readonly TunnelGrant[];
     readonly refused: readonly TunnelRefusal[];
   }
-  | { readonly type: "open"; readonly claim: string; readonly tunnel: string }
   | { readonly type: "tunnel_close"; readonly name: string; readonly reason: string }
   | { readonly type: "ping"; readonly t: number }
   | { readonly type: "pong"; readonly t: number }
   | { readonly type: "error"; readonly code: ErrorCode; readonly message: string }
   /** Something the client should show its user; the session goes on. */
   | { readonly type: "notice"; readonly code: ErrorCode; readonly message: string };
-
-/** Text messages on a data stream, in either direction. */
-export type StreamControlMessage =
-  | { readonly type: "ack"; readonly bytes: number }
-  /**
-   * Half-close. `bytes` (optional) also acknowledges that many bytes, like an `ack` just before
-   * it: one frame instead of two (the client sends it only to servers that offered `reuse`).
-   */
-  | { readonly type: "eof"; readonly bytes?: number }
-  /**
-   * Client → server: the connection this stream carried ended cleanly, every message of it is
-   * sent, and the client is ready for a new `open` on the same stream (stream reuse).
-   */
-  | { readonly type: "idle" }
-  | {
-    readonly type: "open";
-    readonly tunnel: string;
-    readonly remote: string;
-    /** The server accepts `idle` after this connection (stream reuse); absent from old servers. */
-    readonly reuse?: true;
-  }
-  | { readonly type: "error"; readonly code: ErrorCode; readonly message: string };
 
 /** A message broke the protocol; `closeCode` is what to close the WebSocket with. */
 export class ProtocolError extends Error {
@@ -318,12 +278,6 @@ export function decodeServerControl(text: string): ServerControlMessage {
         refused,
       };
     }
-    case "open":
-      return {
-        type: "open",
-        claim: str(obj, "claim", 128),
-        tunnel: str(obj, "tunnel", MAX_NAME_LENGTH),
-      };
     case "tunnel_close":
       return {
         type: "tunnel_close",
@@ -341,39 +295,8 @@ export function decodeServerControl(text: string): ServerControlMessage {
   }
 }
 
-/** Decodes a text frame on a data stream (either direction). */
-export function decodeStreamControl(text: string): StreamControlMessage {
-  const obj = parseObject(text, MAX_STREAM_CONTROL_BYTES, "stream");
-  switch (obj.type) {
-    case "ack":
-      return { type: "ack", bytes: int(obj, "bytes", 1, STREAM_WINDOW_BYTES) };
-    case "eof":
-      return obj.bytes === undefined
-        ? { type: "eof" }
-        : { type: "eof", bytes: int(obj, "bytes", 1, STREAM_WINDOW_BYTES) };
-    case "idle":
-      return { type: "idle" };
-    case "open": {
-      const msg = {
-        type: "open",
-        tunnel: str(obj, "tunnel", MAX_NAME_LENGTH),
-        remote: str(obj, "remote", 128),
-      } as const;
-      if (obj.reuse === undefined || obj.reuse === false) return msg;
-      if (obj.reuse !== true) throw new ProtocolError('field "reuse" must be a boolean');
-      return { ...msg, reuse: true };
-    }
-    case "error":
-      return { type: "error", code: errorCode(obj), message: str(obj, "message") };
-    default:
-      throw new ProtocolError(`unknown stream message type "${String(obj.type).slice(0, 32)}"`);
-  }
-}
-
 /** Encodes any protocol message as a JSON text frame. */
-export function encode(
-  msg: ClientControlMessage | ServerControlMessage | StreamControlMessage,
-): string {
+export function encode(msg: ClientControlMessage | ServerControlMessage): string {
   return JSON.stringify(msg);
 }
 
@@ -387,5 +310,198 @@ export function streamPath(prefix: string): string {
   return `${prefix}/v${PROTOCOL_VERSION}/stream`;
 }
 
-/** Header that carries a stream's claim id (absent for pooled streams). */
-export const CLAIM_HEADER = "x-mport-claim";
+/** Control path of protocol v1, still answered so old clients learn that they must upgrade. */
+export function legacyControlPath(prefix: string): string {
+  return `${prefix}/v1/control`;
+}
+
+/** Stream path of protocol v1 (see `legacyControlPath`). */
+export function legacyStreamPath(prefix: string): string {
+  return `${prefix}/v1/stream`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data connections (protocol v2): one client-opened WebSocket carries many user connections as
+// logical streams. Every WebSocket message on it is one binary mux frame:
+//
+//   u8 type | u32 stream id (big-endian, ≥ 1) | payload
+//
+// The server opens streams (`OPEN`, ids counting up from 1 per data connection); both sides send
+// `DATA`, `WINDOW` (credit), `EOF` (half-close) and `RESET` (abort: the TCP side is reset, never
+// closed cleanly). Frames for a stream that has already ended are ignored: they can cross a
+// `RESET` on the wire.
+
+/** Bytes of a mux frame header: type and stream id. */
+export const MUX_HEADER_BYTES = 5;
+/** Credit each direction of a new stream starts with. */
+export const MUX_INITIAL_WINDOW = 256 * 1024;
+/** Largest receive window a stream grows to when its reader keeps up (auto-tuning). */
+export const MUX_MAX_WINDOW = 4 * 1024 * 1024;
+/** Largest payload of one `DATA` frame. */
+export const MUX_MAX_DATA_BYTES = 256 * 1024;
+/** Largest JSON payload of `OPEN` and `RESET`. */
+export const MUX_MAX_CONTROL_BYTES = 1024;
+/** Largest WebSocket message on a data connection. */
+export const MUX_MAX_MESSAGE_BYTES = MUX_HEADER_BYTES + MUX_MAX_DATA_BYTES;
+/** Most streams open at once on one data connection (a client refuses `OPEN` beyond it). */
+export const MUX_MAX_STREAMS = 16_384;
+/** Queued outgoing bytes on a data connection above which bulk senders wait for the socket. */
+export const MUX_SEND_HIGH_WATER = 512 * 1024;
+/** Unsent bytes a data connection's socket may hold in the kernel (TCP_NOTSENT_LOWAT). */
+export const MUX_KERNEL_UNSENT_BYTES = 128 * 1024;
+/** Bulk senders resume once the queue is down to this. */
+export const MUX_SEND_LOW_WATER = 128 * 1024;
+/** First TCP read buffer of a stream; it grows in steps when reads fill it. */
+export const MUX_FIRST_READ_BYTES = 2 * 1024;
+/** Default per-user budget for receive windows grown beyond the initial one (server side). */
+export const MUX_DEFAULT_BUDGET_BYTES = 16 * 1024 * 1024;
+/** Most data connections one session may open. */
+export const MAX_DATA_CONNS_PER_SESSION = 8;
+
+/** Mux frame types. */
+export const MuxType = { data: 0, window: 1, open: 2, eof: 3, reset: 4 } as const;
+
+/** A decoded mux frame. `DATA` payloads are views into the received message. */
+export type MuxFrame =
+  | { readonly type: "data"; readonly id: number; readonly payload: Uint8Array }
+  | { readonly type: "window"; readonly id: number; readonly bytes: number }
+  | { readonly type: "open"; readonly id: number; readonly tunnel: string; readonly remote: string }
+  | { readonly type: "eof"; readonly id: number }
+  | {
+    readonly type: "reset";
+    readonly id: number;
+    readonly code: ErrorCode;
+    readonly message: string;
+  };
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+const textEncoder = new TextEncoder();
+
+function muxJson(payload: Uint8Array, what: string): Json {
+  if (payload.byteLength > MUX_MAX_CONTROL_BYTES) {
+    throw new ProtocolError(
+      `${what} frame is larger than the ${MUX_MAX_CONTROL_BYTES}-byte limit`,
+      CloseCode.tooLarge,
+    );
+  }
+  let text: string;
+  try {
+    text = textDecoder.decode(payload);
+  } catch {
+    throw new ProtocolError(`${what} frame is not valid UTF-8`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError(`${what} frame is not valid JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError(`${what} frame must carry a JSON object`);
+  }
+  return value as Json;
+}
+
+/** Decodes one binary message of a data connection; throws `ProtocolError`. */
+export function decodeMuxFrame(msg: Uint8Array): MuxFrame {
+  if (msg.byteLength < MUX_HEADER_BYTES) {
+    throw new ProtocolError(`mux frame of ${msg.byteLength} bytes is shorter than its header`);
+  }
+  if (msg.byteLength > MUX_MAX_MESSAGE_BYTES) {
+    throw new ProtocolError(
+      `mux frame of ${msg.byteLength} bytes exceeds the ${MUX_MAX_MESSAGE_BYTES}-byte limit`,
+      CloseCode.tooLarge,
+    );
+  }
+  const type = msg[0]!;
+  const id = ((msg[1]! << 24) | (msg[2]! << 16) | (msg[3]! << 8) | msg[4]!) >>> 0;
+  if (id === 0) throw new ProtocolError("mux frame for stream 0");
+  const payload = msg.subarray(MUX_HEADER_BYTES);
+  switch (type) {
+    case MuxType.data:
+      if (payload.byteLength === 0) throw new ProtocolError("empty data frame");
+      return { type: "data", id, payload };
+    case MuxType.window: {
+      if (payload.byteLength !== 4) throw new ProtocolError("window frame must carry 4 bytes");
+      const bytes =
+        ((payload[0]! << 24) | (payload[1]! << 16) | (payload[2]! << 8) | payload[3]!) >>> 0;
+      if (bytes === 0 || bytes > MUX_MAX_WINDOW) {
+        throw new ProtocolError(`window increment must be from 1 to ${MUX_MAX_WINDOW} bytes`);
+      }
+      return { type: "window", id, bytes };
+    }
+    case MuxType.open: {
+      const obj = muxJson(payload, "open");
+      return {
+        type: "open",
+        id,
+        tunnel: str(obj, "tunnel", MAX_NAME_LENGTH),
+        remote: str(obj, "remote", 128),
+      };
+    }
+    case MuxType.eof:
+      if (payload.byteLength !== 0) throw new ProtocolError("eof frame must be empty");
+      return { type: "eof", id };
+    case MuxType.reset: {
+      const obj = muxJson(payload, "reset");
+      return { type: "reset", id, code: errorCode(obj), message: str(obj, "message", 512) };
+    }
+    default:
+      throw new ProtocolError(`unknown mux frame type ${type}`);
+  }
+}
+
+/** The JSON of a `RESET`, with the message shortened until it fits `MUX_MAX_CONTROL_BYTES`. */
+function resetPayload(code: ErrorCode, message: string): Uint8Array {
+  let text = message.slice(0, 512);
+  for (;;) {
+    const bytes = textEncoder.encode(JSON.stringify({ code, message: text }));
+    if (bytes.byteLength <= MUX_MAX_CONTROL_BYTES) return bytes;
+    // JSON escaping can make one character six bytes: cut by what it encodes to.
+    text = text.slice(0, Math.floor(text.length * 0.75));
+  }
+}
+
+/** Writes a mux header (type and id) at `offset` of `buf`. */
+export function writeMuxHeader(buf: Uint8Array, offset: number, type: number, id: number): void {
+  buf[offset] = type;
+  buf[offset + 1] = id >>> 24;
+  buf[offset + 2] = (id >>> 16) & 0xff;
+  buf[offset + 3] = (id >>> 8) & 0xff;
+  buf[offset + 4] = id & 0xff;
+}
+
+/** Encodes a mux frame other than `DATA` (whose payload is written in place by the sender). */
+export function encodeMuxFrame(frame: Exclude<MuxFrame, { type: "data" }>): Uint8Array {
+  let payload: Uint8Array;
+  switch (frame.type) {
+    case "window":
+      payload = new Uint8Array(4);
+      new DataView(payload.buffer).setUint32(0, frame.bytes);
+      break;
+    case "open":
+      payload = textEncoder.encode(JSON.stringify({ tunnel: frame.tunnel, remote: frame.remote }));
+      break;
+    case "eof":
+      payload = new Uint8Array(0);
+      break;
+    case "reset":
+      payload = resetPayload(frame.code, frame.message);
+      break;
+    default: {
+      const never: never = frame;
+      throw new TypeError(`unhandled ${String(never)}`);
+    }
+  }
+  const out = new Uint8Array(MUX_HEADER_BYTES + payload.byteLength);
+  writeMuxHeader(out, 0, MuxType[frame.type], frame.id);
+  out.set(payload, MUX_HEADER_BYTES);
+  return out;
+}
+
+/** WebSocket close reasons are limited to 123 bytes of UTF-8. */
+export function truncateReason(reason: string): string {
+  const bytes = textEncoder.encode(reason);
+  if (bytes.byteLength <= 123) return reason;
+  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, "") + "...";
+}

@@ -1,4 +1,4 @@
-// One connected client: its control channel, handshake, heartbeat, tunnels and idle streams.
+// One connected client: its control channel, handshake, heartbeat, tunnels and data connections.
 import type { Logger } from "@logtape/logtape";
 import {
   type ClientControlMessage,
@@ -7,13 +7,16 @@ import {
   encode,
   type ErrorCode,
   HEARTBEAT_MISSES,
+  MAX_DATA_CONNS_PER_SESSION,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerControlMessage,
+  truncateReason,
   type TunnelGrant,
   type TunnelRefusal,
 } from "../../shared/protocol.ts";
-import { type StreamBridge, truncateReason } from "../../shared/stream_bridge.ts";
+import type { Mux } from "../../shared/mux.ts";
+import { type WsConn, WsProtocolError } from "../../shared/ws_conn.ts";
 import type { Accounts, Principal } from "../accounts/accounts.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { UserLimits } from "../store/store.ts";
@@ -21,8 +24,8 @@ import type { ServerConfig } from "../config.ts";
 import { TunnelRefused } from "../listeners/port_allocator.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { Stats } from "../stats.ts";
-import type { Broker, BrokerSession, Claim } from "../streams/broker.ts";
-import type { PendingConn, Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
+import type { Broker, BrokerSession } from "../streams/broker.ts";
+import type { Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
 
 /** Shared parts every session uses. */
 export interface SessionDeps {
@@ -53,10 +56,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   limits: UserLimits;
   readonly principal: Principal;
   readonly remote: string;
-  readonly idle: StreamBridge[] = [];
-  readonly claims = new Map<string, Claim>();
+  /** Open data connections of this session. */
+  readonly muxes = new Set<Mux>();
   readonly #tunnels = new Set<Tunnel>();
-  readonly #ws: WebSocket;
+  readonly #ws: WsConn;
   readonly #deps: SessionDeps;
   readonly #fallbackHost: string;
   #welcomed = false;
@@ -70,7 +73,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   #lastNotice = 0;
 
   constructor(
-    ws: WebSocket,
+    ws: WsConn,
     principal: Principal,
     remote: string,
     fallbackHost: string,
@@ -86,19 +89,41 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.#fallbackHost = fallbackHost;
     this.#deps = deps;
     this.#lastSeen = deps.now();
-    ws.onopen = () => {
-      this.#handshakeTimer = setTimeout(() => {
-        deps.stats.refusal("handshake_timeout");
-        this.#fail(
-          "handshake_timeout",
-          `no hello within ${deps.config.handshakeTimeoutMs / 1000} s`,
-          CloseCode.handshakeTimeout,
-        );
-      }, deps.config.handshakeTimeoutMs);
-    };
-    ws.onmessage = (e) => this.#onMessage(e.data);
-    ws.onclose = () => this.#onClose();
-    ws.onerror = () => {};
+    this.#handshakeTimer = setTimeout(() => {
+      deps.stats.refusal("handshake_timeout");
+      this.#fail(
+        "handshake_timeout",
+        `no hello within ${deps.config.handshakeTimeoutMs / 1000} s`,
+        CloseCode.handshakeTimeout,
+      );
+    }, deps.config.handshakeTimeoutMs);
+    this.#readLoop();
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        const msg = await this.#ws.read();
+        if (msg === null) break;
+        this.#onMessage(msg.text ? new TextDecoder().decode(msg.data) : msg.data);
+      }
+    } catch (e) {
+      if (e instanceof WsProtocolError) {
+        this.#deps.stats.error("protocol");
+        this.#deps.stats.refusal("bad_message");
+        this.#deps.log.warn("session {id} from {remote}: {error}", {
+          id: this.id,
+          remote: this.remote,
+          error: e.message,
+        });
+      } else {
+        this.#deps.log.debug("control channel of session {id} failed: {error}", {
+          id: this.id,
+          error: String(e),
+        });
+      }
+    }
+    this.#onClose();
   }
 
   /** Tunnels this session serves. */
@@ -106,19 +131,26 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     return this.#tunnels;
   }
 
-  /** Asks the client for a stream for `pending`; null if the session cannot take more claims. */
-  requestStream(tunnel: Tunnel, pending: PendingConn): string | null {
+  /** The open data connection with the fewest streams, or null while there is none. */
+  pickMux(): Mux | null {
     if (this.#closed || !this.#welcomed) return null;
-    if (this.claims.size >= this.#deps.config.maxPending * Math.max(1, this.#tunnels.size)) {
-      this.#deps.broker.sweepClaims(this);
-      if (this.claims.size >= this.#deps.config.maxPending * Math.max(1, this.#tunnels.size)) {
-        return null;
-      }
+    let best: Mux | null = null;
+    for (const m of this.muxes) {
+      if (!m.closed && !m.exhausted && (!best || m.size < best.size)) best = m;
     }
-    const claim = crypto.randomUUID();
-    this.claims.set(claim, this.#deps.broker.newClaim(tunnel, pending));
-    this.#send({ type: "open", claim, tunnel: tunnel.name });
-    return claim;
+    return best;
+  }
+
+  /** A data connection of this client arrived; returns a refusal message or null. */
+  addMux(mux: Mux): string | null {
+    if (this.#closed) return "session closed";
+    if (this.muxes.size >= MAX_DATA_CONNS_PER_SESSION) {
+      return `too many data connections: at most ${MAX_DATA_CONNS_PER_SESSION} per session`;
+    }
+    this.muxes.add(mux);
+    mux.done.then(() => this.muxes.delete(mux));
+    this.#deps.broker.serveWaiting(this);
+    return null;
   }
 
   /** Another session of the same owner took `tunnel` over. */
@@ -153,21 +185,17 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   }
 
   #send(msg: ServerControlMessage): void {
-    if (this.#ws.readyState !== WebSocket.OPEN) return;
+    if (!this.#ws.isOpen) return;
     try {
-      this.#ws.send(encode(msg));
+      this.#ws.sendText(encode(msg));
     } catch {
-      // closing; onclose does the cleanup
+      // closing; the read loop does the cleanup
     }
   }
 
   #fail(code: ErrorCode, message: string, closeCode: number): void {
     this.#send({ type: "error", code, message });
-    try {
-      this.#ws.close(closeCode, truncateReason(message));
-    } catch {
-      // already closing
-    }
+    this.#ws.close(closeCode, truncateReason(message)).catch(() => {});
     this.#onClose();
   }
 
@@ -383,7 +411,6 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       return;
     }
     this.#send({ type: "ping", t: now() });
-    this.#deps.broker.sweepClaims(this);
   }
 
   #onClose(): void {
@@ -395,9 +422,11 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     const { registry, sessions, stats, log, config } = this.#deps;
     sessions.delete(this.id);
     if (this.#welcomed) stats.clientsConnected--;
-    for (const s of [...this.idle]) s.abort("session closed");
-    this.idle.length = 0;
-    this.claims.clear();
+    // Streams ride on the data connections: without the session they are reset, except while the
+    // server shuts down, which lets them drain first.
+    if (!this.#deps.shuttingDown()) {
+      for (const m of this.muxes) m.close(CloseCode.normal, "session closed");
+    }
     if (this.#revoked) {
       for (const t of this.#tunnels) {
         if (t.session === this) registry.release(t, "its client's credentials are no longer valid");

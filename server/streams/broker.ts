@@ -1,9 +1,10 @@
-// Pairs public connections with data streams: pooled idle streams first, else claims over control.
+// Pairs public connections with the client: each becomes a stream on one of its data connections.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../../shared/address.ts";
 import { formatSize } from "../../shared/units.ts";
-import { CLAIM_TIMEOUT_MS, MAX_POOL_PER_SESSION } from "../../shared/protocol.ts";
-import { closeQuietly, type StreamBridge } from "../../shared/stream_bridge.ts";
+import type { Mux } from "../../shared/mux.ts";
+import type { MuxStream, StreamHooks } from "../../shared/mux_stream.ts";
+import { resetConn } from "../../shared/tcp_reset.ts";
 import type { ServerConfig } from "../config.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
@@ -13,21 +14,12 @@ import type { PendingConn, Tunnel } from "../tunnels.ts";
 export interface BrokerSession {
   readonly id: string;
   readonly owner: string;
-  readonly idle: StreamBridge[];
-  readonly claims: Map<string, Claim>;
   /** Tunnels this session serves. */
   tunnels(): Iterable<Tunnel>;
-  /** Asks the client (over control) to open a stream for `tunnel`; returns the claim id. */
-  requestStream(tunnel: Tunnel, pending: PendingConn): string | null;
+  /** The open data connection with the fewest streams, or null while there is none. */
+  pickMux(): Mux | null;
   /** Tells the client something it should show its user (e.g. quota reached). */
   notice(code: "quota_exceeded", message: string): void;
-}
-
-/** A stream the server asked for and not yet received. */
-export interface Claim {
-  readonly tunnel: Tunnel;
-  readonly pending: PendingConn;
-  readonly expires: number;
 }
 
 /** Pairs public connections with client streams and counts what flows. */
@@ -38,8 +30,8 @@ export class Broker {
   readonly #perOwner = new Map<string, number>();
   readonly #now: () => number;
   readonly #usage: UsageMeter;
-  /** Every open public connection, bridged or pending, for shutdown. */
-  readonly bridges = new Set<StreamBridge>();
+  /** Every bridged public connection, for shutdown. */
+  readonly bridges = new Set<MuxStream>();
 
   constructor(
     config: ServerConfig,
@@ -84,6 +76,8 @@ export class Broker {
     }
     try {
       conn.setNoDelay(true);
+      // Dead peers (a phone that left the Wi-Fi) are noticed by the kernel, not held forever.
+      conn.setKeepAlive(true);
     } catch {
       // the peer may already be gone
     }
@@ -110,7 +104,7 @@ export class Broker {
         if (i < 0) return;
         tunnel.pending.splice(i, 1);
         clearTimeout(pending.timer);
-        closeQuietly(conn);
+        resetConn(conn);
         releaseCount();
         this.#log.info("user connection {remote} on {name} closed: {reason}", {
           remote,
@@ -125,111 +119,40 @@ export class Broker {
       pending.drop(`no stream from the client within ${this.#config.holdTimeoutMs / 1000} s`);
     }, this.#config.holdTimeoutMs);
 
-    const session = tunnel.session;
-    if (!session) {
-      this.#log.debug("holding {remote} on {name} until the client returns", {
+    const mux = tunnel.session?.pickMux() ?? null;
+    if (!mux) {
+      this.#log.debug("holding {remote} on {name} until the client has a data connection", {
         remote,
         name: tunnel.name,
       });
       return;
     }
-    const stream = this.#takeIdle(session);
-    if (stream) {
-      this.#bridge(stream, tunnel, pending);
-      return;
-    }
-    session.requestStream(tunnel, pending);
+    this.#bridge(mux, tunnel, pending);
   }
 
-  /** A session (re)attached: ask for streams for every connection waiting on its tunnels. */
+  /** A session (re)attached or opened a data connection: bridge every connection waiting for it. */
   serveWaiting(session: BrokerSession): void {
     for (const tunnel of session.tunnels()) {
-      for (const p of tunnel.pending) {
-        if (![...session.claims.values()].some((c) => c.pending === p)) {
-          session.requestStream(tunnel, p);
-        }
+      if (tunnel.session !== session) continue;
+      while (tunnel.pending.length > 0) {
+        const mux = session.pickMux();
+        if (!mux) return;
+        this.#bridge(mux, tunnel, tunnel.pending[0]!);
       }
     }
   }
 
-  /**
-   * A data stream arrived from `session`. A claimed stream serves its own connection if still
-   * waiting; any stream serves the oldest waiting connection; otherwise it joins the idle pool.
-   * Returns an error message when the stream must be refused.
-   */
-  onStream(session: BrokerSession, stream: StreamBridge, claimId: string | null): string | null {
-    let target: { tunnel: Tunnel; pending: PendingConn } | null = null;
-    if (claimId !== null) {
-      const claim = session.claims.get(claimId);
-      if (!claim) {
-        this.#stats.refusal("unknown_claim");
-        return `unknown stream id "${
-          claimId.slice(0, 64)
-        }": it was never issued or was already used`;
-      }
-      session.claims.delete(claimId);
-      if (this.#now() > claim.expires) {
-        this.#stats.refusal("expired_claim");
-        return `stream id "${claimId.slice(0, 64)}" expired before it was claimed`;
-      }
-      if (claim.tunnel.pending.includes(claim.pending)) target = claim;
-    }
-    if (!target) {
-      for (const tunnel of session.tunnels()) {
-        const p = tunnel.pending[0];
-        if (p && (!target || p.since < target.pending.since)) target = { tunnel, pending: p };
-      }
-    }
-    if (target) {
-      this.#bridge(stream, target.tunnel, target.pending);
-      return null;
-    }
-    if (session.idle.length >= MAX_POOL_PER_SESSION) {
-      this.#stats.refusal("pool_full");
-      return `too many idle streams: at most ${MAX_POOL_PER_SESSION} per session`;
-    }
-    session.idle.push(stream);
-    stream.setHooks({
-      onEnd: () => {
-        const i = session.idle.indexOf(stream);
-        if (i >= 0) session.idle.splice(i, 1);
-      },
-    });
-    return null;
-  }
-
-  /** New claim record for `pending`, expiring after the claim timeout. */
-  newClaim(tunnel: Tunnel, pending: PendingConn): Claim {
-    return { tunnel, pending, expires: this.#now() + CLAIM_TIMEOUT_MS };
-  }
-
-  /** Drops expired claims so a client that never claims cannot grow memory. */
-  sweepClaims(session: BrokerSession): void {
-    const now = this.#now();
-    for (const [id, c] of session.claims) if (now > c.expires) session.claims.delete(id);
-  }
-
-  #bridge(stream: StreamBridge, tunnel: Tunnel, pending: PendingConn): void {
+  #bridge(mux: Mux, tunnel: Tunnel, pending: PendingConn): void {
     const i = tunnel.pending.indexOf(pending);
     if (i >= 0) tunnel.pending.splice(i, 1);
     clearTimeout(pending.timer);
-    const open = { type: "open", tunnel: tunnel.name, remote: pending.remote } as const;
-    // `reuse`: this server takes the stream back after a clean end if the client sends `idle`.
-    if (!stream.sendControl(stream.onReused ? { ...open, reuse: true } : open)) {
-      // The stream died while idle: put the user back in line and ask again.
-      tunnel.pending.unshift(pending);
-      pending.timer = setTimeout(() => pending.drop("timed out"), this.#config.holdTimeoutMs);
-      tunnel.session?.requestStream(tunnel, pending);
-      return;
-    }
-    tunnel.active.add(stream);
-    this.bridges.add(stream);
     const stats = this.#stats;
     const log = this.#log;
     const usage = this.#usage;
-    const { userId, userName, name } = tunnel;
-    const meter = usage.meter(userId, userName, name);
-    stream.setHooks({
+    const { userId, name } = tunnel;
+    const meter = usage.meter(userId, tunnel.userName, name);
+    let stream: MuxStream | null = null;
+    const hooks = {
       onSent: (n) => {
         stats.bytesIn += n;
         meter.bytesIn(n);
@@ -239,10 +162,12 @@ export class Broker {
         meter.bytesOut(n);
       },
       onEnd: (end) => {
-        tunnel.active.delete(stream);
-        this.bridges.delete(stream);
+        if (stream) {
+          tunnel.active.delete(stream);
+          this.bridges.delete(stream);
+        }
         pending.release();
-        if (!end.clean && end.kind && end.kind !== "closed") {
+        if (!end.clean && end.kind) {
           stats.error(end.kind);
           usage.error(userId, name);
           log.info("stream for {remote} on {name} ended: {reason}", {
@@ -252,21 +177,32 @@ export class Broker {
           });
         }
       },
-    });
-    stream.attach(pending.conn);
-  }
-
-  #takeIdle(session: BrokerSession): StreamBridge | null {
-    while (session.idle.length > 0) {
-      const s = session.idle.shift()!;
-      if (s.idle) return s;
+    } satisfies StreamHooks;
+    try {
+      stream = mux.open(tunnel.name, pending.remote, pending.conn, hooks);
+    } catch (e) {
+      // The data connection closed between the pick and the open: the user gets a reset, and
+      // its slot is given back.
+      resetConn(pending.conn);
+      pending.release();
+      stats.error("internal");
+      log.warn("cannot open a stream for {remote} on {name}: {error}", {
+        remote: pending.remote,
+        name: tunnel.name,
+        error: String(e),
+      });
+      return;
     }
-    return null;
+    if (stream.ended) return;
+    stats.streamsOpened++;
+    tunnel.active.add(stream);
+    this.bridges.add(stream);
   }
 
   #refuseConn(conn: Deno.TcpConn, reason: string, tunnel: Tunnel, remote: string): void {
     this.#stats.refusal(reason);
     this.#log.warn("refused {remote} on {name}: {reason}", { remote, name: tunnel.name, reason });
-    closeQuietly(conn);
+    // A reset, not a FIN: the user's program must not mistake a refusal for an empty answer.
+    resetConn(conn);
   }
 }

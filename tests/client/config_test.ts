@@ -58,7 +58,7 @@ Deno.test("client `tcp PORT` publishes 127.0.0.1:PORT with defaults", () => {
   assert.deepEqual(c.tunnels, [
     { name: "127.0.0.1-5555", localHost: "127.0.0.1", localPort: 5555, remotePort: 0 },
   ]);
-  assert.equal(c.pool, 4);
+  assert.equal(c.pool, 1);
   assert.equal(c.caCert, null);
   assert.equal(c.proxy, null);
   assert.equal(c.logLevel, "info");
@@ -87,8 +87,8 @@ const TCP_VALID: { args: string[]; want: Partial<ClientConfig> }[] = [
     args: ["tcp", "[::1]:22", "--name", "ssh6"],
     want: { tunnels: [{ name: "ssh6", localHost: "::1", localPort: 22, remotePort: 0 }] },
   },
-  { args: ["tcp", "22", "--pool", "0"], want: { pool: 0 } },
-  { args: ["tcp", "22", "--pool", "64"], want: { pool: 64 } },
+  { args: ["tcp", "22", "--pool", "1"], want: { pool: 1 } },
+  { args: ["tcp", "22", "--pool", "8"], want: { pool: 8 } },
   { args: ["tcp", "22", "--ca", "ca.pem"], want: { caCert: FILES["ca.pem"] } },
   { args: ["tcp", "22", "--log-level", "trace"], want: { logLevel: "trace" } },
 ];
@@ -209,12 +209,16 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
       message: 'invalid --server "wss://": expected wss://host[:port] or ws://host[:port]',
     },
     {
-      args: ["tcp", "22", "--pool", "65", ...BASE],
-      message: 'invalid --pool "65": expected a whole number from 0 to 64',
+      args: ["tcp", "22", "--pool", "9", ...BASE],
+      message: 'invalid --pool "9": expected a whole number from 1 to 8',
+    },
+    {
+      args: ["tcp", "22", "--pool", "0", ...BASE],
+      message: 'invalid --pool "0": expected a whole number from 1 to 8',
     },
     {
       args: ["tcp", "22", "--pool", "two", ...BASE],
-      message: 'invalid --pool "two": expected a whole number from 0 to 64',
+      message: 'invalid --pool "two": expected a whole number from 1 to 8',
     },
     {
       args: ["tcp", "22", "--ca", "missing.pem", ...BASE],
@@ -270,7 +274,7 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     {
       args: ["start", "--config", "t.toml", ...BASE],
       toml: "pool = 99\n[[tunnels]]\nlocal = 22",
-      message: 'invalid --pool "99": expected a whole number from 0 to 64',
+      message: 'invalid --pool "99": expected a whole number from 1 to 8',
     },
     {
       args: ["start", "--config", "t.toml"],

@@ -1,228 +1,42 @@
 // End to end: a hostile or broken peer gets a clear error and a close code, never a crashed server.
 import assert from "node:assert/strict";
 import {
+  legacyControlPath,
+  legacyStreamPath,
+  MUX_MAX_MESSAGE_BYTES,
+} from "../../shared/protocol.ts";
+import { readExactly } from "../support/tcp_services.ts";
+import { within } from "../support/wait.ts";
+import {
   connect,
   metric,
-  roundTrip,
+  refusedConnection,
   type ServerProc,
-  sha256,
   startClient,
   startEcho,
   startServer,
   TEST_TOKEN,
   tunnelPort,
 } from "./harness.ts";
+import {
+  CONTROL,
+  ControlPeer,
+  echoRoundTrip,
+  metricReaches,
+  refusedUpgrade,
+  STREAM,
+  upgrade,
+} from "./raw_peers.ts";
 
-const CONTROL = "/_mport/v1/control";
-const STREAM = "/_mport/v1/stream";
 const OTHER_TOKEN = "e2e-other-token-9876543210";
 const MiB = 1024 * 1024;
-
-/** Rejects with `what` unless `p` settles within `ms`; the timer never outlives the race. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-type Json = Record<string, unknown>;
-
-/** A WebSocket peer that speaks (or abuses) the mport protocol by hand. */
-class RawPeer {
-  readonly ws: WebSocket;
-  /** Resolves true once open, false if the socket failed before opening. */
-  readonly opened: Promise<boolean>;
-  readonly closed: Promise<{ code: number; reason: string }>;
-  /** Message of the `error` event, if the socket failed (e.g. "… Invalid status code 429 …"). */
-  error = "";
-  /** Text messages received and not taken yet. */
-  readonly messages: Json[] = [];
-  #closeInfo = "";
-  #waiter: (() => void) | null = null;
-
-  constructor(url: string, credential: string, headers: Record<string, string> = {}) {
-    this.ws = new WebSocket(url, {
-      protocols: ["mport.v1"],
-      headers: { authorization: `Bearer ${credential}`, ...headers },
-    });
-    this.ws.binaryType = "arraybuffer";
-    const opened = Promise.withResolvers<boolean>();
-    const closed = Promise.withResolvers<{ code: number; reason: string }>();
-    this.opened = opened.promise;
-    this.closed = closed.promise;
-    this.ws.onopen = () => opened.resolve(true);
-    this.ws.onerror = (e) => {
-      this.error = (e as ErrorEvent).message ?? "error";
-      opened.resolve(false);
-    };
-    this.ws.onclose = (e) => {
-      this.#closeInfo = `code ${e.code}, reason "${e.reason}"`;
-      opened.resolve(false);
-      closed.resolve({ code: e.code, reason: e.reason });
-      this.#wake();
-    };
-    this.ws.onmessage = (e) => {
-      if (typeof e.data === "string") this.messages.push(JSON.parse(e.data));
-      this.#wake();
-    };
-  }
-
-  /** Opens a control channel with `token` and waits until it is open. */
-  static async control(server: ServerProc, token = TEST_TOKEN): Promise<RawPeer> {
-    const peer = new RawPeer(server.wsUrl + CONTROL, token);
-    assert.equal(await within(peer.opened, 5000, "control channel open"), true);
-    return peer;
-  }
-
-  /** Opens a data stream with a session credential (and an optional claim id). */
-  static async stream(server: ServerProc, credential: string, claim?: string): Promise<RawPeer> {
-    const peer = new RawPeer(
-      server.wsUrl + STREAM,
-      credential,
-      claim === undefined ? {} : { "x-mport-claim": claim },
-    );
-    assert.equal(await within(peer.opened, 5000, "stream open"), true);
-    return peer;
-  }
-
-  /** Control channel plus a completed hello; returns the peer and the `welcome` message. */
-  static async welcomed(
-    server: ServerProc,
-    tunnels: { name: string; remotePort?: number }[],
-    token = TEST_TOKEN,
-  ): Promise<{ peer: RawPeer; welcome: Json; credential: string }> {
-    const peer = await RawPeer.control(server, token);
-    peer.sendJson({
-      type: "hello",
-      version: 1,
-      host: "127.0.0.1",
-      tunnels: tunnels.map((t) => ({
-        name: t.name,
-        kind: "tcp",
-        local: "127.0.0.1:9",
-        remotePort: t.remotePort ?? 0,
-      })),
-    });
-    const welcome = await peer.take("welcome");
-    return { peer, welcome, credential: `${welcome.sessionId}.${welcome.sessionSecret}` };
-  }
-
-  sendJson(msg: unknown): void {
-    this.ws.send(JSON.stringify(msg));
-  }
-
-  /** The next text message of `type` not taken before (waits for it). */
-  async take(type: string, timeoutMs = 5000): Promise<Json> {
-    const msg = await this.poll([type], timeoutMs);
-    if (msg) return msg;
-    if (this.ws.readyState === WebSocket.CLOSED) {
-      throw new Error(`socket closed (${this.#closeInfo}) without a "${type}" message`);
-    }
-    throw new Error(`no "${type}" message within ${timeoutMs} ms`);
-  }
-
-  /**
-   * The next message of one of `types` not taken before, waiting up to `timeoutMs`; null if none
-   * came (or the socket closed first).
-   */
-  async poll(types: string[], timeoutMs: number): Promise<Json | null> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      const i = this.messages.findIndex((m) => types.includes(String(m.type)));
-      if (i >= 0) return this.messages.splice(i, 1)[0]!;
-      const left = deadline - Date.now();
-      if (this.ws.readyState === WebSocket.CLOSED || left <= 0) return null;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((r) => {
-        this.#waiter = r;
-        timer = setTimeout(r, left);
-      });
-      clearTimeout(timer);
-    }
-  }
-
-  /** Expects an `error` message, then a close with `code`; returns the error text. */
-  async refused(code: number): Promise<string> {
-    const err = await this.take("error");
-    const close = await within(this.closed, 5000, `close ${code}`);
-    assert.equal(close.code, code, `close code (reason: ${close.reason})`);
-    return String(err.message);
-  }
-
-  /** Closes (if still open) and waits for the close to complete. */
-  async close(): Promise<void> {
-    if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000);
-    await within(this.closed, 5000, "close");
-  }
-
-  #wake(): void {
-    const w = this.#waiter;
-    this.#waiter = null;
-    w?.();
-  }
-}
-
-/** `n` random bytes (getRandomValues fills at most 64 KiB per call). */
-function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) {
-    crypto.getRandomValues(out.subarray(off, Math.min(n, off + 65536)));
-  }
-  return out;
-}
-
-/** Resolves once the server has closed `conn`: "eof" or "reset" (reads and discards data). */
-async function closedByServer(conn: Deno.Conn, timeoutMs = 5000): Promise<"eof" | "reset"> {
-  const buf = new Uint8Array(256 * 1024);
-  const drain = async (): Promise<"eof" | "reset"> => {
-    try {
-      while ((await conn.read(buf)) !== null) {
-        // discard what was already in flight
-      }
-      return "eof";
-    } catch (e) {
-      if (e instanceof Deno.errors.ConnectionReset) return "reset";
-      throw e;
-    }
-  };
-  return await within(drain(), timeoutMs, "server closing the user connection");
-}
-
-/** Sends `n` bytes through the tunnel on `port` (an echo) and checks the reply's hash. */
-async function echoRoundTrip(port: number, n = 256 * 1024): Promise<void> {
-  const data = randomBytes(n);
-  const conn = await connect(port);
-  try {
-    const got = await within(roundTrip(conn, data), 10_000, "echo round trip");
-    assert.equal(await sha256(got), await sha256(data));
-  } finally {
-    conn.close();
-  }
-}
 
 /** Current value of `mport_refusals_total{reason="…"}`. */
 async function refusals(server: ServerProc, reason: string): Promise<number> {
   return await metric(server, `mport_refusals_total{reason="${reason}"}`);
 }
 
-/** Waits until a metric reaches `value` (the server updates it after the event we saw). */
-async function metricReaches(server: ServerProc, series: string, value: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  let last = await metric(server, series);
-  while (last !== value) {
-    if (Date.now() > deadline) assert.equal(last, value, `${series} never reached ${value}`);
-    await new Promise((r) => setTimeout(r, 20));
-    last = await metric(server, series);
-  }
-}
-
-Deno.test("bad control frames, bad streams and bad requests are refused clearly while a good client keeps working", async (t) => {
+Deno.test("bad control frames and bad upgrade requests are refused clearly while a good client keeps working", async (t) => {
   const echo = startEcho();
   const server = await startServer();
   const client = startClient(["tcp", `127.0.0.1:${echo.port}`, "--server", server.wsUrl]);
@@ -230,7 +44,7 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
     const goodPort = await tunnelPort(client);
     await echoRoundTrip(goodPort);
 
-    await t.step("malformed control messages get an error and close 4000/4013", async () => {
+    await t.step("malformed control messages get an error and close 4000", async () => {
       const cases: { name: string; frame: string | Uint8Array; message: RegExp; code: number }[] = [
         {
           name: "malformed JSON",
@@ -256,17 +70,12 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
           message: /^control channel carries text frames only$/,
           code: 4000,
         },
-        {
-          name: "a 70 KB text frame",
-          frame: JSON.stringify({ type: "ping", t: 1, pad: "x".repeat(70_000) }),
-          message: /^control message is larger than the 65536-byte limit$/,
-          code: 4013,
-        },
       ];
       for (const c of cases) {
         const before = await refusals(server, "bad_message");
-        const peer = await RawPeer.control(server);
-        peer.ws.send(c.frame);
+        const peer = await ControlPeer.open(server);
+        if (typeof c.frame === "string") peer.ws.sendText(c.frame);
+        else peer.ws.sendBinary(c.frame);
         const message = await peer.refused(c.code);
         assert.match(message, c.message, c.name);
         await peer.close();
@@ -276,135 +85,152 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
     });
 
     await t.step(
-      "a hello with protocol version 2 is told to upgrade mport-server (4005)",
+      "a control message over 64 KiB gets an error naming the limit (4013)",
       async () => {
-        const peer = await RawPeer.control(server);
-        peer.sendJson({ type: "hello", version: 2, host: "127.0.0.1", tunnels: [] });
+        const before = await refusals(server, "bad_message");
+        const peer = await ControlPeer.open(server);
+        peer.sendJson({ type: "ping", t: 1, pad: "x".repeat(70_000) });
+        const message = await peer.refused(4013);
+        assert.equal(message, "control message is larger than the 65536-byte limit");
+        await peer.close();
+        assert.equal(await refusals(server, "bad_message"), before + 1);
+      },
+    );
+
+    await t.step(
+      "a control message over 128 KiB is cut off by the WebSocket layer (1009)",
+      async () => {
+        const before = await refusals(server, "bad_message");
+        const peer = await ControlPeer.open(server);
+        peer.sendJson({ type: "ping", t: 1, pad: "x".repeat(140_000) });
+        const close = await within(peer.ws.closed, 5_000, "close after a 140 KB frame");
+        assert.equal(close.code, 1009, `close reason: ${close.reason}`);
+        assert.match(close.reason, /^message of 1400\d\d bytes exceeds the limit of 131072$/);
+        await peer.close();
+        assert.equal(await refusals(server, "bad_message"), before + 1);
+      },
+    );
+
+    await t.step(
+      "a hello with protocol version 3 is told to upgrade mport-server (4005)",
+      async () => {
+        const peer = await ControlPeer.open(server);
+        peer.sendJson({ type: "hello", version: 3, host: "127.0.0.1", tunnels: [] });
         const message = await peer.refused(4005);
-        assert.match(message, /client speaks v2, the server speaks v1 \(upgrade mport-server\)/);
+        assert.equal(
+          message,
+          "protocol version mismatch: the client speaks v3, the server speaks v2 (upgrade mport-server)",
+        );
         await peer.close();
         assert.equal(await refusals(server, "version_mismatch"), 1);
       },
     );
 
-    await t.step("a data stream with a bad session credential is refused with 4001", async () => {
-      const before = await refusals(server, "unauthorized");
-      const peer = new RawPeer(server.wsUrl + STREAM, "no-such-session.bad-secret");
-      assert.equal(await within(peer.opened, 5000, "stream open"), true);
-      const message = await peer.refused(4001);
-      assert.equal(message, "unknown or expired session: reconnect the control channel");
-      await peer.close();
-      assert.equal(await refusals(server, "unauthorized"), before + 1);
-    });
-
     await t.step(
-      "a stream with a valid session but an unknown claim id is refused with 4040",
+      "a hello with version 1 on the v2 path is told to upgrade the client (4005)",
       async () => {
-        const { peer, credential } = await RawPeer.welcomed(server, []);
-        const stream = await RawPeer.stream(server, credential, "made-up-claim-id");
-        const message = await stream.refused(4040);
-        assert.match(message, /^unknown stream id "made-up-claim-id": it was never issued/);
-        await stream.close();
+        const peer = await ControlPeer.open(server);
+        peer.sendJson({ type: "hello", version: 1, host: "127.0.0.1", tunnels: [] });
+        const message = await peer.refused(4005);
+        assert.equal(
+          message,
+          "protocol version mismatch: the client speaks v1, the server speaks v2 (upgrade the mport client)",
+        );
         await peer.close();
-        assert.equal(await refusals(server, "unknown_claim"), 1);
+        assert.equal(await refusals(server, "version_mismatch"), 2);
       },
     );
 
     await t.step(
-      "abuse on a bridged stream closes that stream and its user connection only",
+      "a v1 client on the v1 paths is told to upgrade the mport client (4005)",
       async () => {
-        const { peer, welcome, credential } = await RawPeer.welcomed(server, [{ name: "raw" }]);
-        const port = (welcome.tunnels as { remotePort: number }[])[0]!.remotePort;
-
-        /** A pooled stream bridged to a fresh user connection. */
-        const bridged = async () => {
-          const stream = await RawPeer.stream(server, credential);
-          const user = await connect(port);
-          const open = await stream.take("open");
-          assert.equal(open.tunnel, "raw");
-          assert.match(String(open.remote), /^127\.0\.0\.1:\d+$/);
-          return { stream, user };
-        };
-
-        const protocolErrors = () => metric(server, 'mport_errors_total{kind="protocol"}');
-        const errorsBefore = await protocolErrors();
-
-        // A data frame larger than the 256 KiB limit.
-        {
-          const { stream, user } = await bridged();
-          stream.ws.send(new Uint8Array(256 * 1024 + 1));
-          const message = await stream.refused(4013);
-          assert.equal(message, "data frame of 262145 bytes exceeds the 262144-byte limit");
-          assert.equal(await closedByServer(user), "eof");
-          user.close();
-          await stream.close();
+        // Exactly what a v1 client does: Deno's WebSocket, subprotocol mport.v1, the token.
+        const expected =
+          "protocol version mismatch: the client speaks v1, the server speaks v2 (upgrade the mport client)";
+        for (const path of [legacyControlPath("/_mport"), legacyStreamPath("/_mport")]) {
+          const ws = new WebSocket(server.wsUrl + path, {
+            protocols: ["mport.v1"],
+            headers: { authorization: `Bearer ${TEST_TOKEN}` },
+          });
+          const messages: string[] = [];
+          ws.onmessage = (e) => messages.push(String(e.data));
+          const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+          const close = await within(closed, 5_000, `close of ${path}`);
+          assert.equal(close.code, 4005, `${path}: close reason ${close.reason}`);
+          assert.equal(messages.length, 1, `${path}: ${messages.join(" | ")}`);
+          assert.deepEqual(JSON.parse(messages[0]!), {
+            type: "error",
+            code: "version_mismatch",
+            message: expected,
+          });
+          assert.match(close.reason, /^protocol version mismatch: the client speaks v1/);
         }
+      },
+    );
 
-        // Data beyond the credit window while the user does not read. The peer first spends the
-        // credit it is given (counting acks) until the acks stop, then sends one frame more than
-        // it was granted, and waits: a peer that kept blasting would make the server's close a
-        // TCP reset that can overtake the error message.
-        {
-          const { stream, user } = await bridged();
-          const frame = new Uint8Array(256 * 1024);
-          let credit = 4 * MiB;
-          let sent = 0;
-          while (sent < 64 * MiB) {
-            if (credit > 0) {
-              const size = Math.min(frame.byteLength, credit);
-              stream.ws.send(frame.subarray(0, size));
-              credit -= size;
-              sent += size;
-            }
-            const msg = await stream.poll(["ack", "error"], credit > 0 ? 0 : 300);
-            if (msg?.type === "ack") credit += Number(msg.bytes);
-            if (msg?.type === "error" || stream.ws.readyState !== WebSocket.OPEN) break;
-            if (msg === null && credit <= 0) {
-              // The acks stopped: the user's socket is full. One frame beyond the window.
-              stream.ws.send(frame);
-              sent += frame.byteLength;
-              credit -= frame.byteLength;
-              const reply = await stream.poll(["ack", "error"], 5000);
-              if (reply?.type !== "ack") {
-                if (reply) stream.messages.unshift(reply);
-                break;
-              }
-              credit += Number(reply.bytes);
-            }
-          }
-          const message = await stream.refused(4000);
-          assert.equal(message, "peer sent beyond the 4194304-byte credit window");
-          await server.stderr.wait(/ended: peer sent beyond the 4194304-byte credit window/);
-          // Whatever reached the user's socket before the abort is readable; then EOF.
-          assert.equal(await closedByServer(user), "eof");
-          user.close();
-          await stream.close();
+    await t.step(
+      "a data connection with a bad or missing session credential gets HTTP 401",
+      async () => {
+        const before = await refusals(server, "unauthorized");
+        for (const credential of ["no-such-session.bad-secret", "no-dot-at-all", null]) {
+          const r = await refusedUpgrade(server, STREAM, credential);
+          assert.equal(r.status, 401, `credential ${credential}`);
+          assert.equal(r.code, "unauthorized");
+          assert.equal(r.body, "unknown or expired session: reconnect the control channel\n");
         }
-
-        // A stream control message that is not JSON.
-        {
-          const { stream, user } = await bridged();
-          stream.ws.send("{ack 5");
-          const message = await stream.refused(4000);
-          assert.equal(message, "stream message is not valid JSON");
-          assert.equal(await closedByServer(user), "eof");
-          user.close();
-          await stream.close();
-        }
-
-        assert.equal(await protocolErrors(), errorsBefore + 3);
+        // A real session id with a wrong secret is no better.
+        const { peer, credential } = await ControlPeer.welcomed(server, []);
+        const sessionId = credential.slice(0, credential.indexOf("."));
+        const r = await refusedUpgrade(server, STREAM, `${sessionId}.${"0".repeat(64)}`);
+        assert.equal(r.status, 401);
+        assert.equal(r.body, "unknown or expired session: reconnect the control channel\n");
         await peer.close();
-        const health = await fetch(`${server.httpUrl}/healthz`);
-        assert.equal(health.status, 200);
-        await health.body?.cancel();
-        await echoRoundTrip(goodPort);
+        assert.equal(await refusals(server, "unauthorized"), before + 4);
+      },
+    );
+
+    await t.step(
+      "a control channel without a token gets HTTP 401; plain GETs get 426",
+      async () => {
+        const r = await refusedUpgrade(server, CONTROL, null);
+        assert.equal(r.status, 401);
+        assert.equal(r.code, "unauthorized");
+        assert.equal(r.body, "no token: pass --token or set MPORT_TOKEN\n");
+        for (const path of [CONTROL, STREAM]) {
+          const res = await fetch(server.httpUrl + path);
+          assert.equal(res.status, 426, path);
+          assert.equal(
+            await res.text(),
+            "this endpoint expects a WebSocket upgrade from an mport client\n",
+          );
+        }
+        // An upgrade request that breaks RFC 6455 (no Sec-WebSocket-Key) is refused by name.
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        try {
+          await conn.write(
+            new TextEncoder().encode(
+              `GET ${CONTROL} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n` +
+                `Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
+                `Authorization: Bearer ${TEST_TOKEN}\r\n\r\n`,
+            ),
+          );
+          const answer = await within(readToClose(conn), 5_000, "answer to a bad upgrade");
+          assert.match(answer.text, /^HTTP\/1\.1 426 Upgrade Required\r\n/);
+          assert.match(answer.text, /\r\nx-mport-error: bad_message\r\n/);
+          assert.match(
+            answer.text,
+            /\r\n\r\nthis endpoint expects a WebSocket upgrade: Sec-WebSocket-Key must be base64 of 16 bytes\n$/,
+          );
+        } finally {
+          conn.close();
+        }
       },
     );
 
     await t.step(
       "a port outside the range or held by another tunnel is refused by name",
       async () => {
-        const { peer, welcome } = await RawPeer.welcomed(server, [
+        const { peer, welcome } = await ControlPeer.welcomed(server, [
           { name: "far", remotePort: 1 },
           { name: "taken", remotePort: goodPort },
         ]);
@@ -439,6 +265,7 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
       "",
       client.output(),
     );
+    assert.equal(await metric(server, "mport_data_connections_opened_total") >= 1, true);
   } finally {
     await client.stop();
     await server.stop();
@@ -449,7 +276,7 @@ Deno.test("bad control frames, bad streams and bad requests are refused clearly 
 Deno.test("a control channel that never says hello is closed with 4008 after the handshake timeout", async () => {
   const server = await startServer(["--handshake-timeout", "1"]);
   try {
-    const peer = await RawPeer.control(server);
+    const peer = await ControlPeer.open(server);
     const started = Date.now();
     const message = await peer.refused(4008);
     const elapsed = Date.now() - started;
@@ -462,47 +289,69 @@ Deno.test("a control channel that never says hello is closed with 4008 after the
   }
 });
 
-/** Sends a WebSocket upgrade request by hand and returns the raw HTTP response text. */
-async function rawUpgrade(port: number, token: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+Deno.test("a half-sent request head is answered 408 and closed after --header-timeout while /healthz still answers", async () => {
+  const server = await startServer(["--header-timeout", "1"]);
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   try {
-    const req = [
-      `GET ${CONTROL} HTTP/1.1`,
-      `Host: 127.0.0.1:${port}`,
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      "Sec-WebSocket-Protocol: mport.v1",
-      `Authorization: Bearer ${token}`,
-      "",
-      "",
-    ].join("\r\n");
-    await conn.write(new TextEncoder().encode(req));
-    const dec = new TextDecoder();
-    const buf = new Uint8Array(4096);
-    let text = "";
-    // The 429 body ends with a newline; a 101 would have no body at all.
-    while (!/\r\n\r\n[^]*\n$/.test(text) && !text.startsWith("HTTP/1.1 101")) {
-      const n = await within(conn.read(buf), 5000, "HTTP response");
-      if (n === null) break;
+    const started = Date.now();
+    await slow.write(
+      new TextEncoder().encode("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:"),
+    );
+    const closing = readToClose(slow).then((r) => ({ ...r, at: Date.now() }));
+    // Others are served while the slow head waits.
+    for (let i = 0; i < 3; i++) {
+      const res = await within(fetch(`${server.httpUrl}/healthz`), 2_000, "/healthz");
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).status, "ok");
+    }
+    const healthy = Date.now();
+    const answer = await within(closing, 5_000, "the slow connection is closed");
+    assert.ok(healthy < answer.at, "the health checks ended after the slow connection");
+    const elapsed = answer.at - started;
+    assert.ok(elapsed >= 900 && elapsed < 3_000, `closed after ${elapsed} ms`);
+    assert.match(answer.text, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.match(
+      answer.text,
+      /\r\n\r\nthe request head did not arrive in time \(limit 1000 ms\)\n$/,
+    );
+    assert.equal(answer.end, "eof");
+    assert.equal(await refusals(server, "header_timeout"), 1);
+  } finally {
+    slow.close();
+    await server.stop();
+  }
+});
+
+/** Reads `conn` until the server closes it; returns the text and how it ended. */
+async function readToClose(conn: Deno.Conn): Promise<{ text: string; end: "eof" | "reset" }> {
+  const buf = new Uint8Array(4096);
+  const dec = new TextDecoder();
+  let text = "";
+  try {
+    for (let i = 0; i < 1000; i++) {
+      const n = await conn.read(buf);
+      if (n === null) return { text, end: "eof" };
       text += dec.decode(buf.subarray(0, n), { stream: true });
     }
-    return text;
-  } finally {
-    conn.close();
+    throw new Error(`the server kept sending: ${text.slice(0, 200)}`);
+  } catch (e) {
+    if (e instanceof Deno.errors.ConnectionReset) return { text, end: "reset" };
+    throw e;
   }
 }
 
-Deno.test("wrong tokens are refused with 4001, and after 3 failures the address gets HTTP 429", async () => {
+Deno.test("wrong tokens get HTTP 401, and after 3 failures the address gets HTTP 429 (but not a live session's data connections)", async () => {
   const server = await startServer(["--auth-failures-per-minute", "3"]);
+  // Welcomed before the block: its data connections must keep working afterwards.
+  const { peer: live, credential } = await ControlPeer.welcomed(server, []);
   try {
     const tokenMessage =
       "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN";
     for (let i = 0; i < 2; i++) {
-      const peer = await RawPeer.control(server, "wrong-token-" + i);
-      assert.equal(await peer.refused(4001), tokenMessage);
-      await peer.close();
+      const r = await refusedUpgrade(server, CONTROL, "wrong-token-" + i);
+      assert.equal(r.status, 401);
+      assert.equal(r.code, "unauthorized");
+      assert.equal(r.body, tokenMessage + "\n");
     }
     // The real client says the same and gives up (retrying cannot fix a token).
     const wrong = startClient([
@@ -518,29 +367,36 @@ Deno.test("wrong tokens are refused with 4001, and after 3 failures the address 
     assert.ok(wrong.stderr.lines.includes(`mport: ${tokenMessage}`), wrong.output());
     assert.equal(await refusals(server, "unauthorized"), 3);
 
-    // Blocked now, even with the right token: a plain HTTP 429 instead of an upgrade.
-    const response = await rawUpgrade(server.port, TEST_TOKEN);
-    assert.match(response, /^HTTP\/1\.1 429 /);
-    assert.match(response, /too many failed authentication attempts from this address/);
-
-    // A WebSocket just fails to open.
-    const peer = new RawPeer(server.wsUrl + CONTROL, TEST_TOKEN);
-    assert.equal(await within(peer.opened, 5000, "open attempt"), false);
-    await within(peer.closed, 5000, "close");
-    assert.match(peer.error, /429/);
+    // Blocked now, even with the right token, and for data connections with bad credentials.
+    const blockedMessage =
+      "too many failed authentication attempts from this address; try again later\n";
+    for (
+      const [path, credential] of [[CONTROL, TEST_TOKEN], [STREAM, "no-such.session"]] as const
+    ) {
+      const r = await refusedUpgrade(server, path, credential);
+      assert.equal(r.status, 429, path);
+      assert.equal(r.code, "too_many_attempts");
+      assert.equal(r.body, blockedMessage);
+    }
     assert.equal(await refusals(server, "too_many_attempts"), 2);
+
+    // A session that authenticated before still opens data connections.
+    const data = await upgrade(server, STREAM, credential, MUX_MAX_MESSAGE_BYTES);
+    assert.ok(data.ok, data.ok ? "" : `HTTP ${data.status}: ${data.body}`);
+    await data.ws.close(1000);
 
     // The real client explains the 429 and keeps retrying.
     const blocked = startClient(["tcp", "127.0.0.1:9", "--server", server.wsUrl]);
     try {
       await blocked.stderr.wait(
-        /^mport: the server refused: too many failed attempts from this address, try later; reconnecting in /,
+        /^mport: too many failed authentication attempts from this address; try again later; reconnecting in /,
         10_000,
       );
     } finally {
       await blocked.stop();
     }
   } finally {
+    await live.close();
     await server.stop();
   }
 });
@@ -566,7 +422,7 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
     await t.step(
       "a hello asking for 2 tunnels gets 1 and a 'tunnel limit reached' refusal",
       async () => {
-        const { peer, welcome } = await RawPeer.welcomed(
+        const { peer, welcome } = await ControlPeer.welcomed(
           server,
           [{ name: "one" }, { name: "two" }],
           OTHER_TOKEN,
@@ -582,7 +438,7 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
       },
     );
 
-    await t.step("the 3rd concurrent user connection is closed at once", async () => {
+    await t.step("the 3rd concurrent user connection is reset at once", async () => {
       await metricReaches(server, "mport_tunnels_active", 0);
       const client = startClient(["tcp", `127.0.0.1:${echo.port}`, "--server", server.wsUrl]);
       clients.push(client);
@@ -594,20 +450,9 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
           const conn = await connect(port);
           open.push(conn);
           await conn.write(ping);
-          const buf = new Uint8Array(4);
-          let got = 0;
-          while (got < 4) {
-            const n = await within(conn.read(buf.subarray(got)), 5000, "echo");
-            assert.notEqual(n, null);
-            got += n!;
-          }
+          await within(readExactly(conn, 4), 5000, "echo");
         }
-        const third = await connect(port);
-        try {
-          assert.equal(await closedByServer(third, 2000), "eof");
-        } finally {
-          third.close();
-        }
+        assert.deepEqual(await refusedConnection(port, 2000), { end: "reset", bytes: 0 });
         assert.equal(await refusals(server, "connection_limit"), 1);
         // Closing one frees its slot.
         open.shift()!.close();
@@ -625,20 +470,18 @@ Deno.test("per-client limits: tunnels per client and concurrent connections", as
   }
 });
 
-Deno.test("--max-pending 2: a 3rd user connection waiting for an unresponsive client is closed at once", async () => {
+Deno.test("--max-pending 2: a 3rd user connection waiting for a client without data connections is reset at once", async () => {
   const server = await startServer(["--max-pending", "2"]);
   const users: Deno.TcpConn[] = [];
   try {
-    const { peer, welcome } = await RawPeer.welcomed(server, [{ name: "silent" }]);
+    // Welcomed, but it never opens a data connection: user connections wait for one.
+    const { peer, welcome } = await ControlPeer.welcomed(server, [{ name: "silent" }]);
     const port = (welcome.tunnels as { remotePort: number }[])[0]!.remotePort;
     for (let i = 0; i < 2; i++) {
       users.push(await connect(port));
-      const open = await peer.take("open"); // asked for a stream; the peer never opens one
-      assert.equal(open.tunnel, "silent");
+      await metricReaches(server, "mport_connections_active", i + 1);
     }
-    const third = await connect(port);
-    users.push(third);
-    assert.equal(await closedByServer(third, 2000), "eof");
+    assert.deepEqual(await refusedConnection(port, 2000), { end: "reset", bytes: 0 });
     assert.equal(await refusals(server, "pending_limit"), 1);
     assert.equal(await metric(server, "mport_connections_active"), 2);
     await peer.close();

@@ -18,6 +18,7 @@ import {
   escapeRe,
   randomBytes,
   startService,
+  until,
   within,
   writeAll,
 } from "./scripted_services.ts";
@@ -155,27 +156,16 @@ Deno.test("a user connection to a service that is down is closed promptly and th
   }
 });
 
-Deno.test("50 sequential connections reuse a few pooled streams instead of one WebSocket each", async () => {
+Deno.test("50 sequential connections ride on the client's one data connection", async () => {
   const service = startEcho();
   const server = await startServer();
-  const client = startClient([
-    "tcp",
-    `127.0.0.1:${service.port}`,
-    "--server",
-    server.wsUrl,
-    "--pool",
-    "2",
-  ]);
+  const client = startClient(["tcp", `127.0.0.1:${service.port}`, "--server", server.wsUrl]);
   try {
     const port = await tunnelPort(client);
-    // Start once the pool is open: a connection that arrives earlier is served by a claimed
-    // stream, and whichever of the claimed and the pooled stream comes second joins the pool.
-    const deadline = Date.now() + 10_000;
-    while (await metric(server, "mport_streams_pooled") < 2) {
-      ok(Date.now() < deadline, `the pool never filled\n${server.output()}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    let maxPooled = 0;
+    await until(
+      "the client opens its data connection",
+      async () => await metric(server, "mport_data_connections") === 1,
+    );
     for (let i = 0; i < 50; i++) {
       const data = randomBytes(1024 + i * 997);
       const conn = await connect(port);
@@ -185,16 +175,86 @@ Deno.test("50 sequential connections reuse a few pooled streams instead of one W
       } finally {
         closeQuietly(conn);
       }
-      maxPooled = Math.max(maxPooled, await metric(server, "mport_streams_pooled"));
     }
     assertEquals(service.accepted, 50);
     assertEquals(await metric(server, "mport_connections_total"), 50);
-    // The client keeps at most one stream above --pool (see StreamPool.offerReuse).
-    ok(maxPooled <= 3, `mport_streams_pooled reached ${maxPooled}\n${server.output()}`);
-    const opened = await metric(server, "mport_streams_opened_total");
-    ok(opened <= 6, `${opened} stream WebSockets opened for 50 connections\n${server.output()}`);
-    assertEquals(await metric(server, "mport_connections_active"), 0);
+    assertEquals(await metric(server, "mport_streams_opened_total"), 50, server.output());
+    // --pool defaults to 1: every connection was a stream on the same WebSocket.
+    assertEquals(await metric(server, "mport_data_connections_opened_total"), 1, server.output());
+    assertEquals(await metric(server, "mport_data_connections"), 1);
+    await until(
+      "every stream has ended",
+      async () => await metric(server, "mport_connections_active") === 0,
+    );
+    assertEquals(clientServerConns(client.child.pid, server.port).length, 2, "control + 1 data");
   } finally {
+    await client.stop();
+    await server.stop();
+    await service.close();
+  }
+});
+
+/**
+ * The client's established TCP connections to the server's port, with the bytes each has
+ * received (from `ss`, which reads the kernel's per-socket counters).
+ */
+function clientServerConns(pid: number, serverPort: number): { received: number }[] {
+  const out = new Deno.Command("ss", {
+    args: ["-tinpOH", "state", "established", "dport", "=", `:${serverPort}`],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).split("\n")
+    .filter((line) => line.includes(`pid=${pid},`))
+    .map((line) => ({ received: Number(/ bytes_received:(\d+)/.exec(line)?.[1] ?? 0) }));
+}
+
+Deno.test("with --pool 3 the client keeps 3 data connections and spreads connections over them", async () => {
+  const service = startEcho();
+  const server = await startServer();
+  const client = startClient([
+    "tcp",
+    `127.0.0.1:${service.port}`,
+    "--server",
+    server.wsUrl,
+    "--pool",
+    "3",
+  ]);
+  const conns: Deno.TcpConn[] = [];
+  try {
+    const port = await tunnelPort(client);
+    await until(
+      "the client opens 3 data connections",
+      async () => await metric(server, "mport_data_connections") === 3,
+    );
+    // 9 connections open at once: each new one goes to the data connection with the fewest.
+    for (let i = 0; i < 9; i++) conns.push(await connect(port));
+    await until("the service has all 9", () => service.accepted === 9);
+    const size = 2 * 1024 * 1024;
+    const results = await within(
+      Promise.all(conns.map(async (conn) => {
+        const data = randomBytes(size);
+        const got = await roundTrip(conn, data);
+        return (await sha256(got)) === (await sha256(data));
+      })),
+      30_000,
+      "9 concurrent round trips",
+    );
+    ok(results.every(Boolean), "an echo differs");
+    assertEquals(await metric(server, "mport_streams_opened_total"), 9);
+    assertEquals(await metric(server, "mport_data_connections_opened_total"), 3, server.output());
+    assertEquals(await metric(server, "mport_data_connections"), 3);
+    // 3 streams each: every data connection carried about a third of the 18 MiB the users sent.
+    const tcp = clientServerConns(client.child.pid, server.port);
+    assertEquals(tcp.length, 4, `control + 3 data connections: ${JSON.stringify(tcp)}`);
+    const busy = tcp.map((c) => c.received).sort((a, b) => b - a).slice(0, 3);
+    ok(
+      busy.every((bytes) => bytes >= 3 * size && bytes < 4 * size),
+      `bytes received per data connection: ${busy.join(", ")}`,
+    );
+  } finally {
+    for (const c of conns) closeQuietly(c);
     await client.stop();
     await server.stop();
     await service.close();

@@ -210,16 +210,72 @@ export async function sha256(data: Uint8Array): Promise<string> {
   return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Connects to 127.0.0.1:port, retrying briefly while the listener comes up. */
+/**
+ * Connects to 127.0.0.1:port, retrying briefly while the listener comes up (connection refused).
+ * Any other failure is thrown at once: a connection the server accepted and reset (a refusal) can
+ * fail `Deno.connect` with ConnectionReset, and a retry would be a second connection.
+ */
 export async function connect(port: number, timeoutMs = 5000): Promise<Deno.TcpConn> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     try {
       return await Deno.connect({ hostname: "127.0.0.1", port });
     } catch (e) {
-      if (Date.now() > deadline) throw e;
+      if (!(e instanceof Deno.errors.ConnectionRefused) || Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 25));
     }
+  }
+}
+
+/** How a connection that the server refuses ended, and the bytes read before that. */
+export interface RefusedConnection {
+  readonly end: "eof" | "reset";
+  readonly bytes: number;
+}
+
+/**
+ * Connects once to a public port whose server is expected to refuse the connection, and reads
+ * until it is closed. A server that accepts and resets at once can fail `Deno.connect` itself
+ * with ConnectionReset: that is a "reset" with 0 bytes, not a reason to connect again.
+ */
+export async function refusedConnection(
+  port: number,
+  timeoutMs = 5000,
+): Promise<RefusedConnection> {
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (e) {
+    if (e instanceof Deno.errors.ConnectionReset) return { end: "reset", bytes: 0 };
+    throw e;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const buf = new Uint8Array(64 * 1024);
+    let bytes = 0;
+    const read = (async (): Promise<RefusedConnection> => {
+      try {
+        for (;;) {
+          const n = await conn.read(buf);
+          if (n === null) return { end: "eof", bytes };
+          bytes += n;
+        }
+      } catch (e) {
+        if (e instanceof Deno.errors.ConnectionReset) return { end: "reset", bytes };
+        throw e;
+      }
+    })();
+    read.catch(() => {}); // after a timeout, close() below makes the pending read fail
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`port ${port} kept the connection open for ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    return await Promise.race([read, late]);
+  } finally {
+    clearTimeout(timer);
+    conn.close();
   }
 }
 

@@ -154,7 +154,9 @@ Deno.test("NO_PROXY=127.0.0.1 bypasses an HTTP_PROXY that points at a dead port"
       { ...NO_INHERITED_PROXY, HTTP_PROXY: deadProxy },
     );
     try {
-      await stuck.stderr.wait(/^mport: cannot reach the server: .*; reconnecting in /);
+      await stuck.stderr.wait(
+        /^mport: cannot connect to proxy http:\/\/127\.0\.0\.1:\d+ \(connection refused\): check --proxy .*; reconnecting in /,
+      );
     } finally {
       await stuck.stop();
     }

@@ -1,5 +1,5 @@
 // Helpers for the lifecycle e2e tests: scripted local TCP services, deadlines, polling, port ranges.
-import { closeQuietly, writeAll } from "../../shared/stream_bridge.ts";
+import { closeQuietly, writeAll } from "../../shared/net.ts";
 import type { Proc } from "./harness.ts";
 
 /** `n` random bytes (getRandomValues fills at most 64 KiB per call). */
@@ -77,7 +77,7 @@ export async function echo(conn: Deno.TcpConn): Promise<void> {
 }
 
 // The project's own helpers, re-exported for the tests that import them from here.
-export { closeQuietly, writeAll } from "../../shared/stream_bridge.ts";
+export { closeQuietly, writeAll } from "../../shared/net.ts";
 /** Resolves like `p`, or rejects after `ms` naming `what` (the caller cleans up in `finally`). */
 export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

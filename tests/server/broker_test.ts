@@ -1,5 +1,6 @@
 // Tests for the Broker, TunnelRegistry, PortAllocator, PortBook and UsageMeter together, with a fake
-// control session, a real (SQLite) store and real public TCP listeners.
+// control session, a real (SQLite) store, real public TCP listeners and real data connections
+// (a loopback WebSocket with a Mux on each end; the client end dials real local services).
 import assert from "node:assert/strict";
 import { PortBook } from "../../server/accounts/port_book.ts";
 import { UsageMeter } from "../../server/accounts/usage.ts";
@@ -8,38 +9,76 @@ import { PortAllocator, TunnelRefused } from "../../server/listeners/port_alloca
 import { Stats } from "../../server/stats.ts";
 import { openSqliteStore } from "../../server/store/sqlite_store.ts";
 import type { Store, User, UserLimits } from "../../server/store/store.ts";
-import { Broker, type BrokerSession, type Claim } from "../../server/streams/broker.ts";
-import {
-  type PendingConn,
-  type Tunnel,
-  type TunnelOwnerSession,
-  TunnelRegistry,
-} from "../../server/tunnels.ts";
+import { Broker, type BrokerSession } from "../../server/streams/broker.ts";
+import { type Tunnel, type TunnelOwnerSession, TunnelRegistry } from "../../server/tunnels.ts";
 import { log } from "../../shared/log.ts";
-import { CLAIM_TIMEOUT_MS, type TunnelRequest } from "../../shared/protocol.ts";
+import type { Mux } from "../../shared/mux.ts";
+import type { TunnelRequest } from "../../shared/protocol.ts";
 import { Secret } from "../../shared/secret.ts";
-import { StreamBridge } from "../../shared/stream_bridge.ts";
+import { resetSupport } from "../../shared/tcp_reset.ts";
 import { hourStart } from "../../shared/units.ts";
-import { wsPair } from "../shared/ws_pair.ts";
+import { MuxPair } from "../support/mux_pair.ts";
+import {
+  closedPort,
+  echo,
+  randomBytes,
+  type ReadResult,
+  readToEnd,
+  sha256,
+  writeAll,
+} from "../support/tcp_services.ts";
+import { Notifier, ticks, within } from "../support/wait.ts";
 import { freeRange } from "./free_ports.ts";
 
 const HOST = "127.0.0.1";
 const HOUR = 3_600_000;
+// Loads libc once, before any test, so the resource sanitizer does not count it as leaked by the
+// first test whose user connection is reset.
+assert.ok(resetSupport().ok, "these tests need --allow-ffi: resets are sent through FFI");
 
-/** The control-session side of the broker and registry, recording what it is told. */
+/** Deadline for anything that should happen promptly on loopback. */
+const PROMPTLY_MS = 10_000;
+
+/** Server statistics that wake waiters whenever a connection opens or closes or a refusal or error is counted. */
+class WatchedStats extends Stats {
+  constructor(now: () => number, readonly changed: Notifier) {
+    super(now);
+  }
+  override connectionOpened(): void {
+    super.connectionOpened();
+    this.changed.notify();
+  }
+  override connectionClosed(): void {
+    super.connectionClosed();
+    this.changed.notify();
+  }
+  override error(kind: string): void {
+    super.error(kind);
+    this.changed.notify();
+  }
+  override refusal(reason: string): void {
+    super.refusal(reason);
+    this.changed.notify();
+  }
+}
+
+/**
+ * The control-session side of the broker and registry, recording what it is told. Its data
+ * connections are whatever the test gives it; `pickMux()` returns the open one with the fewest
+ * streams, as ControlSession does, and records every answer.
+ */
 class FakeSession implements BrokerSession, TunnelOwnerSession {
   readonly owner: string;
   readonly userId: number;
   readonly userName: string;
   readonly limits: UserLimits;
-  readonly idle: StreamBridge[] = [];
-  readonly claims = new Map<string, Claim>();
-  readonly requests: { tunnel: Tunnel; pending: PendingConn; claim: string }[] = [];
+  /** Data connections (server ends) this session has been given. */
+  readonly muxes: Mux[] = [];
+  /** What every `pickMux()` call returned, in order. */
+  readonly picks: (Mux | null)[] = [];
   readonly lost: { tunnel: Tunnel; reason: string }[] = [];
   readonly notices: { code: string; message: string }[] = [];
   readonly #tunnels = new Set<Tunnel>();
-  #next = 0;
-  #onRequest: (() => void) | null = null;
 
   constructor(readonly id: string, user: User, readonly broker: Broker) {
     this.owner = `u${user.id}`;
@@ -54,16 +93,22 @@ class FakeSession implements BrokerSession, TunnelOwnerSession {
     return tunnel;
   }
 
+  /** Like ControlSession: every tunnel granted and not taken over, detached or not. */
   tunnels(): Iterable<Tunnel> {
-    return [...this.#tunnels].filter((t) => t.session === this);
+    return this.#tunnels;
   }
 
-  requestStream(tunnel: Tunnel, pending: PendingConn): string {
-    const claim = `${this.id}-claim-${this.#next++}`;
-    this.claims.set(claim, this.broker.newClaim(tunnel, pending));
-    this.requests.push({ tunnel, pending, claim });
-    this.#onRequest?.();
-    return claim;
+  pickMux(): Mux | null {
+    let best: Mux | null = null;
+    for (const m of this.muxes) if (!m.closed && (!best || m.size < best.size)) best = m;
+    this.picks.push(best);
+    return best;
+  }
+
+  /** Data connections arrived: as ControlSession.addMux does, serve the connections waiting. */
+  addMux(...muxes: Mux[]): void {
+    this.muxes.push(...muxes);
+    this.broker.serveWaiting(this);
   }
 
   lostTunnel(tunnel: Tunnel, reason: string): void {
@@ -74,19 +119,13 @@ class FakeSession implements BrokerSession, TunnelOwnerSession {
   notice(code: "quota_exceeded", message: string): void {
     this.notices.push({ code, message });
   }
-
-  /** Resolves once the broker has asked this session for `n` streams in total. */
-  async requested(n: number): Promise<void> {
-    while (this.requests.length < n) {
-      await new Promise<void>((r) => (this.#onRequest = r));
-    }
-  }
 }
 
 /**
  * A broker, registry, port allocator, port book and usage meter wired as server.ts does, on a small
  * free port range, over a real SQLite store (in memory unless `storePath` names a file). The user
- * "alice" always exists.
+ * "alice" always exists. `until()` re-checks its condition whenever a connection opens or closes,
+ * a refusal or error is counted, or a tunnel opens or closes.
  */
 async function harness(fields: Partial<ServerConfig> = {}, storePath = ":memory:") {
   let now = 1_700_000_000_000;
@@ -100,8 +139,9 @@ async function harness(fields: Partial<ServerConfig> = {}, storePath = ":memory:
     graceMs: 100,
     ...fields,
   });
+  const changed = new Notifier();
   const store = await openSqliteStore(storePath);
-  const stats = new Stats(clock.now);
+  const stats = new WatchedStats(clock.now, changed);
   const logger = log("test");
   const usage = new UsageMeter(store, clock.now);
   const broker = new Broker(config, stats, usage, logger, clock.now);
@@ -114,7 +154,9 @@ async function harness(fields: Partial<ServerConfig> = {}, storePath = ":memory:
     logger,
     (tunnel, conn) => broker.onPublicConn(tunnel, conn),
     clock.now,
+    () => changed.notify(),
   );
+  const pairs: MuxPair[] = [];
   /** The stored user `name`, created (with `limits`) if missing. */
   const user = async (name: string, limits: Partial<UserLimits> = {}) =>
     await store.userByName(name) ?? await store.createUser({ name, role: "user", limits });
@@ -135,10 +177,39 @@ async function harness(fields: Partial<ServerConfig> = {}, storePath = ":memory:
     user,
     session,
     acquire,
-    /** Releases every tunnel so no listener or timer outlives the test, and closes the store. */
+    /**
+     * A real data connection (not yet given to any session): its client end routes each of
+     * `tunnels` to a local echo service, or to `localPort` when given.
+     */
+    async dataConn(tunnels: string[] = ["adb"], localPort?: number): Promise<MuxPair> {
+      const pair = await MuxPair.start();
+      pairs.push(pair);
+      for (const t of tunnels) {
+        if (localPort === undefined) pair.service(t, echo);
+        else pair.publish(t, localPort);
+      }
+      return pair;
+    },
+    /** A real data connection whose client end is a raw peer: the test reads and writes frames. */
+    async rawDataConn(): Promise<MuxPair> {
+      const pair = await MuxPair.start({ raw: true });
+      pairs.push(pair);
+      return pair;
+    },
+    /** Waits until `check()` holds; fails after `ms`. */
+    until(what: string, check: () => boolean, ms = PROMPTLY_MS): Promise<void> {
+      return changed.until(what, check, ms);
+    },
+    /**
+     * Closes the data connections (resetting streams still on them), releases every tunnel so no
+     * listener or timer outlives the test, and closes the store.
+     */
     async close() {
+      await Promise.all(pairs.map((p) => p.close()));
       for (const t of registry.all()) registry.release(t, "test over");
       await store.close();
+      // Accepts pending on listeners that were just closed settle within a few turns.
+      await ticks(3);
     },
   };
 }
@@ -151,41 +222,38 @@ function connect(tunnel: Tunnel): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: HOST, port: tunnel.port });
 }
 
-/** Polls `cond` every few ms until it holds; fails after `ms`. */
-async function waitFor(cond: () => boolean, what: string, ms = 2000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+/** Reads `conn` until the server ends it; asserts that it sent nothing first. */
+async function assertClosedEmpty(conn: Deno.Conn): Promise<ReadResult> {
+  const got = await within(readToEnd(conn), PROMPTLY_MS, "the server to close the connection");
+  assert.equal(got.bytes, 0, "nothing was sent before the close");
+  assert.ok(["EOF", "ConnectionReset"].includes(got.end), `ended with ${got.end}`);
+  return got;
 }
 
-/** Resolves when the peer closes `conn` (EOF or reset), with how many bytes came first. */
-async function untilClosed(conn: Deno.Conn): Promise<number> {
-  const buf = new Uint8Array(1024);
-  let total = 0;
-  try {
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) return total;
-      total += n;
-    }
-  } catch (e) {
-    if (e instanceof Deno.errors.ConnectionReset) return total;
-    throw e;
-  }
+/**
+ * Sends `data` through the tunnel as a user would (write all, then half-close) while reading the
+ * reply to its end; resolves with what came back.
+ */
+async function roundTrip(conn: Deno.TcpConn, data: Uint8Array): Promise<ReadResult> {
+  const [, got] = await within(
+    Promise.all([
+      (async () => {
+        await writeAll(conn, data);
+        await conn.closeWrite();
+      })(),
+      readToEnd(conn),
+    ]),
+    PROMPTLY_MS,
+    `a round trip of ${data.byteLength} bytes`,
+  );
+  return got;
 }
 
-/** Reads exactly `n` bytes from `conn`. */
-async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let got = 0;
-  while (got < n) {
-    const r = await conn.read(out.subarray(got));
-    if (r === null) throw new Error(`EOF after ${got} of ${n} bytes`);
-    got += r;
-  }
-  return out;
+/** Asserts that `data` came back intact and the reply ended cleanly. */
+function assertEchoed(got: ReadResult, data: Uint8Array): void {
+  assert.equal(got.end, "EOF", "the reply ends with a clean FIN");
+  assert.equal(got.bytes, data.byteLength);
+  assert.equal(got.sha256, sha256(data));
 }
 
 async function assertRefused(p: Promise<unknown>, code: string, message: string): Promise<void> {
@@ -199,18 +267,20 @@ async function assertRefused(p: Promise<unknown>, code: string, message: string)
 
 /**
  * Resolves once `port` can be bound again. A listener closed while its accept loop waits is only
- * gone from the OS on the next turn of the event loop, so tests that bind the same port again
- * right after a release wait for this first.
+ * gone from the OS on a later turn of the event loop (there is no event for it), so tests that
+ * bind the same port again right after a release try once per turn, for at most two seconds.
  */
 async function portFree(port: number): Promise<void> {
-  await waitFor(() => {
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
     try {
       Deno.listen({ hostname: HOST, port }).close();
-      return true;
+      return;
     } catch {
-      return false;
+      await ticks(1);
     }
-  }, `port ${port} to be free`);
+  }
+  throw new Error(`port ${port} was not free within 2000 ms`);
 }
 
 /** The port the store holds for a user's named tunnel, or null. */
@@ -218,193 +288,257 @@ async function reserved(store: Store, user: User, tunnel: string): Promise<numbe
   return (await store.reservationFor(user.id, tunnel))?.port ?? null;
 }
 
-Deno.test("broker holds a public connection while no client is attached, then drops it after the hold timeout", async () => {
+// --- Holding and bridging public connections ---
+
+Deno.test("broker holds a public connection while the session has no data connection, then drops it after the hold timeout", async () => {
   const h = await harness({ holdTimeoutMs: 200 });
   const s = h.session("s1");
   const tunnel = await h.acquire(s, "adb");
-  h.registry.detach(s, 10_000);
   const user = await connect(tunnel);
   try {
     const started = Date.now();
-    await waitFor(() => tunnel.pending.length === 1, "the connection to be held");
-    assert.equal(h.stats.connectionsActive, 1);
-    assert.equal(await untilClosed(user), 0);
+    await h.until("the connection to be held", () => h.stats.connectionsActive === 1);
+    assert.equal(tunnel.pending.length, 1);
+    assert.deepEqual(s.picks, [null], "the session was asked once and had no data connection");
+    // Asking again without a data connection changes nothing.
+    h.broker.serveWaiting(s);
+    assert.equal(tunnel.pending.length, 1);
+    await assertClosedEmpty(user);
     const held = Date.now() - started;
     assert.ok(held >= 150 && held < 2000, `held for ${held} ms with a 200 ms hold timeout`);
     assert.equal(tunnel.pending.length, 0);
     assert.equal(h.stats.refusals.get("hold_timeout"), 1);
-    assert.equal(h.stats.connectionsActive, 0);
-    assert.equal(s.requests.length, 0, "no session, so nobody was asked for a stream");
+    await h.until("the connection to be let go", () => h.stats.connectionsActive === 0);
+    assert.equal(h.broker.bridges.size, 0);
   } finally {
     user.close();
     await h.close();
   }
 });
 
-Deno.test("broker asks the returning session for streams for every held connection", async () => {
-  const h = await harness({ holdTimeoutMs: 5000 });
-  const s1 = h.session("s1");
-  const tunnel = await h.acquire(s1, "adb");
-  h.registry.detach(s1, 10_000);
+Deno.test("broker bridges every held connection once the session gets a data connection, and counts its bytes for the user", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
+  const s = h.session("s1");
+  const tunnel = await h.acquire(s, "adb");
+  // More than the initial 256 KiB window in one direction, and a small one.
+  const payloads = [randomBytes(1024 * 1024 + 123), randomBytes(3000)];
   const users = [await connect(tunnel), await connect(tunnel)];
   try {
-    await waitFor(() => tunnel.pending.length === 2, "both connections to be held");
-    const s2 = h.session("s2");
-    assert.equal(await h.acquire(s2, "adb"), tunnel);
-    h.broker.serveWaiting(s2);
-    assert.deepEqual(s2.requests.map((r) => r.pending), tunnel.pending);
-    // Asking again does not duplicate claims that are still outstanding.
-    h.broker.serveWaiting(s2);
-    assert.equal(s2.requests.length, 2);
+    await h.until("both connections to be held", () => tunnel.pending.length === 2);
+    const pair = await h.dataConn(["adb"]);
+    s.addMux(pair.server);
+    assert.equal(tunnel.pending.length, 0, "serveWaiting bridged both at once");
+    assert.equal(pair.server.size, 2);
+    assert.equal(h.broker.bridges.size, 2);
+    assert.equal(tunnel.active.size, 2);
+    assert.equal(h.stats.streamsOpened, 2);
+    const got = await Promise.all(users.map((u, i) => roundTrip(u, payloads[i]!)));
+    got.forEach((g, i) => assertEchoed(g, payloads[i]!));
+    // Both streams end cleanly, which gives back their slots.
+    await h.until("both streams to end", () => h.stats.connectionsActive === 0);
+    assert.equal(h.broker.bridges.size, 0);
+    assert.equal(tunnel.active.size, 0);
+    assert.deepEqual([...h.stats.errors], []);
+    const total = payloads[0]!.byteLength + payloads[1]!.byteLength;
+    assert.equal(h.stats.bytesIn, total);
+    assert.equal(h.stats.bytesOut, total);
+    assert.deepEqual(h.usage.totals.get(h.alice.id), {
+      name: "alice",
+      bytesIn: total,
+      bytesOut: total,
+    });
+    await h.usage.flush();
+    assert.deepEqual(await h.store.usage({ userId: h.alice.id }), [{
+      userId: h.alice.id,
+      tunnel: "adb",
+      hour: hourStart(h.clock.now()),
+      bytesIn: total,
+      bytesOut: total,
+      connections: 2,
+      errors: 0,
+    }]);
   } finally {
     for (const u of users) u.close();
     await h.close();
   }
 });
 
-Deno.test("broker refuses a stream that claims an id it never issued", async () => {
-  const h = await harness();
-  const s = h.session("s1");
-  await h.acquire(s, "adb");
-  const ws = await wsPair();
-  const stream = new StreamBridge(ws.server);
-  try {
-    assert.equal(
-      h.broker.onStream(s, stream, "made-up-id"),
-      'unknown stream id "made-up-id": it was never issued or was already used',
-    );
-    assert.equal(h.stats.refusals.get("unknown_claim"), 1);
-    assert.equal(s.idle.length, 0);
-  } finally {
-    stream.abort("test over");
-    await ws.close();
-    await h.close();
-  }
-});
-
-Deno.test("broker bridges a claimed stream to its connection, counts its bytes for the user, and refuses the same id twice", async () => {
-  const h = await harness();
+Deno.test("broker opens a stream for a new connection at once, naming the tunnel and the user's address, and carries both directions", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
   const s = h.session("s1");
   const tunnel = await h.acquire(s, "adb");
-  const user = await connect(tunnel);
-  const ws = await wsPair();
-  const frames: unknown[] = [];
-  const got = Promise.withResolvers<void>();
-  ws.client.onmessage = (e) => {
-    frames.push(typeof e.data === "string" ? JSON.parse(e.data) : new TextDecoder().decode(e.data));
-    if (frames.length === 2) got.resolve();
-  };
-  const stream = new StreamBridge(ws.server);
-  try {
-    await s.requested(1);
-    const { claim } = s.requests[0]!;
-    // Exactly at the expiry instant the claim is still good.
-    h.clock.advance(CLAIM_TIMEOUT_MS);
-    assert.equal(h.broker.onStream(s, stream, claim), null);
-    assert.equal(tunnel.pending.length, 0);
-    assert.ok(tunnel.active.has(stream));
-    await user.write(new TextEncoder().encode("hello"));
-    await got.promise;
-    const local = user.localAddr as Deno.NetAddr;
-    assert.deepEqual(frames, [
-      { type: "open", tunnel: "adb", remote: `${HOST}:${local.port}` },
-      "hello",
-    ]);
-    // The client answers; the user gets the bytes, and both directions count for alice's tunnel.
-    ws.client.send(new TextEncoder().encode("world!"));
-    assert.equal(new TextDecoder().decode(await readN(user, 6)), "world!");
-    await waitFor(() => h.usage.totals.get(h.alice.id)?.bytesOut === 6, "the reply to be counted");
-    assert.deepEqual(h.usage.totals.get(h.alice.id), { name: "alice", bytesIn: 5, bytesOut: 6 });
-    await h.usage.flush();
-    assert.deepEqual(await h.store.usage({ userId: h.alice.id }), [{
-      userId: h.alice.id,
-      tunnel: "adb",
-      hour: hourStart(h.clock.now()),
-      bytesIn: 5,
-      bytesOut: 6,
-      connections: 1,
-      errors: 0,
-    }]);
-    // (A second bridge on the same socket takes its handlers over, so this comes last.)
-    assert.equal(
-      h.broker.onStream(s, new StreamBridge(ws.server), claim),
-      `unknown stream id "${claim}": it was never issued or was already used`,
-    );
-  } finally {
-    user.close();
-    stream.abort("test over");
-    await ws.close();
-    await h.close();
-  }
-});
-
-Deno.test("broker refuses a stream whose claim expired", async () => {
-  const h = await harness({ holdTimeoutMs: 5000 });
-  const s = h.session("s1");
-  const tunnel = await h.acquire(s, "adb");
-  const user = await connect(tunnel);
-  const ws = await wsPair();
-  const stream = new StreamBridge(ws.server);
-  try {
-    await s.requested(1);
-    const { claim } = s.requests[0]!;
-    h.clock.advance(CLAIM_TIMEOUT_MS + 1);
-    assert.equal(
-      h.broker.onStream(s, stream, claim),
-      `stream id "${claim}" expired before it was claimed`,
-    );
-    assert.equal(h.stats.refusals.get("expired_claim"), 1);
-    assert.ok(!s.claims.has(claim), "an expired claim is forgotten");
-    assert.equal(tunnel.pending.length, 1, "the user still waits for another stream");
-  } finally {
-    user.close();
-    stream.abort("test over");
-    await ws.close();
-    await h.close();
-  }
-});
-
-Deno.test("broker sweeps expired claims so an unresponsive client cannot grow memory", async () => {
-  const h = await harness({ holdTimeoutMs: 5000 });
-  const s = h.session("s1");
-  const tunnel = await h.acquire(s, "adb");
+  const pair = await h.rawDataConn();
+  const peer = pair.peer!;
+  s.addMux(pair.server);
   const user = await connect(tunnel);
   try {
-    await s.requested(1);
-    h.broker.sweepClaims(s);
-    assert.equal(s.claims.size, 1);
-    h.clock.advance(CLAIM_TIMEOUT_MS + 1);
-    h.broker.sweepClaims(s);
-    assert.equal(s.claims.size, 0);
-  } finally {
-    user.close();
-    await h.close();
-  }
-});
-
-Deno.test("broker serves a new connection from the idle pool without asking the client", async () => {
-  const h = await harness();
-  const s = h.session("s1");
-  const tunnel = await h.acquire(s, "adb");
-  const ws = await wsPair();
-  const opened = Promise.withResolvers<unknown>();
-  ws.client.onmessage = (e) => opened.resolve(JSON.parse(e.data));
-  const stream = new StreamBridge(ws.server);
-  assert.equal(h.broker.onStream(s, stream, null), null);
-  assert.deepEqual(s.idle, [stream]);
-  const user = await connect(tunnel);
-  try {
-    assert.deepEqual(await opened.promise, {
+    const open = await peer.nextOpen();
+    assert.deepEqual(open, {
       type: "open",
+      id: open.id,
       tunnel: "adb",
       remote: `${HOST}:${(user.localAddr as Deno.NetAddr).port}`,
     });
-    assert.equal(s.idle.length, 0);
-    assert.equal(s.requests.length, 0);
+    assert.equal(tunnel.pending.length, 0, "never held");
+    assert.deepEqual(s.picks, [pair.server]);
+    await writeAll(user, new TextEncoder().encode("host:version"));
+    const up = await peer.next("the user's bytes", (f) => f.type === "data" && f.id === open.id);
+    assert.equal(up.type === "data" && new TextDecoder().decode(up.payload), "host:version");
+    peer.sendData(open.id, new TextEncoder().encode("OKAY"));
+    peer.send({ type: "eof", id: open.id });
+    const reply = await within(readToEnd(user, { keep: true }), PROMPTLY_MS, "the reply");
+    assert.equal(reply.end, "EOF");
+    assert.equal(new TextDecoder().decode(reply.data), "OKAY");
+    await user.closeWrite();
+    await peer.next("EOF from the user", (f) => f.type === "eof" && f.id === open.id);
+    await h.until("the stream to end", () => h.stats.connectionsActive === 0);
+    assert.deepEqual([...h.stats.errors], []);
+    assert.deepEqual(h.usage.totals.get(h.alice.id), { name: "alice", bytesIn: 12, bytesOut: 4 });
   } finally {
     user.close();
-    stream.abort("test over");
-    await ws.close();
+    await h.close();
+  }
+});
+
+Deno.test("broker spreads connections over the data connections the session picks, one pick per connection", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
+  const s = h.session("s1");
+  const tunnel = await h.acquire(s, "adb");
+  const users: Deno.TcpConn[] = [];
+  try {
+    // Two connections arrive before the client has a data connection, then two data connections
+    // arrive together: the held ones are picked for one by one, not all sent down the first.
+    for (let i = 0; i < 2; i++) users.push(await connect(tunnel));
+    await h.until("two connections to be held", () => tunnel.pending.length === 2);
+    const a = await h.dataConn(["adb"]);
+    const b = await h.dataConn(["adb"]);
+    s.addMux(a.server, b.server);
+    assert.equal(tunnel.pending.length, 0);
+    assert.deepEqual([a.server.size, b.server.size], [1, 1]);
+    // Two more arrive while both are open: each goes where the session's pick says.
+    for (let i = 2; i < 4; i++) {
+      users.push(await connect(tunnel));
+      await h.until(`connection ${i + 1} to be accepted`, () => h.stats.connectionsTotal === i + 1);
+    }
+    assert.deepEqual([a.server.size, b.server.size], [2, 2]);
+    assert.deepEqual(s.picks, [null, null, a.server, b.server, a.server, b.server]);
+    const payloads = users.map((_, i) => randomBytes(100_000 + i * 7919));
+    const got = await Promise.all(users.map((u, i) => roundTrip(u, payloads[i]!)));
+    got.forEach((g, i) => assertEchoed(g, payloads[i]!));
+    // The client end of each data connection carried two of them.
+    assert.equal(a.clientStreams.size, 2);
+    assert.equal(b.clientStreams.size, 2);
+    await h.until("every stream to end", () => h.stats.connectionsActive === 0);
+    assert.deepEqual([...h.stats.errors], []);
+  } finally {
+    for (const u of users) u.close();
+    await h.close();
+  }
+});
+
+Deno.test("a connection held while its client was away is bridged over the client's new session, not the detached one", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
+  const s1 = h.session("s1");
+  const tunnel = await h.acquire(s1, "adb");
+  h.registry.detach(s1, 10_000);
+  const user = await connect(tunnel);
+  try {
+    await h.until("the connection to be held", () => tunnel.pending.length === 1);
+    assert.deepEqual(s1.picks, [], "a detached tunnel has no session to ask");
+    // A data connection of the old session turning up late must not take it.
+    const stale = await h.dataConn(["adb"]);
+    s1.addMux(stale.server);
+    assert.equal(tunnel.pending.length, 1);
+    assert.equal(stale.server.size, 0);
+    // The client comes back: same tunnel, same port; its first data connection gets the user.
+    const s2 = h.session("s2");
+    assert.equal(await h.acquire(s2, "adb"), tunnel);
+    const fresh = await h.dataConn(["adb"]);
+    s2.addMux(fresh.server);
+    assert.equal(tunnel.pending.length, 0);
+    assert.equal(fresh.server.size, 1);
+    const data = randomBytes(50_000);
+    assertEchoed(await roundTrip(user, data), data);
+    assert.equal(stale.clientStreams.size, 0);
+    assert.equal(fresh.clientStreams.size, 1);
+    assert.equal(h.stats.refusals.get("hold_timeout"), undefined);
+  } finally {
+    user.close();
+    await h.close();
+  }
+});
+
+Deno.test("broker gives a connection's slot back when its stream ends, so the next one fits under the limit", async () => {
+  const h = await harness({ maxConnectionsPerClient: 1, holdTimeoutMs: 10_000 });
+  const s = h.session("s1");
+  const tunnel = await h.acquire(s, "adb");
+  const pair = await h.dataConn(["adb"]);
+  s.addMux(pair.server);
+  const users: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const user = await connect(tunnel);
+      users.push(user);
+      const data = randomBytes(10_000);
+      assertEchoed(await roundTrip(user, data), data);
+      await h.until(`stream ${i + 1} to end`, () => h.stats.connectionsActive === 0);
+    }
+    assert.equal(h.stats.connectionsTotal, 3);
+    assert.equal(h.stats.refusals.get("connection_limit"), undefined);
+  } finally {
+    for (const u of users) u.close();
+    await h.close();
+  }
+});
+
+Deno.test("broker resets the user's connection when its data connection is lost, and counts the error", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
+  const s = h.session("s1");
+  const tunnel = await h.acquire(s, "adb");
+  const pair = await h.dataConn(["adb"]);
+  s.addMux(pair.server);
+  const user = await connect(tunnel);
+  try {
+    const hello = new TextEncoder().encode("hello");
+    await writeAll(user, hello);
+    const reading = readToEnd(user, { keep: true });
+    await pair.until("the echo to reach the user", () => {
+      const r = [...pair.clientStreams.values()][0];
+      return r !== undefined && r.sent === hello.byteLength;
+    });
+    // The WebSocket goes away mid-stream (the client's network dropped).
+    pair.clientWs.abort();
+    const got = await within(reading, PROMPTLY_MS, "the user's connection to end");
+    assert.equal(got.end, "ConnectionReset", "a cut-off stream never looks complete");
+    await h.until("the stream to end", () => h.stats.connectionsActive === 0);
+    assert.equal(h.stats.errors.get("closed"), 1);
+    assert.equal(h.broker.bridges.size, 0);
+    assert.equal(tunnel.active.size, 0);
+    await h.usage.flush();
+    const [row] = await h.store.usage({ userId: h.alice.id });
+    assert.equal(row?.errors, 1);
+    assert.equal(row?.connections, 1);
+  } finally {
+    user.close();
+    await h.close();
+  }
+});
+
+Deno.test("broker resets the user's connection when the client cannot reach its local service", async () => {
+  const h = await harness({ holdTimeoutMs: 10_000 });
+  const s = h.session("s1");
+  const tunnel = await h.acquire(s, "adb");
+  const pair = await h.dataConn(["adb"], closedPort());
+  s.addMux(pair.server);
+  const user = await connect(tunnel);
+  try {
+    const got = await within(readToEnd(user), PROMPTLY_MS, "the user's connection to end");
+    assert.equal(got.end, "ConnectionReset");
+    await h.until("the stream to end", () => h.stats.connectionsActive === 0);
+    assert.equal(h.stats.errors.get("local_dial"), 1);
+    assert.ok(!pair.server.closed, "one failed stream leaves the data connection up");
+  } finally {
+    user.close();
     await h.close();
   }
 });
@@ -500,13 +634,13 @@ Deno.test("registry releases a detached tunnel's port after the grace period", a
   h.registry.detach(s, 100);
   const user = await connect(tunnel);
   try {
-    await waitFor(() => tunnel.pending.length === 1, "the connection to be held");
-    await waitFor(() => tunnel.closed, "the grace period to end");
+    await h.until("the connection to be held", () => tunnel.pending.length === 1);
+    await h.until("the grace period to end", () => tunnel.closed);
     assert.ok(!h.ports.held(tunnel.port));
     assert.deepEqual(h.registry.all(), []);
     assert.equal(h.stats.tunnelsReleased, 1);
     // The connection held during the grace period is closed, and the port refuses new ones.
-    assert.equal(await untilClosed(user), 0);
+    await assertClosedEmpty(user);
     await assert.rejects(connect(tunnel), Deno.errors.ConnectionRefused);
     // The reservation outlives the listener.
     assert.equal(await reserved(h.store, h.alice, "adb"), tunnel.port);
@@ -569,7 +703,7 @@ Deno.test("broker closes a connection beyond the pending limit at once", async (
   const first = await connect(tunnel);
   const second = await connect(tunnel);
   try {
-    assert.equal(await untilClosed(second), 0);
+    await assertClosedEmpty(second);
     assert.equal(tunnel.pending.length, 1);
     assert.equal(h.stats.refusals.get("pending_limit"), 1);
   } finally {
@@ -586,12 +720,12 @@ Deno.test("broker closes a connection beyond the per-client connection limit at 
   const b = await h.acquire(s, "two");
   const first = await connect(a);
   try {
-    await s.requested(1);
+    await h.until("the first connection to be held", () => h.stats.connectionsActive === 1);
     const second = await connect(b);
     try {
-      assert.equal(await untilClosed(second), 0);
+      await assertClosedEmpty(second);
       assert.equal(h.stats.refusals.get("connection_limit"), 1);
-      assert.equal(s.requests.length, 1);
+      assert.equal(s.picks.length, 1, "only the first connection asked for a data connection");
     } finally {
       second.close();
     }
@@ -785,12 +919,12 @@ Deno.test("a user's maxConnections overrides the server's per-client default", a
   const tunnel = await h.acquire(s, "web");
   const first = await connect(tunnel);
   try {
-    await s.requested(1);
+    await h.until("the first connection to be held", () => h.stats.connectionsActive === 1);
     const second = await connect(tunnel);
     try {
-      assert.equal(await untilClosed(second), 0);
+      await assertClosedEmpty(second);
       assert.equal(h.stats.refusals.get("connection_limit"), 1);
-      assert.equal(s.requests.length, 1);
+      assert.equal(s.picks.length, 1, "only the first connection asked for a data connection");
       assert.equal(tunnel.pending.length, 1);
     } finally {
       second.close();
@@ -820,7 +954,7 @@ Deno.test("broker closes a public connection at once when the user's monthly quo
   const tunnel = await h.acquire(s, "web");
   const user = await connect(tunnel);
   try {
-    assert.equal(await untilClosed(user), 0);
+    await assertClosedEmpty(user);
     assert.equal(h.stats.refusals.get("quota_exceeded"), 1);
     assert.equal(s.notices.length, 1);
     assert.equal(s.notices[0]!.code, "quota_exceeded");
@@ -828,7 +962,7 @@ Deno.test("broker closes a public connection at once when the user's monthly quo
     assert.ok(message.includes("monthly transfer quota reached"), message);
     assert.ok(message.includes("erin") && message.includes("web"), message);
     assert.equal(tunnel.pending.length, 0);
-    assert.equal(s.requests.length, 0, "the client is not asked for a stream");
+    assert.deepEqual(s.picks, [], "the session is not asked for a data connection");
     assert.equal(h.stats.connectionsActive, 0);
   } finally {
     user.close();
@@ -854,11 +988,11 @@ Deno.test("broker counts bytes not yet flushed towards the monthly quota", async
   const first = await connect(tunnel);
   try {
     // Under the quota: the connection waits for a stream as usual.
-    await s.requested(1);
+    await h.until("the first connection to be held", () => h.stats.connectionsActive === 1);
     h.usage.bytesOut(erin.id, "erin", "web", 10);
     const second = await connect(tunnel);
     try {
-      assert.equal(await untilClosed(second), 0);
+      await assertClosedEmpty(second);
       assert.equal(h.stats.refusals.get("quota_exceeded"), 1);
       assert.equal(s.notices.length, 1);
       assert.equal(tunnel.pending.length, 1, "the first connection still waits");

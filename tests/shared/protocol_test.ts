@@ -1,18 +1,33 @@
-// Table-driven tests for the v1 protocol decoders, their limits and tunnel-name validation.
+// Table-driven tests for the v2 protocol decoders (control channel and mux frames), their limits
+// and tunnel-name validation.
 import assert from "node:assert/strict";
 import {
   CloseCode,
+  controlPath,
   decodeClientControl,
+  decodeMuxFrame,
   decodeServerControl,
-  decodeStreamControl,
   encode,
+  encodeMuxFrame,
+  legacyControlPath,
+  legacyStreamPath,
   MAX_CONTROL_MESSAGE_BYTES,
   MAX_NAME_LENGTH,
-  MAX_STREAM_CONTROL_BYTES,
   MAX_TUNNELS_PER_HELLO,
+  MUX_HEADER_BYTES,
+  MUX_INITIAL_WINDOW,
+  MUX_MAX_CONTROL_BYTES,
+  MUX_MAX_DATA_BYTES,
+  MUX_MAX_MESSAGE_BYTES,
+  MUX_MAX_WINDOW,
+  type MuxFrame,
+  MuxType,
+  PROTOCOL_VERSION,
   ProtocolError,
-  STREAM_WINDOW_BYTES,
+  streamPath,
+  SUBPROTOCOL,
   validateTunnelName,
+  writeMuxHeader,
 } from "../../shared/protocol.ts";
 
 type Decoder = (text: string) => unknown;
@@ -20,7 +35,6 @@ type Decoder = (text: string) => unknown;
 const DECODERS: Record<string, Decoder> = {
   client: decodeClientControl,
   server: decodeServerControl,
-  stream: decodeStreamControl,
 };
 
 const tunnel = (name: string, extra: Record<string, unknown> = {}) => ({
@@ -32,12 +46,18 @@ const tunnel = (name: string, extra: Record<string, unknown> = {}) => ({
 });
 
 const hello = (extra: Record<string, unknown> = {}) =>
-  JSON.stringify({ type: "hello", version: 1, tunnels: [tunnel("adb")], host: "vps", ...extra });
+  JSON.stringify({
+    type: "hello",
+    version: PROTOCOL_VERSION,
+    tunnels: [tunnel("adb")],
+    host: "vps",
+    ...extra,
+  });
 
 const welcome = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({
     type: "welcome",
-    version: 1,
+    version: PROTOCOL_VERSION,
     sessionId: "s1",
     sessionSecret: "secret",
     heartbeatMs: 15000,
@@ -64,7 +84,7 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     input: hello(),
     want: {
       type: "hello",
-      version: 1,
+      version: PROTOCOL_VERSION,
       tunnels: [{ name: "adb", kind: "tcp", local: "127.0.0.1:5555", remotePort: 0 }],
       host: "vps",
     },
@@ -75,7 +95,7 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     input: hello({ tunnels: [tunnel("ssh", { remotePort: 65535 })] }),
     want: {
       type: "hello",
-      version: 1,
+      version: PROTOCOL_VERSION,
       tunnels: [{ name: "ssh", kind: "tcp", local: "127.0.0.1:5555", remotePort: 65535 }],
       host: "vps",
     },
@@ -88,7 +108,7 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     }),
     want: {
       type: "hello",
-      version: 1,
+      version: PROTOCOL_VERSION,
       tunnels: Array.from({ length: MAX_TUNNELS_PER_HELLO }, (_, i) => ({
         name: `t${i}`,
         kind: "tcp",
@@ -104,7 +124,7 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     input: hello({ extra: true, tunnels: [tunnel("a", { junk: 1 })] }),
     want: {
       type: "hello",
-      version: 1,
+      version: PROTOCOL_VERSION,
       tunnels: [{ name: "a", kind: "tcp", local: "127.0.0.1:5555", remotePort: 0 }],
       host: "vps",
     },
@@ -130,7 +150,7 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     }),
     want: {
       type: "welcome",
-      version: 1,
+      version: PROTOCOL_VERSION,
       sessionId: "s1",
       sessionSecret: "secret",
       heartbeatMs: 15000,
@@ -144,19 +164,13 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     input: welcome({ refused: [{ name: "x", code: "from_the_future", message: "m" }] }),
     want: {
       type: "welcome",
-      version: 1,
+      version: PROTOCOL_VERSION,
       sessionId: "s1",
       sessionSecret: "secret",
       heartbeatMs: 15000,
       tunnels: [],
       refused: [{ name: "x", code: "internal", message: "m" }],
     },
-  },
-  {
-    name: "server open",
-    decoder: "server",
-    input: '{"type":"open","claim":"c-1","tunnel":"adb"}',
-    want: { type: "open", claim: "c-1", tunnel: "adb" },
   },
   {
     name: "tunnel_close",
@@ -177,59 +191,15 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
     want: { type: "error", code: "unauthorized", message: "bad token" },
   },
   {
-    name: "stream ack at the window size",
-    decoder: "stream",
-    input: `{"type":"ack","bytes":${STREAM_WINDOW_BYTES}}`,
-    want: { type: "ack", bytes: STREAM_WINDOW_BYTES },
+    name: "server notice",
+    decoder: "server",
+    input: '{"type":"notice","code":"quota_exceeded","message":"90% used"}',
+    want: { type: "notice", code: "quota_exceeded", message: "90% used" },
   },
   {
-    name: "stream ack of one byte",
-    decoder: "stream",
-    input: '{"type":"ack","bytes":1}',
-    want: { type: "ack", bytes: 1 },
-  },
-  { name: "stream eof", decoder: "stream", input: '{"type":"eof"}', want: { type: "eof" } },
-  {
-    name: "stream eof with an ack folded in",
-    decoder: "stream",
-    input: '{"type":"eof","bytes":17}',
-    want: { type: "eof", bytes: 17 },
-  },
-  { name: "stream idle", decoder: "stream", input: '{"type":"idle"}', want: { type: "idle" } },
-  {
-    name: "stream idle drops unknown fields",
-    decoder: "stream",
-    input: '{"type":"idle","bytes":5,"junk":[1]}',
-    want: { type: "idle" },
-  },
-  {
-    name: "stream open",
-    decoder: "stream",
-    input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000"}',
-    want: { type: "open", tunnel: "adb", remote: "[::1]:4000" },
-  },
-  {
-    name: "stream open offering reuse",
-    decoder: "stream",
-    input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000","reuse":true}',
-    want: { type: "open", tunnel: "adb", remote: "[::1]:4000", reuse: true },
-  },
-  {
-    name: "stream open with reuse false",
-    decoder: "stream",
-    input: '{"type":"open","tunnel":"adb","remote":"[::1]:4000","reuse":false}',
-    want: { type: "open", tunnel: "adb", remote: "[::1]:4000" },
-  },
-  {
-    name: "stream error",
-    decoder: "stream",
-    input: '{"type":"error","code":"local_dial_failed","message":"refused"}',
-    want: { type: "error", code: "local_dial_failed", message: "refused" },
-  },
-  {
-    name: "stream message exactly at the byte limit",
-    decoder: "stream",
-    input: sized(MAX_STREAM_CONTROL_BYTES, "é"),
+    name: "a message exactly at the byte limit",
+    decoder: "server",
+    input: sized(MAX_CONTROL_MESSAGE_BYTES, "é"),
     want: { type: "error", code: "internal", message: "m" },
   },
 ];
@@ -257,12 +227,6 @@ const INVALID: {
 }[] = [
   { name: "bad JSON", decoder: "client", input: "{", message: "control message is not valid JSON" },
   {
-    name: "bad JSON",
-    decoder: "stream",
-    input: "ack",
-    message: "stream message is not valid JSON",
-  },
-  {
     name: "an array",
     decoder: "client",
     input: '[{"type":"ping","t":1}]',
@@ -275,22 +239,10 @@ const INVALID: {
     message: "control message must be a JSON object",
   },
   {
-    name: "a string",
-    decoder: "stream",
-    input: '"eof"',
-    message: "stream message must be a JSON object",
-  },
-  {
     name: "a missing type",
     decoder: "client",
     input: '{"t":1}',
     message: 'control message has no "type"',
-  },
-  {
-    name: "a numeric type",
-    decoder: "stream",
-    input: '{"type":1}',
-    message: 'stream message has no "type"',
   },
   {
     name: "an unknown type",
@@ -309,12 +261,6 @@ const INVALID: {
     decoder: "client",
     input: '{"type":"idle"}',
     message: 'unknown control message type "idle"',
-  },
-  {
-    name: "an unknown type, quoted only in part",
-    decoder: "stream",
-    input: JSON.stringify({ type: "z".repeat(100) }),
-    message: `unknown stream message type "${"z".repeat(32)}"`,
   },
   {
     name: "a string version",
@@ -469,10 +415,11 @@ const INVALID: {
     message: 'field "sessionSecret" must be a string',
   },
   {
-    name: "an open without a claim",
+    // v1 asked for streams with `open` on the control channel; v2 opens them on a data connection.
+    name: "the v1 open message",
     decoder: "server",
-    input: '{"type":"open","tunnel":"adb"}',
-    message: 'field "claim" must be a string',
+    input: '{"type":"open","claim":"c-1","tunnel":"adb"}',
+    message: 'unknown control message type "open"',
   },
   {
     name: "an error with a numeric code",
@@ -485,42 +432,6 @@ const INVALID: {
     decoder: "server",
     input: JSON.stringify({ type: "error", code: "internal", message: "m".repeat(1025) }),
     message: 'field "message" is longer than 1024 characters',
-  },
-  {
-    name: "an ack of zero bytes",
-    decoder: "stream",
-    input: '{"type":"ack","bytes":0}',
-    message: `field "bytes" must be an integer from 1 to ${STREAM_WINDOW_BYTES}`,
-  },
-  {
-    name: "an ack beyond the window",
-    decoder: "stream",
-    input: `{"type":"ack","bytes":${STREAM_WINDOW_BYTES + 1}}`,
-    message: `field "bytes" must be an integer from 1 to ${STREAM_WINDOW_BYTES}`,
-  },
-  {
-    name: "an ack with a string count",
-    decoder: "stream",
-    input: '{"type":"ack","bytes":"10"}',
-    message: `field "bytes" must be an integer from 1 to ${STREAM_WINDOW_BYTES}`,
-  },
-  {
-    name: "a stream open with a numeric remote",
-    decoder: "stream",
-    input: '{"type":"open","tunnel":"a","remote":1}',
-    message: 'field "remote" must be a string',
-  },
-  {
-    name: "a stream eof acknowledging zero bytes",
-    decoder: "stream",
-    input: '{"type":"eof","bytes":0}',
-    message: 'field "bytes" must be an integer from 1 to 4194304',
-  },
-  {
-    name: "a stream open with a string reuse",
-    decoder: "stream",
-    input: '{"type":"open","tunnel":"a","remote":"b","reuse":"yes"}',
-    message: 'field "reuse" must be a boolean',
   },
   {
     name: "an oversize message (ASCII)",
@@ -537,18 +448,11 @@ const INVALID: {
     closeCode: CloseCode.tooLarge,
   },
   {
-    name: "an oversize message that is not even JSON",
-    decoder: "stream",
-    input: "{".repeat(MAX_STREAM_CONTROL_BYTES + 1),
-    message: `stream message is larger than the ${MAX_STREAM_CONTROL_BYTES}-byte limit`,
-    closeCode: CloseCode.tooLarge,
-  },
-  {
     // 2-byte characters: under the limit in UTF-16 units, over it in UTF-8 bytes.
     name: "a message short in UTF-16 but oversize in UTF-8",
-    decoder: "stream",
-    input: sized(MAX_STREAM_CONTROL_BYTES + 1, "é"),
-    message: `stream message is larger than the ${MAX_STREAM_CONTROL_BYTES}-byte limit`,
+    decoder: "client",
+    input: sized(MAX_CONTROL_MESSAGE_BYTES + 1, "é"),
+    message: `control message is larger than the ${MAX_CONTROL_MESSAGE_BYTES}-byte limit`,
     closeCode: CloseCode.tooLarge,
   },
   {
@@ -578,8 +482,8 @@ for (const c of INVALID) {
 }
 
 Deno.test("the UTF-8 oversize cases really are short in UTF-16 units", () => {
-  const stream = sized(MAX_STREAM_CONTROL_BYTES + 1, "é");
-  assert.ok(stream.length <= MAX_STREAM_CONTROL_BYTES);
+  const twoByte = sized(MAX_CONTROL_MESSAGE_BYTES + 1, "é");
+  assert.ok(twoByte.length <= MAX_CONTROL_MESSAGE_BYTES);
   const control = sized(MAX_CONTROL_MESSAGE_BYTES + 2, "€");
   assert.ok(control.length <= MAX_CONTROL_MESSAGE_BYTES);
 });
@@ -600,3 +504,383 @@ Deno.test("validateTunnelName rejects other names with a TypeError that says wha
     });
   }
 });
+
+Deno.test("protocol v2 is named in the subprotocol and the endpoint paths; v1 paths stay known", () => {
+  assert.equal(PROTOCOL_VERSION, 2);
+  assert.equal(SUBPROTOCOL, "mport.v2");
+  assert.equal(controlPath("/_mport"), "/_mport/v2/control");
+  assert.equal(streamPath("/x/_mport"), "/x/_mport/v2/stream");
+  assert.equal(legacyControlPath("/_mport"), "/_mport/v1/control");
+  assert.equal(legacyStreamPath("/_mport"), "/_mport/v1/stream");
+});
+
+// ---- mux frames (data connections) ----------------------------------------------------------
+
+const utf8 = new TextEncoder();
+
+/** A raw mux frame: type byte, 32-bit big-endian id, payload (bytes, or a string as UTF-8). */
+function frame(type: number, id: number, payload: Uint8Array | string = new Uint8Array(0)) {
+  const body = typeof payload === "string" ? utf8.encode(payload) : payload;
+  const out = new Uint8Array(MUX_HEADER_BYTES + body.byteLength);
+  out[0] = type;
+  new DataView(out.buffer).setUint32(1, id);
+  out.set(body, MUX_HEADER_BYTES);
+  return out;
+}
+
+function u32(n: number): Uint8Array {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, n);
+  return out;
+}
+
+/** A JSON object of exactly `bytes` UTF-8 bytes: `base` plus a padding field. */
+function jsonOfSize(bytes: number, base: Record<string, unknown>): string {
+  const empty = JSON.stringify({ ...base, pad: "" });
+  const text = JSON.stringify({ ...base, pad: "p".repeat(bytes - utf8.encode(empty).byteLength) });
+  assert.equal(utf8.encode(text).byteLength, bytes);
+  return text;
+}
+
+const bigPayload = new Uint8Array(MUX_MAX_DATA_BYTES).map((_, i) => i * 7);
+
+const MUX_VALID: { name: string; input: Uint8Array; want: MuxFrame }[] = [
+  {
+    name: "a one-byte data frame",
+    input: frame(MuxType.data, 1, new Uint8Array([42])),
+    want: { type: "data", id: 1, payload: new Uint8Array([42]) },
+  },
+  {
+    name: "a full-size data frame for the highest stream id",
+    input: frame(MuxType.data, 0xffffffff, bigPayload),
+    want: { type: "data", id: 0xffffffff, payload: bigPayload },
+  },
+  {
+    name: "a window of one byte",
+    input: frame(MuxType.window, 7, u32(1)),
+    want: { type: "window", id: 7, bytes: 1 },
+  },
+  {
+    name: "a window of the initial size",
+    input: frame(MuxType.window, 0x01020304, u32(MUX_INITIAL_WINDOW)),
+    want: { type: "window", id: 0x01020304, bytes: MUX_INITIAL_WINDOW },
+  },
+  {
+    name: "a window of the largest size",
+    input: frame(MuxType.window, 2, u32(MUX_MAX_WINDOW)),
+    want: { type: "window", id: 2, bytes: MUX_MAX_WINDOW },
+  },
+  {
+    name: "an open",
+    input: frame(MuxType.open, 3, '{"tunnel":"adb","remote":"203.0.113.9:50123"}'),
+    want: { type: "open", id: 3, tunnel: "adb", remote: "203.0.113.9:50123" },
+  },
+  {
+    name: "an open with unknown fields dropped",
+    input: frame(MuxType.open, 3, '{"tunnel":"adb","remote":"[::1]:4000","later":[1,2]}'),
+    want: { type: "open", id: 3, tunnel: "adb", remote: "[::1]:4000" },
+  },
+  {
+    name: "an open exactly at the JSON size limit",
+    input: frame(
+      MuxType.open,
+      9,
+      jsonOfSize(MUX_MAX_CONTROL_BYTES, { tunnel: "t".repeat(MAX_NAME_LENGTH), remote: "r" }),
+    ),
+    want: { type: "open", id: 9, tunnel: "t".repeat(MAX_NAME_LENGTH), remote: "r" },
+  },
+  { name: "an eof", input: frame(MuxType.eof, 5), want: { type: "eof", id: 5 } },
+  {
+    name: "a reset",
+    input: frame(MuxType.reset, 4, '{"code":"local_dial_failed","message":"connection refused"}'),
+    want: { type: "reset", id: 4, code: "local_dial_failed", message: "connection refused" },
+  },
+  {
+    name: "a reset with an unknown code, read as internal",
+    input: frame(MuxType.reset, 4, '{"code":"from_the_future","message":""}'),
+    want: { type: "reset", id: 4, code: "internal", message: "" },
+  },
+  {
+    name: "a reset with a 512-character message",
+    input: frame(MuxType.reset, 4, JSON.stringify({ code: "internal", message: "m".repeat(512) })),
+    want: { type: "reset", id: 4, code: "internal", message: "m".repeat(512) },
+  },
+];
+
+for (const c of MUX_VALID) {
+  Deno.test(`decodeMuxFrame accepts ${c.name}`, () => {
+    assert.deepEqual(decodeMuxFrame(c.input), c.want);
+  });
+}
+
+Deno.test("decodeMuxFrame returns data payloads as views into the message, without a copy", () => {
+  const msg = frame(MuxType.data, 1, new Uint8Array([1, 2, 3]));
+  const f = decodeMuxFrame(msg);
+  assert.equal(f.type, "data");
+  if (f.type !== "data") return;
+  assert.equal(f.payload.buffer, msg.buffer);
+  assert.equal(f.payload.byteOffset, MUX_HEADER_BYTES);
+});
+
+const ROUND_TRIPS: Exclude<MuxFrame, { type: "data" }>[] = [
+  { type: "window", id: 1, bytes: 1 },
+  { type: "window", id: 0xffffffff, bytes: MUX_MAX_WINDOW },
+  { type: "open", id: 2, tunnel: "ssh", remote: "[2001:db8::1]:4242" },
+  { type: "open", id: 0x7fffffff, tunnel: "a".repeat(MAX_NAME_LENGTH), remote: "r".repeat(128) },
+  { type: "eof", id: 3 },
+  { type: "reset", id: 4, code: "rate_limited", message: "too many" },
+  { type: "reset", id: 4, code: "internal", message: 'quotes " and \\ and \n and ☃' },
+];
+
+Deno.test("encodeMuxFrame output decodes to the same frame, for every non-data type", () => {
+  for (const f of ROUND_TRIPS) {
+    const bytes = encodeMuxFrame(f);
+    assert.equal(bytes[0], MuxType[f.type]);
+    assert.deepEqual(decodeMuxFrame(bytes), f, JSON.stringify(f));
+  }
+});
+
+Deno.test("encodeMuxFrame shortens a reset message until it fits, even when JSON escaping inflates it", () => {
+  for (const ch of ["€", "\u0001", "x"]) {
+    const bytes = encodeMuxFrame({
+      type: "reset",
+      id: 1,
+      code: "internal",
+      message: ch.repeat(5000),
+    });
+    assert.ok(
+      bytes.byteLength <= MUX_HEADER_BYTES + MUX_MAX_CONTROL_BYTES,
+      `${ch}: ${bytes.byteLength}`,
+    );
+    const f = decodeMuxFrame(bytes);
+    assert.equal(f.type, "reset");
+    const message = (f as { message: string }).message;
+    assert.ok(message.length >= 100, `${JSON.stringify(ch)} kept ${message.length} characters`);
+    assert.equal(message, ch.repeat(message.length));
+  }
+});
+
+Deno.test("a data frame written with writeMuxHeader decodes to its header and payload", () => {
+  for (const id of [1, 0x00ff00ff, 0xffffffff]) {
+    for (const len of [1, 1000, MUX_MAX_DATA_BYTES]) {
+      const room = 3; // the header may sit anywhere in a larger buffer
+      const buf = new Uint8Array(room + MUX_HEADER_BYTES + len);
+      buf.set(bigPayload.subarray(0, len), room + MUX_HEADER_BYTES);
+      writeMuxHeader(buf, room, MuxType.data, id);
+      const f = decodeMuxFrame(buf.subarray(room));
+      assert.equal(f.type, "data");
+      assert.equal(f.id, id);
+      if (f.type === "data") assert.deepEqual(f.payload, bigPayload.subarray(0, len));
+    }
+  }
+});
+
+const INVALID_UTF8 = new Uint8Array([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d]); // {"\xc3("}
+
+const MUX_INVALID: { name: string; input: Uint8Array; message: string; closeCode?: number }[] = [
+  {
+    name: "an empty message",
+    input: new Uint8Array(0),
+    message: "mux frame of 0 bytes is shorter than its header",
+  },
+  {
+    name: "a message shorter than the header",
+    input: new Uint8Array([MuxType.eof, 0, 0, 1]),
+    message: "mux frame of 4 bytes is shorter than its header",
+  },
+  {
+    name: "stream id 0",
+    input: frame(MuxType.data, 0, "x"),
+    message: "mux frame for stream 0",
+  },
+  {
+    name: "stream id 0 on an eof",
+    input: frame(MuxType.eof, 0),
+    message: "mux frame for stream 0",
+  },
+  {
+    name: "an unknown type",
+    input: frame(5, 1),
+    message: "unknown mux frame type 5",
+  },
+  {
+    name: "type 255",
+    input: frame(255, 1, "x"),
+    message: "unknown mux frame type 255",
+  },
+  {
+    name: "an empty data frame",
+    input: frame(MuxType.data, 1),
+    message: "empty data frame",
+  },
+  {
+    name: "a data frame one byte over the size limit",
+    input: frame(MuxType.data, 1, new Uint8Array(MUX_MAX_DATA_BYTES + 1)),
+    message: `mux frame of ${
+      MUX_MAX_MESSAGE_BYTES + 1
+    } bytes exceeds the ${MUX_MAX_MESSAGE_BYTES}-byte limit`,
+    closeCode: CloseCode.tooLarge,
+  },
+  {
+    name: "an oversized message of an unknown type",
+    input: frame(77, 1, new Uint8Array(MUX_MAX_MESSAGE_BYTES)),
+    message: `mux frame of ${
+      MUX_MAX_MESSAGE_BYTES + MUX_HEADER_BYTES
+    } bytes exceeds the ${MUX_MAX_MESSAGE_BYTES}-byte limit`,
+    closeCode: CloseCode.tooLarge,
+  },
+  {
+    name: "a window of 0",
+    input: frame(MuxType.window, 1, u32(0)),
+    message: `window increment must be from 1 to ${MUX_MAX_WINDOW} bytes`,
+  },
+  {
+    name: "a window above the largest window",
+    input: frame(MuxType.window, 1, u32(MUX_MAX_WINDOW + 1)),
+    message: `window increment must be from 1 to ${MUX_MAX_WINDOW} bytes`,
+  },
+  {
+    name: "a window of 2^32-1",
+    input: frame(MuxType.window, 1, u32(0xffffffff)),
+    message: `window increment must be from 1 to ${MUX_MAX_WINDOW} bytes`,
+  },
+  {
+    name: "a window with no payload",
+    input: frame(MuxType.window, 1),
+    message: "window frame must carry 4 bytes",
+  },
+  {
+    name: "a window with 3 bytes",
+    input: frame(MuxType.window, 1, new Uint8Array([0, 0, 1])),
+    message: "window frame must carry 4 bytes",
+  },
+  {
+    name: "a window with 5 bytes",
+    input: frame(MuxType.window, 1, new Uint8Array([0, 0, 0, 1, 0])),
+    message: "window frame must carry 4 bytes",
+  },
+  {
+    name: "an open with invalid UTF-8",
+    input: frame(MuxType.open, 1, INVALID_UTF8),
+    message: "open frame is not valid UTF-8",
+  },
+  {
+    name: "a reset with invalid UTF-8",
+    input: frame(MuxType.reset, 1, INVALID_UTF8),
+    message: "reset frame is not valid UTF-8",
+  },
+  {
+    name: "an open that is not JSON",
+    input: frame(MuxType.open, 1, "{tunnel:adb}"),
+    message: "open frame is not valid JSON",
+  },
+  {
+    name: "an open with no payload",
+    input: frame(MuxType.open, 1),
+    message: "open frame is not valid JSON",
+  },
+  {
+    name: "a reset that is not JSON",
+    input: frame(MuxType.reset, 1, "reset"),
+    message: "reset frame is not valid JSON",
+  },
+  {
+    name: "an open carrying a JSON array",
+    input: frame(MuxType.open, 1, '["adb","1.2.3.4:5"]'),
+    message: "open frame must carry a JSON object",
+  },
+  {
+    name: "a reset carrying a JSON array",
+    input: frame(MuxType.reset, 1, "[]"),
+    message: "reset frame must carry a JSON object",
+  },
+  {
+    name: "a reset carrying null",
+    input: frame(MuxType.reset, 1, "null"),
+    message: "reset frame must carry a JSON object",
+  },
+  {
+    name: "an open carrying a string",
+    input: frame(MuxType.open, 1, '"adb"'),
+    message: "open frame must carry a JSON object",
+  },
+  {
+    name: "an open one byte over the JSON size limit",
+    input: frame(
+      MuxType.open,
+      1,
+      jsonOfSize(MUX_MAX_CONTROL_BYTES + 1, { tunnel: "adb", remote: "r" }),
+    ),
+    message: `open frame is larger than the ${MUX_MAX_CONTROL_BYTES}-byte limit`,
+    closeCode: CloseCode.tooLarge,
+  },
+  {
+    name: "an oversized reset that is not even JSON",
+    input: frame(MuxType.reset, 1, "{".repeat(MUX_MAX_CONTROL_BYTES + 1)),
+    message: `reset frame is larger than the ${MUX_MAX_CONTROL_BYTES}-byte limit`,
+    closeCode: CloseCode.tooLarge,
+  },
+  {
+    name: "an eof with a payload",
+    input: frame(MuxType.eof, 1, new Uint8Array([0])),
+    message: "eof frame must be empty",
+  },
+  {
+    name: "an open without a tunnel",
+    input: frame(MuxType.open, 1, '{"remote":"1.2.3.4:5"}'),
+    message: 'field "tunnel" must be a string',
+  },
+  {
+    name: "an open without a remote",
+    input: frame(MuxType.open, 1, '{"tunnel":"adb"}'),
+    message: 'field "remote" must be a string',
+  },
+  {
+    name: "an open with a numeric remote",
+    input: frame(MuxType.open, 1, '{"tunnel":"adb","remote":5}'),
+    message: 'field "remote" must be a string',
+  },
+  {
+    name: "an open with an overlong tunnel name",
+    input: frame(
+      MuxType.open,
+      1,
+      JSON.stringify({ tunnel: "t".repeat(MAX_NAME_LENGTH + 1), remote: "r" }),
+    ),
+    message: `field "tunnel" is longer than ${MAX_NAME_LENGTH} characters`,
+  },
+  {
+    name: "an open with an overlong remote",
+    input: frame(MuxType.open, 1, JSON.stringify({ tunnel: "adb", remote: "r".repeat(129) })),
+    message: 'field "remote" is longer than 128 characters',
+  },
+  {
+    name: "a reset without a code",
+    input: frame(MuxType.reset, 1, '{"message":"m"}'),
+    message: 'field "code" must be a string',
+  },
+  {
+    name: "a reset without a message",
+    input: frame(MuxType.reset, 1, '{"code":"internal"}'),
+    message: 'field "message" must be a string',
+  },
+  {
+    name: "a reset with an overlong message",
+    input: frame(MuxType.reset, 1, JSON.stringify({ code: "internal", message: "m".repeat(513) })),
+    message: 'field "message" is longer than 512 characters',
+  },
+];
+
+for (const c of MUX_INVALID) {
+  Deno.test(`decodeMuxFrame rejects ${c.name}`, () => {
+    assert.throws(
+      () => decodeMuxFrame(c.input),
+      (e: unknown) => {
+        assert.ok(e instanceof ProtocolError, `expected a ProtocolError, got ${e}`);
+        assert.equal(e.message, c.message);
+        assert.equal(e.closeCode, c.closeCode ?? CloseCode.protocolError);
+        return true;
+      },
+    );
+  });
+}

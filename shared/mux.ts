@@ -1,0 +1,273 @@
+// A data connection: one WebSocket carrying many user connections as logical streams (protocol v2).
+import {
+  CloseCode,
+  decodeMuxFrame,
+  encodeMuxFrame,
+  type ErrorCode,
+  MUX_HEADER_BYTES,
+  MUX_MAX_STREAMS,
+  MUX_SEND_HIGH_WATER,
+  MUX_SEND_LOW_WATER,
+  MuxType,
+  ProtocolError,
+  truncateReason,
+  writeMuxHeader,
+} from "./protocol.ts";
+import {
+  MuxStream,
+  SEND_ROOM,
+  type StreamHooks,
+  type StreamLink,
+  type WindowBudget,
+} from "./mux_stream.ts";
+import { type WsConn, WsProtocolError } from "./ws_conn.ts";
+import { MAX_WS_HEADER_BYTES } from "./ws_frames.ts";
+
+/** Stream ids are 32 bits and never reused on one data connection. */
+const MAX_STREAM_ID = 0xffff_ffff;
+
+/** Which end of the data connection this is: the server opens streams, the client accepts them. */
+export type MuxRole = "server" | "client";
+
+/** Options of a data connection. */
+export interface MuxOptions {
+  readonly role: MuxRole;
+  /** Budget for receive windows grown beyond the initial one; null: never grow. */
+  readonly budget: WindowBudget | null;
+  /** Client: most streams open at once (further `OPEN`s are refused with `RESET`). */
+  readonly maxStreams?: number;
+  /** Client: a stream the server opened; dial, then `attach()` or `reset()`. */
+  readonly onOpen?: (stream: MuxStream, tunnel: string, remote: string) => void;
+  /** Called once when the data connection is gone, with why. */
+  readonly onClose?: (reason: string) => void;
+  /** The peer broke the protocol (the connection is being closed with the error's code). */
+  readonly onProtocolError?: (message: string) => void;
+}
+
+/**
+ * Carries streams over one WebSocket. One reader loop decodes frames and hands them to their
+ * stream; outgoing frames are queued on the `WsConn`, which writes everything queued in one turn
+ * with a single syscall. Bulk senders wait (in arrival order) while the socket's queue is above
+ * `MUX_SEND_HIGH_WATER`, so no stream can hold more than one frame beyond it and a small frame of
+ * an interactive stream is never far behind.
+ */
+export class Mux implements StreamLink {
+  readonly ws: WsConn;
+  readonly #opts: MuxOptions;
+  readonly #streams = new Map<number, MuxStream>();
+  /** Server: the last id handed out. Client: the highest id the server has opened. */
+  #lastId = 0;
+  #closed = false;
+  #closeReason = "";
+  /** Senders waiting for the socket's queue to drain, resolved together once it has. */
+  #waiters: (() => void)[] = [];
+  #draining = false;
+  readonly done: Promise<string>;
+  #resolveDone!: (reason: string) => void;
+
+  constructor(ws: WsConn, opts: MuxOptions) {
+    this.ws = ws;
+    this.#opts = opts;
+    this.done = new Promise((r) => (this.#resolveDone = r));
+    this.#readLoop();
+    ws.closed.then((info) => {
+      this.#shut(info.reason ? `data connection closed: ${info.reason}` : "data connection closed");
+    });
+  }
+
+  /** Streams open on this connection. */
+  get size(): number {
+    return this.#streams.size;
+  }
+
+  /** True once the connection is gone. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Every open stream (for shutdown). */
+  streams(): IterableIterator<MuxStream> {
+    return this.#streams.values();
+  }
+
+  /**
+   * Server: false once every stream id of this connection has been used (2³² − 1 streams); the
+   * connection then takes no new streams and closes when its last one ends, and the client
+   * opens a fresh one.
+   */
+  get exhausted(): boolean {
+    return this.#lastId >= MAX_STREAM_ID;
+  }
+
+  /** Server: opens a stream for a user connection and starts bridging it. */
+  open(tunnel: string, remote: string, conn: Deno.Conn, hooks: StreamHooks): MuxStream {
+    if (this.#opts.role !== "server") throw new Error("only the server opens streams");
+    if (this.#closed) throw new Error("data connection is closed");
+    if (this.exhausted) throw new Error("data connection has used every stream id");
+    const id = ++this.#lastId;
+    const stream = new MuxStream(id, this, this.#opts.budget, hooks);
+    this.#streams.set(id, stream);
+    this.#control(encodeMuxFrame({ type: "open", id, tunnel, remote }));
+    stream.attach(conn);
+    return stream;
+  }
+
+  /** Closes the WebSocket (streams on it are reset). */
+  close(code: number = CloseCode.normal, reason = ""): void {
+    this.#shut(reason || "data connection closed");
+    this.ws.close(code, reason).catch(() => {});
+  }
+
+  // --- StreamLink --------------------------------------------------------------------------------
+
+  sendData(id: number, buf: Uint8Array, len: number): Promise<void> | void {
+    if (this.#closed) return;
+    const start = SEND_ROOM - MUX_HEADER_BYTES - MAX_WS_HEADER_BYTES;
+    writeMuxHeader(buf, SEND_ROOM - MUX_HEADER_BYTES, MuxType.data, id);
+    // The stream gave `buf` away: it is freed as soon as it is written.
+    this.ws.sendBinaryWithRoom(
+      start === 0 ? buf : buf.subarray(start),
+      MUX_HEADER_BYTES + len,
+      true,
+    );
+    if (this.ws.bufferedAmount <= MUX_SEND_HIGH_WATER) return;
+    return this.#waitDrain();
+  }
+
+  sendWindow(id: number, bytes: number): void {
+    this.#control(encodeMuxFrame({ type: "window", id, bytes }));
+  }
+
+  sendEof(id: number): void {
+    this.#control(encodeMuxFrame({ type: "eof", id }));
+  }
+
+  sendReset(id: number, code: ErrorCode, message: string): void {
+    this.#control(encodeMuxFrame({ type: "reset", id, code, message }));
+  }
+
+  forget(id: number): void {
+    this.#streams.delete(id);
+    if (this.#streams.size === 0 && this.exhausted) {
+      this.close(CloseCode.normal, "stream ids used up");
+    }
+  }
+
+  // --- internals ---------------------------------------------------------------------------------
+
+  #control(frame: Uint8Array): void {
+    if (this.#closed) return;
+    try {
+      this.ws.sendBinary(frame);
+    } catch {
+      // closing; the reader loop ends the streams
+    }
+  }
+
+  #waitDrain(): Promise<void> {
+    const p = new Promise<void>((r) => this.#waiters.push(r));
+    if (!this.#draining) {
+      this.#draining = true;
+      this.ws.drained(MUX_SEND_LOW_WATER).then(() => {
+        this.#draining = false;
+        const waiters = this.#waiters;
+        this.#waiters = [];
+        for (const w of waiters) w();
+      });
+    }
+    return p;
+  }
+
+  async #readLoop(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        const msg = await this.ws.read();
+        if (msg === null) break;
+        if (msg.text) throw new ProtocolError("data connections carry binary frames only");
+        this.#onFrame(msg.data);
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError || e instanceof WsProtocolError) {
+        this.#opts.onProtocolError?.(e.message);
+        this.#shut(`protocol error: ${e.message}`);
+        // A WsProtocolError is already being closed by the WsConn with its own code (1002,
+        // 1007, 1009); aborting would drop that close frame.
+        if (e instanceof ProtocolError) {
+          this.ws.close(e.closeCode, truncateReason(e.message)).catch(() => {});
+        }
+        return;
+      }
+      this.#shut(`data connection failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.ws.abort();
+      return;
+    }
+    this.#shut("data connection closed by the peer");
+  }
+
+  #onFrame(data: Uint8Array): void {
+    const frame = decodeMuxFrame(data);
+    const id = frame.id;
+    if (frame.type === "open") {
+      this.#onOpen(id, frame.tunnel, frame.remote);
+      return;
+    }
+    const stream = this.#streams.get(id);
+    if (!stream) {
+      // A stream that ended (its frames may cross our RESET) is ignored; one never opened is not.
+      if (id > this.#lastId) {
+        throw new ProtocolError(`frame for stream ${id}, which was never opened`);
+      }
+      return;
+    }
+    switch (frame.type) {
+      case "data":
+        stream.onData(frame.payload);
+        return;
+      case "window":
+        stream.onWindow(frame.bytes);
+        return;
+      case "eof":
+        stream.onEof();
+        return;
+      case "reset":
+        stream.onReset(frame.code, frame.message);
+        return;
+      default: {
+        const never: never = frame;
+        throw new ProtocolError(`unhandled ${String(never)}`);
+      }
+    }
+  }
+
+  #onOpen(id: number, tunnel: string, remote: string): void {
+    if (this.#opts.role !== "client") throw new ProtocolError("only the server opens streams");
+    if (id <= this.#lastId) throw new ProtocolError(`stream ${id} opened twice or out of order`);
+    this.#lastId = id;
+    const stream = new MuxStream(id, this, this.#opts.budget);
+    if (this.#streams.size >= (this.#opts.maxStreams ?? MUX_MAX_STREAMS)) {
+      // Not a protocol error: the server may have raced our own closes. Refuse this one.
+      this.sendReset(id, "rate_limited", "the client has too many open connections");
+      return;
+    }
+    this.#streams.set(id, stream);
+    this.#opts.onOpen?.(stream, tunnel, remote);
+  }
+
+  #shut(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeReason = reason;
+    for (const s of [...this.#streams.values()]) s.lost(reason);
+    this.#streams.clear();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+    this.#opts.onClose?.(reason);
+    this.#resolveDone(reason);
+  }
+
+  /** Why the connection ended ("" while open). */
+  get closeReason(): string {
+    return this.#closeReason;
+  }
+}

@@ -1,0 +1,29 @@
+// Small TCP helpers both programs use: write everything, close without caring whether it is closed.
+
+/** Writes every byte of `data` to `conn`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.byteLength) {
+    off += await conn.write(off === 0 ? data : data.subarray(off));
+  }
+}
+
+/** Closes a connection or listener that may already be closed. */
+export function closeQuietly(conn: { close(): void }): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * Frees the memory behind `view` now instead of at the next garbage collection, by detaching its
+ * whole ArrayBuffer (`transfer(0)`). Only for buffers nothing else refers to any more: every other
+ * view of it becomes empty. A flood through many streams would otherwise leave tens of MiB of
+ * dead buffers for the collector, which V8 lets grow to 64 MiB before it collects.
+ */
+export function freeBuffer(view: Uint8Array): void {
+  const buffer = view.buffer;
+  if (buffer instanceof ArrayBuffer && !buffer.detached) buffer.transfer(0);
+}
