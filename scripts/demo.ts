@@ -37,7 +37,8 @@ const METRIC_NAMES = [
   "mport_bytes_out_total",
   "mport_tunnels_active",
   "mport_clients_connected",
-  "mport_streams_pooled",
+  "mport_data_connections",
+  "mport_streams_opened_total",
 ];
 
 /** A TCP echo service that logs connections when asked to. */
