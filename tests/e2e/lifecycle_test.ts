@@ -10,7 +10,7 @@ import {
   startServer,
   tunnelPort,
 } from "./harness.ts";
-import { freePort } from "./services.ts";
+import { freeStablePort } from "./services.ts";
 import {
   closeQuietly,
   portRange,
@@ -91,7 +91,7 @@ Deno.test("a connection held while the client was killed is bridged by its succe
 
 Deno.test("after a server restart on the same address the client returns with the same public port", async () => {
   const echo = startEcho();
-  const listen = `127.0.0.1:${freePort()}`;
+  const listen = `127.0.0.1:${freeStablePort()}`;
   const serverArgs = ["--listen", listen, "--port-range", portRange().text];
   let server = await startServer(serverArgs);
   const client = startClient(["tcp", `127.0.0.1:${echo.port}`, "--server", `ws://${listen}`]);

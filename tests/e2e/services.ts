@@ -9,6 +9,24 @@ const START_ATTEMPTS = 3;
 
 const NGINX_EXAMPLE = new URL("../../scripts/nginx.conf.example", import.meta.url);
 
+/**
+ * A free port below Linux's ephemeral range (32768+), for a listener that must be bound again
+ * later: a port from the ephemeral range may meanwhile become the source port of an outgoing
+ * connection (even a client's own reconnect attempt to it, a TCP self-connect).
+ */
+export function freeStablePort(): number {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 15000 + Math.floor(Math.random() * 5000);
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch {
+      // taken: try another
+    }
+  }
+  throw new Error("no free port found in 15000-19999");
+}
+
 /** A TCP port on 127.0.0.1 that was free a moment ago (bound on port 0, then released). */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
