@@ -4,15 +4,24 @@
 //   "U" then data ... EOF  → the service counts the bytes and replies with the count (8 bytes, BE)
 //   "D" + 8-byte BE length → the service sends that many bytes, then half-closes
 //   "E" then data          → the service echoes everything, half-closing at EOF
+//   "A" + 4-byte BE chunk size, then data ... EOF → the service sends an ACK_BYTES acknowledgement
+//                             at once and after every full chunk (adb's OKAY after each WRTE),
+//                             then half-closes at EOF
 
 /** Mode bytes of the service protocol. */
-export const MODE = { upload: 0x55, download: 0x44, echo: 0x45 } as const;
+export const MODE = { upload: 0x55, download: 0x44, echo: 0x45, ack: 0x41 } as const;
+
+/** Size of the acknowledgement the "A" mode sends per chunk (an adb message header). */
+export const ACK_BYTES = 24;
 
 /** Bytes the service reads or writes per call; large, so the load generator costs little CPU. */
 export const IO_CHUNK_BYTES = 1024 * 1024;
 
 /** Longest a download request may ask for (bounds the source loop). */
 const MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024 * 1024;
+
+/** Largest chunk the "A" mode accepts (bounds what it counts before acknowledging). */
+const MAX_ACK_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /** A running benchmark service. */
 export interface BenchService {
@@ -92,6 +101,32 @@ async function serveConn(conn: Deno.TcpConn, source: Uint8Array): Promise<void> 
       while ((await conn.read(buf)) !== null) {
         // discard
       }
+      return;
+    }
+    case MODE.ack: {
+      let have = first;
+      while (have < 5) {
+        const n = await conn.read(buf.subarray(have, 5));
+        if (n === null) return;
+        have += n;
+      }
+      const chunk = new DataView(buf.buffer, 1, 4).getUint32(0);
+      if (chunk < 1 || chunk > MAX_ACK_CHUNK_BYTES) return;
+      const ack = new Uint8Array(ACK_BYTES);
+      // The first acknowledgement says the connection reached the service.
+      await writeAll(conn, ack);
+      let pending = have - 5;
+      while (true) {
+        // A sender waits for each acknowledgement, so at most one chunk is ever outstanding.
+        while (pending >= chunk) {
+          pending -= chunk;
+          await writeAll(conn, ack);
+        }
+        const n = await conn.read(buf);
+        if (n === null) break;
+        pending += n;
+      }
+      await conn.closeWrite();
       return;
     }
     case MODE.echo: {

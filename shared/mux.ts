@@ -120,15 +120,15 @@ export class Mux implements StreamLink {
 
   // --- StreamLink --------------------------------------------------------------------------------
 
-  sendData(id: number, buf: Uint8Array, len: number): Promise<void> | void {
+  sendData(id: number, buf: Uint8Array, len: number, giveAway: boolean): Promise<void> | void {
     if (this.#closed) return;
     const start = SEND_ROOM - MUX_HEADER_BYTES - MAX_WS_HEADER_BYTES;
     writeMuxHeader(buf, SEND_ROOM - MUX_HEADER_BYTES, MuxType.data, id);
-    // The stream gave `buf` away: it is freed as soon as it is written.
+    // A buffer given away is freed as soon as it is written.
     this.ws.sendBinaryWithRoom(
       start === 0 ? buf : buf.subarray(start),
       MUX_HEADER_BYTES + len,
-      true,
+      giveAway,
     );
     if (this.ws.bufferedAmount <= MUX_SEND_HIGH_WATER) return;
     return this.#waitDrain();

@@ -10,6 +10,7 @@ import {
 } from "./protocol.ts";
 import { closeQuietly, freeBuffer } from "./net.ts";
 import { resetConn } from "./tcp_reset.ts";
+import { COPIED_FRAME_BYTES } from "./ws_conn.ts";
 
 /** How a stream ended, for logs and counters. */
 export interface StreamEnd {
@@ -44,11 +45,13 @@ export interface WindowBudget {
 /** What a stream needs from its data connection. */
 export interface StreamLink {
   /**
-   * Sends a `DATA` frame whose payload sits at `buf[SEND_ROOM, SEND_ROOM + len)`; the link owns
-   * `buf` from now on. Resolves when the stream may read again (at once unless the connection's
-   * send queue is above its high-water mark).
+   * Sends a `DATA` frame whose payload sits at `buf[SEND_ROOM, SEND_ROOM + len)`. With
+   * `giveAway` the link owns `buf` from now on (and frees it once written); without, the frame
+   * must be smaller than `COPIED_FRAME_BYTES`, which the WebSocket copies before returning.
+   * Resolves when the stream may read again (at once unless the connection's send queue is
+   * above its high-water mark).
    */
-  sendData(id: number, buf: Uint8Array, len: number): Promise<void> | void;
+  sendData(id: number, buf: Uint8Array, len: number, giveAway: boolean): Promise<void> | void;
   sendWindow(id: number, bytes: number): void;
   sendEof(id: number): void;
   sendReset(id: number, code: ErrorCode, message: string): void;
@@ -60,6 +63,8 @@ export interface StreamLink {
 const COALESCE_BELOW = 16 * 1024;
 /** Size of a coalescing chunk in the write queue. */
 const COALESCE_CHUNK = 16 * 1024;
+/** Received buffers at least this big are freed as soon as they are written. */
+const FREE_AT_ONCE_BYTES = 32 * 1024;
 /** Read buffers grow by this factor each time a read fills one, up to the largest data frame. */
 const READ_GROWTH = 4;
 
@@ -208,8 +213,13 @@ export class MuxStream {
 
   #enqueue(payload: Uint8Array): void {
     const n = payload.byteLength;
-    // Large payloads are queued as they are unless they are a small view into a big buffer.
-    if (n >= COALESCE_BELOW && n * 4 >= payload.buffer.byteLength) {
+    // Queued as it is when it is large, or when nothing waits (the common interactive case: no
+    // copy, no chunk), unless it is a small view into a big buffer. Small payloads that arrive
+    // while others wait are copied into shared chunks, so a flood of tiny frames into a stalled
+    // stream costs its bytes, not an object each.
+    if (
+      (n >= COALESCE_BELOW || this.#queue.length === 0) && n * 4 >= payload.buffer.byteLength
+    ) {
       this.#queue.push({ buf: payload, len: n, open: false });
       return;
     }
@@ -246,8 +256,8 @@ export class MuxStream {
         const len = chunk.len;
         let off = 0;
         while (off < len) off += await conn.write(chunk.buf.subarray(off, len));
-        // Received buffers belong to this stream alone: free them now, not at the next GC.
-        freeBuffer(chunk.buf);
+        // Received buffers belong to this stream alone: free big ones now, not at the next GC.
+        if (chunk.open || chunk.buf.byteLength >= FREE_AT_ONCE_BYTES) freeBuffer(chunk.buf);
         if (this.#ended) return;
         this.#queued -= len;
         this.#consumed += len;
@@ -308,20 +318,24 @@ export class MuxStream {
         this.lastActive = Date.now();
         this.#hooks.onSent?.(n);
         const full = n === max && max === size;
-        let out: Uint8Array;
-        if (n * 4 < buf.byteLength) {
-          // A small read: send a right-sized copy and keep reading into the same buffer.
-          out = new Uint8Array(SEND_ROOM + n);
+        let wait: Promise<void> | void;
+        if (SEND_ROOM + n < COPIED_FRAME_BYTES) {
+          // Small: the WebSocket copies it into its current batch at once; the buffer stays ours.
+          wait = this.#link.sendData(this.id, buf, n, false);
+        } else if (n * 4 < buf.byteLength) {
+          // Medium, in a big buffer: hand over a right-sized copy and keep the buffer.
+          const out = new Uint8Array(SEND_ROOM + n);
           out.set(buf.subarray(SEND_ROOM, SEND_ROOM + n), SEND_ROOM);
+          wait = this.#link.sendData(this.id, out, n, true);
         } else {
-          out = buf;
+          // Large: hand the buffer itself over (it is freed once written) and read into a new one.
+          wait = this.#link.sendData(this.id, buf, n, true);
           buf = new Uint8Array(SEND_ROOM + size);
         }
         if (full && size < MUX_MAX_DATA_BYTES) {
           size = Math.min(size * READ_GROWTH, MUX_MAX_DATA_BYTES);
           buf = new Uint8Array(SEND_ROOM + size);
         }
-        const wait = this.#link.sendData(this.id, out, n);
         if (wait) await wait;
       }
     } catch (e) {

@@ -11,7 +11,13 @@ import {
   WsProtocolError,
 } from "./ws_frames.ts";
 import { DEFAULT_READ_BUFFER_BYTES, EndOfStream, FrameReader } from "./ws_reader.ts";
-import { FrameWriter } from "./ws_writer.ts";
+import { FrameWriter, SMALL_FRAME_BYTES } from "./ws_writer.ts";
+
+/**
+ * A binary frame smaller than this (header included) is copied by `sendBinary` and
+ * `sendBinaryWithRoom` before they return: the caller may reuse its buffer right away.
+ */
+export const COPIED_FRAME_BYTES = SMALL_FRAME_BYTES;
 
 export { WsProtocolError } from "./ws_frames.ts";
 

@@ -2,8 +2,11 @@
 import { freeBuffer } from "./net.ts";
 import { applyMask, encodeHeader, headerLength, MAX_WS_HEADER_BYTES, Opcode } from "./ws_frames.ts";
 
-/** Frames below this size (header + payload) are copied into the shared write buffer. */
-const SMALL_FRAME_BYTES = 16 * 1024;
+/**
+ * Frames below this size (header + payload) are copied into the shared write buffer before
+ * `send`/`sendWithRoom` return, so their caller may reuse its buffer at once.
+ */
+export const SMALL_FRAME_BYTES = 16 * 1024;
 const FIRST_WRITE_BUFFER_BYTES = 4 * 1024;
 const MAX_WRITE_BUFFER_BYTES = 64 * 1024;
 const WRITE_BUFFER_GROWTH = 4;
