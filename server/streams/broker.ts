@@ -113,21 +113,21 @@ export class Broker {
         });
       },
     };
+    const mux = tunnel.session?.pickMux() ?? null;
+    if (mux) {
+      // The usual case: bridged at once, no hold timer to set and clear.
+      this.#bridge(mux, tunnel, pending);
+      return;
+    }
     tunnel.pending.push(pending);
     pending.timer = setTimeout(() => {
       this.#stats.refusal("hold_timeout");
       pending.drop(`no stream from the client within ${this.#config.holdTimeoutMs / 1000} s`);
     }, this.#config.holdTimeoutMs);
-
-    const mux = tunnel.session?.pickMux() ?? null;
-    if (!mux) {
-      this.#log.debug("holding {remote} on {name} until the client has a data connection", {
-        remote,
-        name: tunnel.name,
-      });
-      return;
-    }
-    this.#bridge(mux, tunnel, pending);
+    this.#log.debug("holding {remote} on {name} until the client has a data connection", {
+      remote,
+      name: tunnel.name,
+    });
   }
 
   /** A session (re)attached or opened a data connection: bridge every connection waiting for it. */
