@@ -1,10 +1,12 @@
 // Composition root of the client: transport, reconnect loop with backoff, shutdown.
 import { Backoff } from "../shared/backoff.ts";
 import { log } from "../shared/log.ts";
+import { printable } from "../shared/sanitize.ts";
 import type { TunnelGrant, TunnelRefusal } from "../shared/protocol.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { ClientSession } from "./session.ts";
 import type { StreamCounters } from "./streams.ts";
+import { TunnelGates } from "./tunnel_gate.ts";
 
 /** What the client tells its user. */
 export interface ClientEvents {
@@ -19,21 +21,34 @@ export interface RunningClient {
   /** Resolves when the client stops: `fatal` carries the message when retrying cannot help. */
   readonly done: Promise<{ fatal: string | null }>;
   readonly counters: StreamCounters;
-  /** Stops reconnecting, closes the control channel, lets open streams drain, then resolves. */
+  /**
+   * Stops reconnecting, says `bye` and closes the control channel (the server frees the ports at
+   * once), lets open streams drain, then resolves.
+   */
   close(): Promise<void>;
 }
 
-/** Starts the client's reconnect loop. */
-export function runClient(config: ClientConfig, events: ClientEvents): RunningClient {
+/**
+ * Starts the client's reconnect loop. `clientId` is this installation's persistent id (see
+ * `client_id.ts`): with it the server lets this client, and no other, resume its tunnels.
+ */
+export function runClient(
+  config: ClientConfig,
+  events: ClientEvents,
+  clientId: string,
+): RunningClient {
   const logger = log("client");
   const counters: StreamCounters = {
     opened: 0,
     active: 0,
     localDialFailures: 0,
+    refused: 0,
     bytesToLocal: 0,
     bytesFromLocal: 0,
   };
   const ports = new Map<string, number>();
+  // One set of caps for every session, so reconnecting gives a server no more streams.
+  const gates = new TunnelGates(config.tunnels.map((t) => t.name), config.maxConnections);
   const backoff = new Backoff({ baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
   let stopping = false;
   let current: ClientSession | null = null;
@@ -43,12 +58,16 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
   const done = (async (): Promise<{ fatal: string | null }> => {
     try {
       while (!stopping) {
-        const session = new ClientSession(config, ports, counters, {
+        // The session has made every server text printable; printing it again here is cheap.
+        const session = new ClientSession(config, clientId, ports, counters, gates, {
           onReady: (grant, spec) => events.ready(grant, spec),
-          onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
-          onNotice: (message) => events.problem(message),
+          onRefused: (r: TunnelRefusal) =>
+            events.problem(`tunnel ${printable(r.name, 64)} refused: ${printable(r.message)}`),
+          onNotice: (message) => events.problem(printable(message)),
           onTunnelClosed: (name, reason) =>
-            events.problem(`tunnel ${name} closed by the server: ${reason}`),
+            events.problem(
+              `tunnel ${printable(name, 64)} closed by the server: ${printable(reason)}`,
+            ),
         }, logger);
         current = session;
         sessions.add(session);
@@ -67,10 +86,12 @@ export function runClient(config: ClientConfig, events: ClientEvents): RunningCl
           }, 1000);
         }
         if (stopping) break;
-        if (end.fatal) return { fatal: end.message };
+        if (end.fatal) return { fatal: printable(end.message) };
         if (end.welcomed && Date.now() - started > 10_000) backoff.reset();
         const wait = backoff.next();
-        events.problem(`${end.message}; reconnecting in ${(wait / 1000).toFixed(1)} s`);
+        events.problem(
+          `${printable(end.message)}; reconnecting in ${(wait / 1000).toFixed(1)} s`,
+        );
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
           wake = () => {

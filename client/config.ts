@@ -1,8 +1,8 @@
 // The client's configuration: subcommands, flags, environment and the TOML file, built once in main.ts.
-import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { parse as parseToml } from "smol-toml";
 import { formatHostPort, parseHostPort, parsePort } from "../shared/address.ts";
+import { parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import {
   DEFAULT_PATH_PREFIX,
@@ -10,6 +10,7 @@ import {
   validateTunnelName,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
+import { DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS } from "./tunnel_gate.ts";
 
 /** One local service to publish. */
 export interface TunnelSpec {
@@ -40,6 +41,8 @@ export interface ClientConfig {
   readonly tunnels: readonly TunnelSpec[];
   /** Data connections (multiplexed WebSockets) to keep open. */
   readonly pool: number;
+  /** User connections open at once per tunnel; the server's further `OPEN`s are refused. */
+  readonly maxConnections: number;
   readonly caCert: string | null;
   readonly proxy: ProxySpec | null;
   readonly logLevel: LogLevel;
@@ -50,6 +53,11 @@ export interface ClientConfig {
   readonly dialTimeoutMs: number;
   /** On shutdown, let open streams finish this long. */
   readonly drainMs: number;
+  /**
+   * File holding this installation's persistent client id (made on first run), or null when no
+   * config directory is known (main.ts then says to set HOME or pass --client-id-file).
+   */
+  readonly clientIdFile: string | null;
 }
 
 /** Usage text for `mport --help`. */
@@ -66,13 +74,38 @@ Options:
   --name NAME         tunnel name (default: derived from the local address)
   --pool N            data connections to keep open, each carrying many user
                       connections (default 1, at most 8)
+  --max-connections N user connections open at once per tunnel; more are
+                      refused (default ${DEFAULT_MAX_CONNECTIONS}, at most ${MAX_MAX_CONNECTIONS})
   --ca FILE           trust this CA certificate (PEM) for wss://
-  --proxy URL         HTTP CONNECT proxy, http://user:pass@host:port
-                      (default from HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY)
+  --proxy URL         HTTP CONNECT proxy, http://user:pass@host:port, or none
+                      (default from HTTPS_PROXY for wss://, HTTP_PROXY for
+                      ws://, then ALL_PROXY, minus NO_PROXY; none ignores them)
   --config FILE       TOML file with server, token and [[tunnels]] (start)
   --log-level LEVEL   trace, debug, info, warning, error (default info)
+  --client-id-file FILE
+                      this installation's id, made on first run (default
+                      ~/.config/mport/client-id; %APPDATA%\\mport\\client-id)
   -h, --help          show this help
+  --version           print the version
 `;
+
+/**
+ * Where the client keeps its persistent id: `%APPDATA%\mport\client-id` on Windows, else
+ * `$XDG_CONFIG_HOME/mport/client-id` or `~/.config/mport/client-id`; null when none is known.
+ */
+export function defaultClientIdFile(
+  env: Readonly<Record<string, string | undefined>>,
+  os: typeof Deno.build.os,
+): string | null {
+  if (os === "windows") {
+    const base = env.APPDATA || (env.USERPROFILE ? `${env.USERPROFILE}\\AppData\\Roaming` : "");
+    return base ? `${base}\\mport\\client-id` : null;
+  }
+  // The XDG spec ignores relative paths.
+  const xdg = env.XDG_CONFIG_HOME;
+  if (xdg && xdg.startsWith("/")) return `${xdg.replace(/\/+$/, "")}/mport/client-id`;
+  return env.HOME ? `${env.HOME.replace(/\/+$/, "")}/.config/mport/client-id` : null;
+}
 
 /** Tunnel name derived from a local address: `127.0.0.1:5555` → `127.0.0.1-5555`. */
 export function defaultTunnelName(host: string, port: number): string {
@@ -148,18 +181,30 @@ export function noProxyMatches(noProxy: string, host: string, port: number): boo
   return false;
 }
 
-/** Picks the proxy for a server from `--proxy` or the environment. */
+/** True for a proxy setting that means "connect directly": `none` (any case) or empty. */
+function isNoProxy(value: string): boolean {
+  const v = value.trim().toLowerCase();
+  return v === "" || v === "none";
+}
+
+/**
+ * Picks the proxy for a server: `setting` (`--proxy`, else the config file's `proxy`) wins over
+ * the environment, and `none` (or an empty value) there means no proxy whatever the environment
+ * says. Otherwise HTTPS_PROXY (wss://) or HTTP_PROXY (ws://), then ALL_PROXY, upper case before
+ * lower case; the first one that is set decides, and `none` or empty there also means no proxy.
+ * NO_PROXY can exempt the server.
+ */
 export function resolveProxy(
-  flag: string | undefined,
+  setting: string | undefined,
   server: URL,
   env: Readonly<Record<string, string | undefined>>,
 ): ProxySpec | null {
-  if (flag !== undefined) return flag === "" || flag === "none" ? null : parseProxyUrl(flag);
+  if (setting !== undefined) return isNoProxy(setting) ? null : parseProxyUrl(setting.trim());
   const secure = server.protocol === "wss:";
   const fromEnv = secure
     ? env.HTTPS_PROXY ?? env.https_proxy ?? env.ALL_PROXY ?? env.all_proxy
     : env.HTTP_PROXY ?? env.http_proxy ?? env.ALL_PROXY ?? env.all_proxy;
-  if (!fromEnv) return null;
+  if (fromEnv === undefined || isNoProxy(fromEnv)) return null;
   const noProxy = env.NO_PROXY ?? env.no_proxy ?? "";
   const port = server.port ? Number(server.port) : secure ? 443 : 80;
   if (noProxyMatches(noProxy, server.hostname.replace(/^\[|\]$/g, ""), port)) return null;
@@ -180,6 +225,7 @@ interface FileConfig {
   server?: string;
   token?: string;
   pool?: number;
+  maxConnections?: number;
   ca?: string;
   proxy?: string;
   tunnels: TunnelSpec[];
@@ -192,7 +238,7 @@ function parseConfigFile(text: string, path: string): FileConfig {
   } catch (e) {
     throw new TypeError(`cannot parse ${path}: ${(e as Error).message.split("\n")[0]}`);
   }
-  const known = new Set(["server", "token", "pool", "ca", "proxy", "tunnels"]);
+  const known = new Set(["server", "token", "pool", "max_connections", "ca", "proxy", "tunnels"]);
   for (const k of Object.keys(doc)) {
     if (!known.has(k)) throw new TypeError(`${path}: unknown key "${k}"`);
   }
@@ -204,6 +250,9 @@ function parseConfigFile(text: string, path: string): FileConfig {
   };
   if (doc.pool !== undefined && typeof doc.pool !== "number") {
     throw new TypeError(`${path}: "pool" must be a number`);
+  }
+  if (doc.max_connections !== undefined && typeof doc.max_connections !== "number") {
+    throw new TypeError(`${path}: "max_connections" must be a number`);
   }
   const list = doc.tunnels ?? [];
   if (!Array.isArray(list)) {
@@ -237,17 +286,18 @@ function parseConfigFile(text: string, path: string): FileConfig {
     server: optStr("server"),
     token: optStr("token"),
     pool: doc.pool as number | undefined,
+    maxConnections: doc.max_connections as number | undefined,
     ca: optStr("ca"),
     proxy: optStr("proxy"),
     tunnels,
   };
 }
 
-/** Result of parsing the command line. */
-export type ClientArgs = { readonly help: true } | {
-  readonly help: false;
-  readonly config: ClientConfig;
-};
+/** Result of parsing the command line: a config, or a request for help or the version. */
+export type ClientArgs =
+  | { readonly help: true }
+  | { readonly help: false; readonly version: true }
+  | { readonly help: false; readonly version?: undefined; readonly config: ClientConfig };
 
 /** Parses `mport` arguments, environment and config file (read through `readFile`). */
 export function parseClientArgs(
@@ -255,7 +305,7 @@ export function parseClientArgs(
   env: Readonly<Record<string, string | undefined>>,
   readFile: (path: string) => string,
 ): ClientArgs {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags({
     args: [...args],
     strict: true,
     allowPositionals: true,
@@ -265,14 +315,18 @@ export function parseClientArgs(
       "remote-port": { type: "string" },
       name: { type: "string" },
       pool: { type: "string" },
+      "max-connections": { type: "string" },
       ca: { type: "string" },
       proxy: { type: "string" },
       config: { type: "string", short: "c" },
       "log-level": { type: "string" },
+      "client-id-file": { type: "string" },
       help: { type: "boolean", short: "h" },
+      version: { type: "boolean" },
     },
   });
-  if (values.help || positionals.length === 0) return { help: true };
+  if (values.version) return { help: false, version: true };
+  if (values.help || positionals.length === 0 || positionals[0] === "help") return { help: true };
   const [command, ...rest] = positionals;
   let file: FileConfig = { tunnels: [] };
   let tunnels: TunnelSpec[];
@@ -314,6 +368,17 @@ export function parseClientArgs(
       `invalid --pool "${poolText}": expected a whole number from 1 to ${MAX_DATA_CONNS_PER_SESSION}`,
     );
   }
+  const maxText = values["max-connections"] ??
+    String(file.maxConnections ?? DEFAULT_MAX_CONNECTIONS);
+  const maxConnections = Number(maxText);
+  if (
+    !/^\s*\d+\s*$/.test(maxText) || !Number.isSafeInteger(maxConnections) ||
+    maxConnections < 1 || maxConnections > MAX_MAX_CONNECTIONS
+  ) {
+    throw new TypeError(
+      `invalid --max-connections "${maxText}": expected a whole number from 1 to ${MAX_MAX_CONNECTIONS}`,
+    );
+  }
   const caPath = values.ca ?? file.ca;
   return {
     help: false,
@@ -323,6 +388,7 @@ export function parseClientArgs(
       token: new Secret(token),
       tunnels,
       pool,
+      maxConnections,
       caCert: caPath ? readFile(caPath) : null,
       proxy: resolveProxy(values.proxy ?? file.proxy, server, env),
       logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : "info",
@@ -330,6 +396,7 @@ export function parseClientArgs(
       backoffCapMs: 30_000,
       dialTimeoutMs: 10_000,
       drainMs: 5_000,
+      clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, Deno.build.os),
     },
   };
 }

@@ -1,4 +1,5 @@
 // DialError and the one-sentence messages for every way a dial can fail.
+import { printable } from "../shared/sanitize.ts";
 import { HttpHeadError, WsHandshakeError } from "../shared/ws_handshake.ts";
 import type { ProxySpec } from "./config.ts";
 
@@ -15,7 +16,10 @@ export class DialError extends Error {
   readonly kind: DialErrorKind;
   /** HTTP status of the server's (kind "http") or the proxy's (kind "proxy") refusal. */
   readonly status?: number;
-  /** The server's response body (kind "http"), control characters removed, secrets masked. */
+  /**
+   * The server's response body (kind "http"): each line made `printable` (no escape sequences or
+   * control characters), secrets masked.
+   */
   readonly body?: string;
   /** Retrying cannot help (401/403/404, a proxy's 407, an unusable CA certificate). */
   readonly permanent: boolean;
@@ -93,11 +97,14 @@ export function describeDialFailure(
   }
 }
 
-/** One line of peer-supplied text: controls removed, secrets masked, length capped. */
+/**
+ * One line of peer-supplied text: made `printable` (escape sequences and controls gone), then
+ * secrets masked (after, so an escape sequence cannot split one to slip it past), length capped.
+ */
 export function quoted(text: string, secrets: readonly string[]): string {
-  let s = text.replace(/[\p{Cc}\p{Cf}]+/gu, " ").replace(/\s+/g, " ").trim();
+  let s = printable(text, MAX_BODY_CHARS);
   for (const secret of secrets) s = s.replaceAll(secret, "***");
-  return s.length > MAX_QUOTED_CHARS ? s.slice(0, MAX_QUOTED_CHARS - 1) + "…" : s;
+  return printable(s, MAX_QUOTED_CHARS);
 }
 
 /** The first line of a response body worth showing: an HTML page's title or first text line. */
@@ -231,7 +238,7 @@ const HTTP_HINTS: Readonly<Record<number, string>> = {
 function httpFailure(e: WsHandshakeError, target: DialContext): DialError {
   const secrets = target.secrets;
   const status = e.status;
-  let body = e.body.replace(/\r\n/g, "\n").replace(/[^\P{Cc}\n\t]|\p{Cf}/gu, "");
+  let body = e.body.split(/\r?\n/).map((line) => printable(line, MAX_BODY_CHARS)).join("\n");
   for (const secret of secrets) body = body.replaceAll(secret, "***");
   if (body.length > MAX_BODY_CHARS) body = body.slice(0, MAX_BODY_CHARS - 1) + "…";
   const line = firstBodyLine(e.body, secrets);

@@ -2,25 +2,41 @@
 import { formatHostPort } from "../shared/address.ts";
 import { resetSupport } from "../shared/tcp_reset.ts";
 import { containStrayErrors, log, setupLogging, teardownLogging } from "../shared/log.ts";
+import { printable } from "../shared/sanitize.ts";
+import { versionLine } from "../shared/version.ts";
 import { runClient } from "./client.ts";
+import { loadClientId } from "./client_id.ts";
 import { CLIENT_USAGE, parseClientArgs } from "./config.ts";
 
 /** The adb daemon's port: tunnels to it also print a ready-to-paste `adb connect`. */
 const ADB_PORT = 5555;
+/** Longest line the client prints about a problem (several quoted server texts fit). */
+const MAX_LINE_CHARS = 1000;
 
 async function main(): Promise<number> {
   let parsed;
   try {
     parsed = parseClientArgs(Deno.args, Deno.env.toObject(), (p) => Deno.readTextFileSync(p));
   } catch (e) {
-    console.error(`mport: ${(e as Error).message}\nRun mport --help for usage.`);
+    console.error(`mport: ${(e as Error).message}\nRun \`mport --help\` for usage.`);
     return 2;
   }
   if (parsed.help) {
     console.log(CLIENT_USAGE);
     return 0;
   }
+  if (parsed.version) {
+    console.log(versionLine("mport"));
+    return 0;
+  }
   const config = parsed.config;
+  let clientId: string;
+  try {
+    clientId = loadClientId(config.clientIdFile);
+  } catch (e) {
+    console.error(`mport: ${(e as Error).message}`);
+    return 1;
+  }
   await setupLogging(config.logLevel, null);
   const reset = resetSupport();
   if (!reset.ok) {
@@ -28,24 +44,24 @@ async function main(): Promise<number> {
     log("tcp").warning("aborted connections cannot be reset (RST): {why}", { why: reset.why });
   }
   const client = runClient(config, {
+    // Everything printed below may quote the server: `printable` keeps its escapes off the terminal.
     ready(grant, spec) {
-      const hostPort = grant.url.replace(/^tcp:\/\//, "");
-      console.log(
-        `${grant.name} ${grant.url} -> ${formatHostPort(spec.localHost, spec.localPort)}`,
-      );
+      const url = printable(grant.url);
+      const hostPort = url.replace(/^tcp:\/\//, "");
+      console.log(`${spec.name} ${url} -> ${formatHostPort(spec.localHost, spec.localPort)}`);
       if (spec.localPort === ADB_PORT) console.log(`adb connect ${hostPort}`);
     },
     problem(message) {
-      console.error(`mport: ${message}`);
+      console.error(`mport: ${printable(message, MAX_LINE_CHARS)}`);
     },
-  });
+  }, clientId);
   const onSignal = () => client.close();
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   const { fatal } = await client.done;
   await teardownLogging();
   if (fatal) {
-    console.error(`mport: ${fatal}`);
+    console.error(`mport: ${printable(fatal, MAX_LINE_CHARS)}`);
     return 1;
   }
   return 0;

@@ -1,7 +1,9 @@
 // One control-channel connection of the client: hello, welcome, stream requests, heartbeat.
+// Every text the server sends passes through `printable` here, before anything can print it.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import {
+  type ClientControlMessage,
   CloseCode,
   controlPath,
   decodeServerControl,
@@ -17,9 +19,11 @@ import {
   type TunnelGrant,
   type TunnelRefusal,
 } from "../shared/protocol.ts";
+import { printable } from "../shared/sanitize.ts";
 import type { WsConn } from "../shared/ws_conn.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { DataPool, type StreamCounters } from "./streams.ts";
+import type { TunnelGates } from "./tunnel_gate.ts";
 import { DialError, dialWebSocket } from "./ws_dial.ts";
 
 /** How a session ended. */
@@ -41,19 +45,26 @@ export interface SessionEvents {
   onNotice(message: string): void;
 }
 
-const FATAL: ReadonlySet<ErrorCode> = new Set(["unauthorized", "version_mismatch"]);
+// `name_in_use` as a session error: a newer connection of this client id took every tunnel over
+// (a second copy of this client), so reconnecting would only take them back and forth.
+const FATAL: ReadonlySet<ErrorCode> = new Set(["unauthorized", "version_mismatch", "name_in_use"]);
 const UNFIXABLE: ReadonlySet<ErrorCode> = new Set([
   "port_out_of_range",
   "tunnel_limit",
   "quota_exceeded",
+  "name_in_use",
 ]);
 
 /** Runs one control connection until it ends; resolves with why. */
 export class ClientSession {
   readonly #config: ClientConfig;
+  /** This installation's persistent id, sent in `hello`. */
+  readonly #clientId: string;
   readonly #log: Logger;
   readonly #events: SessionEvents;
   readonly #counters: StreamCounters;
+  /** Per-tunnel caps, shared with the client's other sessions. */
+  readonly #gates: TunnelGates;
   /** Port to ask for per tunnel name (the last one granted, so a reconnect gets it back). */
   readonly #ports: Map<string, number>;
   #ws: WsConn | null = null;
@@ -65,14 +76,18 @@ export class ClientSession {
 
   constructor(
     config: ClientConfig,
+    clientId: string,
     ports: Map<string, number>,
     counters: StreamCounters,
+    gates: TunnelGates,
     events: SessionEvents,
     log: Logger,
   ) {
     this.#config = config;
+    this.#clientId = clientId;
     this.#ports = ports;
     this.#counters = counters;
+    this.#gates = gates;
     this.#events = events;
     this.#log = log;
   }
@@ -115,6 +130,7 @@ export class ClientSession {
       version: PROTOCOL_VERSION,
       tunnels,
       host: this.#config.server.hostname.replace(/^\[|\]$/g, ""),
+      clientId: this.#clientId,
     }));
     let welcomed = false;
     try {
@@ -131,7 +147,7 @@ export class ClientSession {
         } catch (err) {
           this.#finish({
             fatal: false,
-            message: `protocol error from server: ${(err as Error).message}`,
+            message: `protocol error from server: ${printable((err as Error).message)}`,
             welcomed,
           });
           break;
@@ -142,7 +158,7 @@ export class ClientSession {
     } catch (e) {
       this.#finish({
         fatal: false,
-        message: `connection to the server lost: ${(e as Error).message}`,
+        message: `connection to the server lost: ${printable((e as Error).message)}`,
         welcomed,
       });
     }
@@ -150,16 +166,21 @@ export class ClientSession {
     this.#finish({
       fatal: false,
       message: info.reason
-        ? `connection closed: ${info.reason}`
+        ? `connection closed: ${printable(info.reason)}`
         : `connection closed (code ${info.code})`,
       welcomed,
     });
     return this.#end!;
   }
 
-  /** Closes the control channel (shutdown); data connections are left to the caller. */
+  /**
+   * Closes the control channel (shutdown) after a `bye`, so the server frees the ports at once
+   * instead of holding them for a client that is not coming back; data connections are left to
+   * the caller.
+   */
   close(): void {
     this.#stopped = true;
+    this.#send({ type: "bye" });
     this.#finish({ fatal: true, message: "client stopped", welcomed: true });
   }
 
@@ -178,7 +199,7 @@ export class ClientSession {
         this.#onWelcome(msg);
         return;
       case "tunnel_close":
-        this.#events.onTunnelClosed(msg.name, msg.reason);
+        this.#events.onTunnelClosed(printable(msg.name, 64), printable(msg.reason));
         return;
       case "ping":
         this.#send({ type: "pong", t: msg.t });
@@ -186,12 +207,12 @@ export class ClientSession {
       case "pong":
         return;
       case "notice":
-        this.#events.onNotice(msg.message);
+        this.#events.onNotice(printable(msg.message));
         return;
       case "error":
         this.#finish({
           fatal: FATAL.has(msg.code),
-          message: msg.message,
+          message: printable(msg.message),
           welcomed: this.#pool !== null,
           code: msg.code,
         });
@@ -213,7 +234,10 @@ export class ClientSession {
       ) {
         this.#ports.delete(r.name);
       }
-      this.#events.onRefused(r, spec);
+      this.#events.onRefused(
+        { ...r, name: printable(r.name, 64), message: printable(r.message) },
+        spec,
+      );
     }
     if (msg.tunnels.length === 0) {
       // Retrying cannot fix a port outside the range or a tunnel limit; a taken port may free up.
@@ -231,13 +255,14 @@ export class ClientSession {
       if (!spec) continue;
       granted.set(g.name, spec);
       this.#ports.set(g.name, g.remotePort);
-      this.#events.onReady(g, spec);
+      this.#events.onReady({ ...g, url: printable(g.url) }, spec);
     }
     this.#pool = new DataPool(
       this.#config,
       msg.sessionId,
       msg.sessionSecret,
       granted,
+      this.#gates,
       this.#counters,
       this.#log,
     );
@@ -252,7 +277,7 @@ export class ClientSession {
     }, interval);
   }
 
-  #send(msg: { type: "ping" | "pong"; t: number }): void {
+  #send(msg: Extract<ClientControlMessage, { type: "ping" | "pong" | "bye" }>): void {
     const ws = this.#ws;
     if (!ws || !ws.isOpen) return;
     try {
@@ -266,11 +291,15 @@ export class ClientSession {
 /** The sentence for a failed dial, and whether retrying can help. */
 function dialFailure(e: unknown): SessionEnd {
   if (!(e instanceof DialError)) {
-    return { fatal: false, message: `cannot reach the server: ${String(e)}`, welcomed: false };
+    return {
+      fatal: false,
+      message: `cannot reach the server: ${printable(String(e))}`,
+      welcomed: false,
+    };
   }
   if (e.kind === "http" && e.body && e.status !== 404) {
     // Our server explains every refusal in one line; 401 and 403 mean retrying cannot help.
-    return { fatal: e.permanent, message: e.body.split("\n")[0]!, welcomed: false };
+    return { fatal: e.permanent, message: printable(e.body.split("\n")[0]!), welcomed: false };
   }
-  return { fatal: e.permanent, message: e.message, welcomed: false };
+  return { fatal: e.permanent, message: printable(e.message), welcomed: false };
 }

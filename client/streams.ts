@@ -1,4 +1,5 @@
 // Client data connections: keeps `--pool` multiplexed WebSockets open and bridges each stream locally.
+// What the server asks for is capped per tunnel (see tunnel_gate.ts) and its text is never printed raw.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import { Mux } from "../shared/mux.ts";
@@ -9,8 +10,10 @@ import {
   streamPath,
   SUBPROTOCOL,
 } from "../shared/protocol.ts";
+import { printable } from "../shared/sanitize.ts";
 import { limitUnsentBytes } from "../shared/tcp_reset.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
+import type { TunnelGates } from "./tunnel_gate.ts";
 import { DialError, dialWebSocket } from "./ws_dial.ts";
 
 /** Counters the client keeps about its streams. */
@@ -18,6 +21,8 @@ export interface StreamCounters {
   opened: number;
   active: number;
   localDialFailures: number;
+  /** Streams refused because their tunnel had `--max-connections` open. */
+  refused: number;
   bytesToLocal: number;
   bytesFromLocal: number;
 }
@@ -70,6 +75,7 @@ export class DataPool {
   readonly #log: Logger;
   readonly #counters: StreamCounters;
   readonly #tunnels: Map<string, TunnelSpec>;
+  readonly #gates: TunnelGates;
   /** Open data connections. */
   readonly muxes = new Set<Mux>();
   #dialing = 0;
@@ -82,12 +88,14 @@ export class DataPool {
     sessionId: string,
     sessionSecret: string,
     tunnels: Map<string, TunnelSpec>,
+    gates: TunnelGates,
     counters: StreamCounters,
     log: Logger,
   ) {
     this.#config = config;
     this.#credential = `${sessionId}.${sessionSecret}`;
     this.#tunnels = tunnels;
+    this.#gates = gates;
     this.#counters = counters;
     this.#log = log;
   }
@@ -137,7 +145,9 @@ export class DataPool {
         maxMessageBytes: MUX_MAX_MESSAGE_BYTES,
       }));
     } catch (e) {
-      const message = e instanceof DialError || e instanceof Error ? e.message : String(e);
+      const message = printable(
+        e instanceof DialError || e instanceof Error ? e.message : String(e),
+      );
       this.#log.warn("cannot open a data connection: {message}", { message });
       this.#retryLater();
       return;
@@ -152,9 +162,11 @@ export class DataPool {
       role: "client",
       budget,
       onOpen: (stream, tunnel, remote) => this.#bridge(mux, stream, tunnel, remote),
-      onClose: (reason) => {
+      onClose: (why) => {
         this.muxes.delete(mux);
         if (!this.#closed) {
+          // The reason may quote the server's close frame.
+          const reason = printable(why);
           this.#log.info("data connection closed ({reason}); opening another", { reason });
           this.#retryLater();
         }
@@ -173,8 +185,51 @@ export class DataPool {
     }, wait * (0.5 + Math.random() / 2));
   }
 
-  async #bridge(mux: Mux, stream: MuxStream, tunnelName: string, remote: string): Promise<void> {
+  /**
+   * Bridges a stream the server opened to the tunnel's local service. A tunnel with
+   * `--max-connections` streams open refuses the stream at once; otherwise it waits for one of the
+   * tunnel's `LOCAL_DIALS_PER_TUNNEL` dial slots (queueing rather than refusing, so a burst, such
+   * as the user connections a server held during a reconnect, is served in order, not dropped).
+   */
+  async #bridge(
+    mux: Mux,
+    stream: MuxStream,
+    tunnelName: string,
+    remoteText: string,
+  ): Promise<void> {
     const counters = this.#counters;
+    const spec = this.#tunnels.get(tunnelName);
+    const gate = this.#gates.get(tunnelName);
+    if (!spec || !gate) {
+      stream.reset("bad_message", `this client has no tunnel named "${printable(tunnelName, 64)}"`);
+      return;
+    }
+    if (!gate.enter()) {
+      counters.refused++;
+      stream.reset(
+        "rate_limited",
+        `the client has too many connections to ${spec.name} open (--max-connections ${gate.maxStreams})`,
+      );
+      if (gate.refused === 1 || gate.refused % 1000 === 0) {
+        this.#log.warn(
+          "{name}: {n} connections open, the --max-connections limit; refused {refused} so far",
+          { name: spec.name, n: gate.streams, refused: gate.refused },
+        );
+      }
+      return;
+    }
+    // The server's description of the user's address, shown only in logs.
+    const remote = printable(remoteText, 128);
+    /** Ends this stream's dial, or withdraws it from the queue. */
+    let endDial = () => {};
+    /** Wakes the wait for a dial slot when the stream ends while queued. */
+    let wake = () => {};
+    /**
+     * A local connect is under way. A stream that ends meanwhile keeps its slots until the
+     * connect settles, so the server cannot have more connects (or local connections) under
+     * way by resetting streams than the caps allow.
+     */
+    let connecting = false;
     counters.opened++;
     counters.active++;
     stream.setHooks({
@@ -182,30 +237,48 @@ export class DataPool {
       onReceived: (n) => (counters.bytesToLocal += n),
       onEnd: (end) => {
         counters.active--;
+        if (!connecting) {
+          endDial();
+          gate.leave();
+        }
+        wake();
         if (!end.clean && end.kind !== "closed" && end.reason) {
-          this.#log.debug("stream for {remote} ended: {reason}", { remote, reason: end.reason });
+          this.#log.debug("stream for {remote} ended: {reason}", {
+            remote,
+            reason: printable(end.reason),
+          });
         }
         // A data connection of an ended session closes once its last stream is done.
         if (this.#closed && mux.size === 0) mux.close(1000, "session closed");
       },
     });
-    const spec = this.#tunnels.get(tunnelName);
-    if (!spec) {
-      stream.reset("bad_message", `this client has no tunnel named "${tunnelName}"`);
-      return;
-    }
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      endDial = gate.dial(resolve);
+    });
+    if (stream.ended) return;
     let conn: Deno.TcpConn;
+    connecting = true;
     try {
       conn = await dialLocal(spec, this.#config.dialTimeoutMs);
     } catch (e) {
+      connecting = false;
+      endDial();
+      if (stream.ended) {
+        gate.leave();
+        return;
+      }
       counters.localDialFailures++;
       const message = (e as Error).message;
       this.#log.warn("{name}: {message} (user {remote})", { name: spec.name, message, remote });
       stream.reset("local_dial_failed", message, "local_dial");
       return;
     }
+    connecting = false;
+    endDial();
     if (stream.ended) {
       conn.close();
+      gate.leave();
       return;
     }
     this.#log.debug("{name}: bridging {remote}", { name: spec.name, remote });

@@ -1,8 +1,9 @@
 // The server's configuration: defaults, command-line parsing and validation, built once in main.ts.
-import { parseArgs } from "node:util";
 import type { LogLevel } from "@logtape/logtape";
 import { parseHostPort, parsePortRange, type PortRange } from "../shared/address.ts";
+import { parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
+import { formatCidr, parseCidr } from "./client_address.ts";
 import {
   DEFAULT_PATH_PREFIX,
   HANDSHAKE_TIMEOUT_MS,
@@ -10,7 +11,7 @@ import {
   MUX_DEFAULT_BUDGET_BYTES,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
-import { parseSize } from "../shared/units.ts";
+import { parseDuration, parseSize } from "../shared/units.ts";
 
 /** Everything the server needs, fully defaulted and validated. */
 export interface ServerConfig {
@@ -21,10 +22,20 @@ export interface ServerConfig {
   readonly portRange: PortRange;
   readonly bindHost: string;
   readonly publicHost: string | null;
+  /**
+   * `--public-url`: how clients reach this server (`wss://host[:port][/prefix]`, e.g. behind
+   * nginx), used in the client command printed at first start. Null: guessed from --listen.
+   */
+  readonly publicUrl: string | null;
   readonly tlsCert: string | null;
   /** PEM private key; wrapped so that printing the config does not print it. */
   readonly tlsKey: Secret | null;
   readonly graceMs: number;
+  /**
+   * `--reservation-ttl`: a tunnel's automatic port reservation expires this long after a tunnel
+   * last held the port (0: never).
+   */
+  readonly reservationTtlMs: number;
   readonly holdTimeoutMs: number;
   readonly maxTunnelsPerClient: number;
   readonly maxConnectionsPerClient: number;
@@ -32,6 +43,11 @@ export interface ServerConfig {
   readonly maxPending: number;
   readonly authFailuresPerMinute: number;
   readonly authBlockMs: number;
+  /**
+   * `--trusted-proxy`: CIDR blocks (canonical `address/prefix`) of reverse proxies whose
+   * `X-Forwarded-For` names the client address; from any other peer the header is ignored.
+   */
+  readonly trustedProxies: readonly string[];
   readonly handshakeTimeoutMs: number;
   readonly heartbeatMs: number;
   readonly drainMs: number;
@@ -67,7 +83,9 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   portRange: { low: 10000, high: 10999 },
   bindHost: "0.0.0.0",
   publicHost: null,
+  publicUrl: null,
   graceMs: 60_000,
+  reservationTtlMs: 30 * 86_400_000,
   holdTimeoutMs: 15_000,
   maxTunnelsPerClient: 16,
   maxConnectionsPerClient: 256,
@@ -75,6 +93,7 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   maxPending: 256,
   authFailuresPerMinute: 10,
   authBlockMs: 5 * 60_000,
+  trustedProxies: [],
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
   heartbeatMs: HEARTBEAT_INTERVAL_MS,
   drainMs: 10_000,
@@ -111,6 +130,10 @@ function validate(cfg: ServerConfig): void {
       `invalid --path-prefix "${cfg.pathPrefix}": use a path like /_mport (no trailing slash)`,
     );
   }
+  for (const cidr of cfg.trustedProxies) parseCidr(cidr);
+  if (!Number.isSafeInteger(cfg.reservationTtlMs) || cfg.reservationTtlMs < 0) {
+    throw new TypeError("--reservation-ttl must be a duration >= 0 (0: never expire)");
+  }
   for (
     const [name, v] of [
       ["--max-tunnels-per-client", cfg.maxTunnelsPerClient],
@@ -142,8 +165,12 @@ Usage: mport-server [options]
   --port-range LOW-HIGH          public ports handed out (default 10000-10999)
   --bind HOST                    address public ports listen on (default 0.0.0.0)
   --public-host NAME             host name in addresses reported to clients
+  --public-url URL               how clients reach the server, wss://host[:port][/prefix]
+                                 (behind nginx; used in the printed client command)
   --tls-cert FILE --tls-key FILE serve HTTPS/WSS directly
   --grace SECONDS                keep a dropped client's ports this long (default 60)
+  --reservation-ttl DURATION     a tunnel's stable port is kept this long after its last use,
+                                 e.g. 30d, 12h; 0 = forever (default 30d)
   --hold-timeout SECONDS         hold user connections for a returning client (default 15)
   --max-tunnels-per-client N     default per-user limit (default 16)
   --max-connections-per-client N default per-user limit (default 256)
@@ -153,7 +180,12 @@ Usage: mport-server [options]
   --drain SECONDS                on shutdown, let open streams finish this long (default 10)
   --heartbeat SECONDS            control-channel ping interval (default 15)
   --handshake-timeout SECONDS    time a client has to send hello (default 10)
-  --auth-failures-per-minute N   failed logins per IP before a 5-minute block (default 10)
+  --auth-failures-per-minute N   failed logins per address and token before a 5-minute block
+                                 of that token (default 10); 5 times as many with any tokens
+                                 block the whole address
+  --trusted-proxy CIDR           believe X-Forwarded-For only from these peers, e.g.
+                                 127.0.0.1/32 behind nginx on the same host (repeatable;
+                                 default none: the socket address counts)
   --buffer-budget SIZE           per-user memory for fast streams' grown windows (default 16MiB)
   --idle-timeout SECONDS         close user connections idle this long, 0 = never (default 0)
   --header-timeout SECONDS       time to send an HTTP request head (default 10)
@@ -166,6 +198,7 @@ Usage: mport-server [options]
   --usage-flush SECONDS          write usage counters to the store this often (default 30)
   --recheck SECONDS              re-check tokens of connected clients this often (default 5)
   -h, --help                     show this help
+  --version                      print the version
 
 Environment: MPORT_TOKENS (comma-separated static tokens), MPORT_DB (as --db).
 `;
@@ -180,6 +213,18 @@ function seconds(text: string, flag: string, allowZero = false): number {
   return ms;
 }
 
+/** Parses `--reservation-ttl`: a duration like `30d` or `12h`, or `0` for never. */
+export function reservationTtl(text: string): number {
+  if (/^\s*0+(\.0*)?\s*[smhdw]?\s*$/i.test(text)) return 0;
+  try {
+    return parseDuration(text);
+  } catch {
+    throw new TypeError(
+      `invalid --reservation-ttl "${text}": use a duration like 30d or 12h, or 0 for never`,
+    );
+  }
+}
+
 function count(text: string, flag: string): number {
   const v = Number(text);
   if (!Number.isSafeInteger(v) || v < 1) {
@@ -188,11 +233,34 @@ function count(text: string, flag: string): number {
   return v;
 }
 
-/** Result of parsing the command line: a config, or a request for help. */
-export type ServerArgs = { readonly help: true } | {
-  readonly help: false;
-  readonly config: ServerConfig;
-};
+/** Result of parsing the command line: a config, or a request for help or the version. */
+export type ServerArgs =
+  | { readonly help: true }
+  | { readonly help: false; readonly version: true }
+  | { readonly help: false; readonly version?: undefined; readonly config: ServerConfig };
+
+/**
+ * Parses `--public-url`: `wss://` or `ws://` (`https://`/`http://` accepted), a host, an optional
+ * port and path prefix; returns it without a trailing slash.
+ */
+export function parsePublicUrl(text: string): string {
+  const bad = (why: string) =>
+    new TypeError(`invalid --public-url "${text}": ${why}, e.g. wss://vps.example.com/_mport`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw bad("expected wss://host[:port][/prefix]");
+  }
+  const scheme = { "ws:": "ws:", "wss:": "wss:", "http:": "ws:", "https:": "wss:" }[url.protocol];
+  if (!scheme || !url.hostname) throw bad("expected wss://host[:port][/prefix]");
+  if (url.username || url.password || url.search || url.hash) {
+    throw bad("no user, password, query or fragment");
+  }
+  const path = url.pathname.replace(/\/+$/, "");
+  if (!/^(\/[A-Za-z0-9._~-]+)*$/.test(path)) throw bad("the path must be like /_mport");
+  return `${scheme}//${url.host}${path}`;
+}
 
 /**
  * Parses `mport-server` arguments and environment. File reads (`--tokens-file`) go through
@@ -203,7 +271,7 @@ export function parseServerArgs(
   env: Readonly<Record<string, string | undefined>>,
   readFile: (path: string) => string,
 ): ServerArgs {
-  const { values } = parseArgs({
+  const { values } = parseFlags({
     args: [...args],
     strict: true,
     allowPositionals: false,
@@ -218,6 +286,7 @@ export function parseServerArgs(
       "tls-cert": { type: "string" },
       "tls-key": { type: "string" },
       grace: { type: "string" },
+      "reservation-ttl": { type: "string" },
       "hold-timeout": { type: "string" },
       "max-tunnels-per-client": { type: "string" },
       "max-connections-per-client": { type: "string" },
@@ -227,6 +296,7 @@ export function parseServerArgs(
       heartbeat: { type: "string" },
       "handshake-timeout": { type: "string" },
       "auth-failures-per-minute": { type: "string" },
+      "trusted-proxy": { type: "string", multiple: true },
       "log-level": { type: "string" },
       "log-file": { type: "string" },
       "stats-interval": { type: "string" },
@@ -240,10 +310,13 @@ export function parseServerArgs(
       "max-http-connections": { type: "string" },
       "max-http-connections-per-ip": { type: "string" },
       "max-unauthenticated-per-ip": { type: "string" },
+      "public-url": { type: "string" },
       help: { type: "boolean", short: "h" },
+      version: { type: "boolean" },
     },
   });
   if (values.help) return { help: true };
+  if (values.version) return { help: false, version: true };
   const tokens: string[] = [...(values.token ?? [])];
   if (values["tokens-file"]) {
     const text = readFile(values["tokens-file"]);
@@ -274,9 +347,13 @@ export function parseServerArgs(
     portRange: values["port-range"] ? parsePortRange(values["port-range"]) : d.portRange,
     bindHost: values.bind ?? d.bindHost,
     publicHost: values["public-host"] ?? null,
+    publicUrl: values["public-url"] ? parsePublicUrl(values["public-url"]) : null,
     tlsCert: values["tls-cert"] ? readFile(values["tls-cert"]) : null,
     tlsKey: values["tls-key"] ? new Secret(readFile(values["tls-key"])) : null,
     graceMs: secs("grace", d.graceMs, true),
+    reservationTtlMs: values["reservation-ttl"]
+      ? reservationTtl(values["reservation-ttl"])
+      : d.reservationTtlMs,
     holdTimeoutMs: secs("hold-timeout", d.holdTimeoutMs, true),
     maxTunnelsPerClient: num("max-tunnels-per-client", d.maxTunnelsPerClient),
     maxConnectionsPerClient: num("max-connections-per-client", d.maxConnectionsPerClient),
@@ -286,6 +363,7 @@ export function parseServerArgs(
     heartbeatMs: secs("heartbeat", d.heartbeatMs),
     handshakeTimeoutMs: secs("handshake-timeout", d.handshakeTimeoutMs),
     authFailuresPerMinute: num("auth-failures-per-minute", d.authFailuresPerMinute),
+    trustedProxies: (values["trusted-proxy"] ?? []).map((t) => formatCidr(parseCidr(t))),
     statsIntervalMs: secs("stats-interval", d.statsIntervalMs, true),
     logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : d.logLevel,
     logFile: values["log-file"] ?? null,

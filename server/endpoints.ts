@@ -21,7 +21,8 @@ import {
 import { WsConn } from "../shared/ws_conn.ts";
 import { checkUpgradeRequest, serverHandshakeResponse } from "../shared/ws_handshake.ts";
 import type { Accounts } from "./accounts/accounts.ts";
-import { type AuthLimiter, secretsEqual } from "./auth.ts";
+import { type AuthFailureAudit, type AuthLimiter, blockMessage, secretsEqual } from "./auth.ts";
+import type { TrustedProxies } from "./client_address.ts";
 import { ControlSession, type SessionDeps } from "./control/session.ts";
 import type { FrontSlot, RequestHead } from "./listeners/http_front.ts";
 import type { OwnerBudgets } from "./streams/budgets.ts";
@@ -30,6 +31,10 @@ import type { OwnerBudgets } from "./streams/budgets.ts";
 export interface EndpointDeps extends SessionDeps {
   readonly accounts: Accounts;
   readonly limiter: AuthLimiter;
+  /** Aggregates `auth_failed` audit rows (one per address per minute). */
+  readonly authFailures: AuthFailureAudit;
+  /** Peers whose `X-Forwarded-For` is believed (`--trusted-proxy`). */
+  readonly proxies: TrustedProxies;
   readonly budgets: OwnerBudgets;
   /** Every data connection, for shutdown. */
   readonly muxes: Set<Mux>;
@@ -44,21 +49,6 @@ export function upgradeEndpoint(
   if (path === streamPath(prefix)) return "stream";
   if (path === legacyControlPath(prefix) || path === legacyStreamPath(prefix)) return "legacy";
   return null;
-}
-
-/**
- * The client's address: the socket peer, or the last `X-Forwarded-For` hop when the peer is a
- * reverse proxy on loopback (nginx on the same host).
- */
-export function clientIpOf(headers: Headers, peer: string): string {
-  const loopback = peer === "127.0.0.1" || peer === "::1" || peer.startsWith("::ffff:127.");
-  const xff = headers.get("x-forwarded-for");
-  if (loopback && xff) {
-    const hops = xff.split(",").map((h) => h.trim()).filter(Boolean);
-    const last = hops[hops.length - 1];
-    if (last && last.length <= 64) return last;
-  }
-  return peer;
 }
 
 const STATUS_TEXT: Record<number, string> = {
@@ -77,11 +67,12 @@ async function refuse(
   status: number,
   code: ErrorCode,
   message: string,
+  extraHeaders = "",
 ): Promise<void> {
   const body = new TextEncoder().encode(message + "\n");
   const head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
     "content-type: text/plain; charset=utf-8\r\n" +
-    `x-mport-error: ${code}\r\n` +
+    `x-mport-error: ${code}\r\n` + extraHeaders +
     `content-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
   try {
     await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...body]));
@@ -128,13 +119,59 @@ function bearer(headers: Headers): string | null {
   return m ? m[1]! : null;
 }
 
-function authFailed(deps: EndpointDeps, ip: string, what: string): void {
+/**
+ * Counts a failed authentication against (ip, credential), logs a block it starts, and (when
+ * `reason` is given) tallies an `auth_failed` audit row.
+ */
+function authFailed(
+  deps: EndpointDeps,
+  ip: string,
+  credential: string | null,
+  what: string,
+  reason: string | null,
+): void {
   deps.stats.refusal("unauthorized");
-  if (deps.limiter.fail(ip)) {
-    deps.log.warn("blocking {ip} after too many failed authentication attempts", { ip });
+  if (reason !== null) deps.authFailures.record(ip, reason);
+  const outcome = deps.limiter.fail(ip, credential);
+  const minutes = Math.ceil(deps.limiter.blockMs / 60_000);
+  if (outcome === "address_blocked") {
+    deps.log.warn(
+      "blocking {ip} for {minutes} min: {n} failed authentication attempts within a minute",
+      { ip, minutes, n: deps.limiter.addressCeiling },
+    );
+  } else if (outcome === "credential_blocked") {
+    deps.log.warn(
+      "blocking one credential from {ip} for {minutes} min after repeated failures ({what})",
+      { ip, minutes, what },
+    );
   } else {
     deps.log.info("{what} from {ip}", { what, ip });
   }
+}
+
+/**
+ * Answers 429 when `ip` may not present `credential` now; true when it did. Asked only before a
+ * credential is checked: a valid session's data connections never come here.
+ */
+async function refusedAsBlocked(
+  deps: EndpointDeps,
+  ip: string,
+  credential: string | null,
+  conn: Deno.Conn,
+  slot: FrontSlot,
+): Promise<boolean> {
+  const ms = deps.limiter.blockedFor(ip, credential);
+  if (ms <= 0) return false;
+  deps.stats.refusal("too_many_attempts");
+  await refuse(
+    conn,
+    slot,
+    429,
+    "too_many_attempts",
+    blockMessage(ms),
+    `retry-after: ${Math.ceil(ms / 1000)}\r\n`,
+  );
+  return true;
 }
 
 /** An upgrade request the front handed over; owns `conn` from here on. */
@@ -145,7 +182,7 @@ export async function handleUpgrade(
   slot: FrontSlot,
   deps: EndpointDeps,
 ): Promise<void> {
-  const ip = clientIpOf(head.headers, head.remote.hostname);
+  const ip = deps.proxies.clientIp(head.headers, head.remote.hostname);
   const endpoint = upgradeEndpoint(deps.config.pathPrefix, head.path);
   const bad = checkUpgradeRequest(head.method, head.headers);
   if (bad !== null || endpoint === null) {
@@ -179,17 +216,8 @@ async function control(
   slot: FrontSlot,
   deps: EndpointDeps,
 ): Promise<void> {
-  if (deps.limiter.blocked(ip)) {
-    deps.stats.refusal("too_many_attempts");
-    await refuse(
-      conn,
-      slot,
-      429,
-      "too_many_attempts",
-      "too many failed authentication attempts from this address; try again later",
-    );
-    return;
-  }
+  const token = bearer(head.headers);
+  if (await refusedAsBlocked(deps, ip, token, conn, slot)) return;
   if (deps.shuttingDown()) {
     await refuse(conn, slot, 503, "shutting_down", "the server is shutting down; reconnect later");
     return;
@@ -198,10 +226,8 @@ async function control(
     /^\[|\]$/g,
     "",
   );
-  const token = bearer(head.headers);
   if (token === null) {
-    authFailed(deps, ip, "control connection without a token");
-    deps.audit("auth_failed", null, { address: ip, reason: "no token" });
+    authFailed(deps, ip, null, "control connection without a token", "no token");
     await refuse(conn, slot, 401, "unauthorized", "no token: pass --token or set MPORT_TOKEN");
     return;
   }
@@ -221,8 +247,7 @@ async function control(
     return;
   }
   if (!result.ok) {
-    authFailed(deps, ip, "wrong token");
-    deps.audit("auth_failed", null, { address: ip, reason: result.message });
+    authFailed(deps, ip, token, "wrong token", result.message);
     await refuse(conn, slot, 401, "unauthorized", result.message);
     return;
   }
@@ -242,22 +267,15 @@ async function stream(
   slot: FrontSlot,
   deps: EndpointDeps,
 ): Promise<void> {
-  const cred = bearer(head.headers) ?? "";
+  const presented = bearer(head.headers);
+  const cred = presented ?? "";
   const dot = cred.indexOf(".");
   const session = dot > 0 ? deps.sessions.get(cred.slice(0, dot)) : undefined;
+  // A valid session credential is never refused by the limiter, however many failures its
+  // address has: blocks only stop guessing.
   if (!session || session.closed || !secretsEqual(cred.slice(dot + 1), session.secret)) {
-    if (deps.limiter.blocked(ip)) {
-      deps.stats.refusal("too_many_attempts");
-      await refuse(
-        conn,
-        slot,
-        429,
-        "too_many_attempts",
-        "too many failed authentication attempts from this address; try again later",
-      );
-      return;
-    }
-    authFailed(deps, ip, "data connection with an unknown session");
+    if (await refusedAsBlocked(deps, ip, presented, conn, slot)) return;
+    authFailed(deps, ip, presented, "data connection with an unknown session", null);
     await refuse(
       conn,
       slot,

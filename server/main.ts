@@ -1,16 +1,29 @@
 // Entrypoint of mport-server: flags and environment → config → store → running server, or an admin command.
 import { formatHostPort } from "../shared/address.ts";
+import { closest } from "../shared/cli_args.ts";
 import { resetSupport } from "../shared/tcp_reset.ts";
 import { containStrayErrors, log, setupLogging, teardownLogging } from "../shared/log.ts";
 import { controlPath } from "../shared/protocol.ts";
+import { versionLine } from "../shared/version.ts";
 import { Accounts } from "./accounts/accounts.ts";
-import { ADMIN_COMMANDS, ADMIN_USAGE, runAdmin } from "./admin/cli.ts";
+import {
+  ADMIN_COMMANDS,
+  ADMIN_USAGE,
+  adminHelpCommand,
+  adminPreflight,
+  adminUsage,
+  runAdmin,
+} from "./admin/cli.ts";
 import { parseServerArgs, SERVER_USAGE } from "./config.ts";
+import { firstStartLines } from "./first_start.ts";
 import { openStore, parseDbTarget, redactDbUrl } from "./store/open_store.ts";
 import type { Store } from "./store/store.ts";
 import { startServer } from "./server.ts";
 
-async function openConfiguredStore(db: string): Promise<Store | null> {
+async function openConfiguredStore(
+  db: string,
+  warn?: (message: string) => void,
+): Promise<Store | null> {
   try {
     parseDbTarget(db);
   } catch (e) {
@@ -18,7 +31,7 @@ async function openConfiguredStore(db: string): Promise<Store | null> {
     return null;
   }
   try {
-    return await openStore(db);
+    return await openStore(db, { warn });
   } catch (e) {
     console.error(
       `mport-server: cannot open the store ${redactDbUrl(db)}: ${(e as Error).message}`,
@@ -56,11 +69,37 @@ async function readPassword(fromStdin: boolean): Promise<string> {
   return first;
 }
 
+/** A command line that cannot work: one sentence, then where to read the usage. */
+function usageError(message: string, helpCommand = "mport-server --help"): number {
+  console.error(`mport-server: ${message}\nRun \`${helpCommand}\` for usage.`);
+  return 2;
+}
+
+/** `mport-server help [COMMAND [ACTION]]`. */
+function help(args: readonly string[]): number {
+  const [group, action] = args;
+  const usage = group === undefined ? null : adminUsage(group, action);
+  console.log(usage ?? `${SERVER_USAGE}\n${ADMIN_USAGE}`);
+  return 0;
+}
+
 async function admin(args: string[]): Promise<number> {
+  // Help and usage errors need no store (so they work without one, and create none).
+  let usage: string | null;
+  try {
+    usage = adminPreflight(args);
+  } catch (e) {
+    return usageError((e as Error).message, adminHelpCommand(args));
+  }
+  if (usage !== null) {
+    console.log(usage);
+    return 0;
+  }
   const dbIndex = args.indexOf("--db");
   const db = (dbIndex >= 0 ? args[dbIndex + 1] : undefined) ?? Deno.env.get("MPORT_DB") ??
     "./data/mport.db";
-  const store = await openConfiguredStore(db);
+  // No logging is set up for admin commands: warnings go straight to stderr.
+  const store = await openConfiguredStore(db, (m) => console.error(`mport-server: warning: ${m}`));
   if (!store) return 1;
   try {
     return await runAdmin(args, store, {
@@ -78,17 +117,26 @@ async function admin(args: string[]): Promise<number> {
 
 async function main(): Promise<number> {
   const first = Deno.args[0];
-  if (first && (ADMIN_COMMANDS as readonly string[]).includes(first)) return await admin(Deno.args);
+  const commands: readonly string[] = ADMIN_COMMANDS;
+  if (first === "help") return help(Deno.args.slice(1));
+  if (first !== undefined && commands.includes(first)) return await admin(Deno.args);
+  if (first !== undefined && !first.startsWith("-")) {
+    const guess = closest(first, [...commands, "help"]);
+    return usageError(`unknown command "${first}"${guess ? `: did you mean ${guess}?` : ""}`);
+  }
   let parsed;
   try {
     parsed = parseServerArgs(Deno.args, Deno.env.toObject(), (p) => Deno.readTextFileSync(p));
   } catch (e) {
-    console.error(`mport-server: ${(e as Error).message}\nRun mport-server --help for usage.`);
-    return 2;
+    return usageError((e as Error).message);
   }
   if (parsed.help) {
     console.log(SERVER_USAGE);
     console.log(ADMIN_USAGE);
+    return 0;
+  }
+  if (parsed.version) {
+    console.log(versionLine("mport-server"));
     return 0;
   }
   const config = parsed.config;
@@ -100,24 +148,22 @@ async function main(): Promise<number> {
   }
   const store = await openConfiguredStore(config.db);
   if (!store) return 1;
+  // Listen for signals before anything is printed: a stop right after start is still graceful.
+  const stopped = Promise.withResolvers<void>();
+  const onSignal = () => stopped.resolve();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
   let server;
   try {
-    const created = await new Accounts(store, config.tokens).bootstrap();
-    server = await startServer(config, store);
-    if (created) {
-      const host = config.publicHost ??
-        (config.listenHost === "0.0.0.0" ? "localhost" : config.listenHost);
-      const scheme = config.tlsCert ? "wss" : "ws";
-      console.log(
-        `mport-server: new store, created user "${created.user}" (password: ${created.password}) and a client token, shown only this once:`,
-      );
-      console.log(`  ${created.token}`);
-      console.log(
-        `Connect a client: mport tcp 22 --server ${scheme}://${
-          formatHostPort(host, server.addr.port)
-        } --token ${created.token}`,
-      );
-    }
+    // Bootstrap only once the port is bound: a busy --listen must not create (and so lose) the
+    // first token. Tunnel connections wait for it.
+    const accounts = new Accounts(store, config.tokens);
+    const envDb = Deno.env.get("MPORT_DB");
+    server = await startServer(config, store, {
+      afterBind: async (addr) => {
+        for (const line of await firstStartLines(accounts, config, addr, envDb)) console.log(line);
+      },
+    });
   } catch (e) {
     console.error(`mport-server: ${(e as Error).message}`);
     await store.close();
@@ -132,10 +178,6 @@ async function main(): Promise<number> {
     })`,
   );
   log("server").info("listening on {addr}", { addr: formatHostPort(hostname, port) });
-  const stopped = Promise.withResolvers<void>();
-  const onSignal = () => stopped.resolve();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
   await stopped.promise;
   log("server").info("shutting down (draining for up to {s} s)", { s: config.drainMs / 1000 });
   await server.close();

@@ -6,11 +6,12 @@ import { buildApp } from "./app.ts";
 import { Accounts } from "./accounts/accounts.ts";
 import { PortBook } from "./accounts/port_book.ts";
 import { UsageMeter } from "./accounts/usage.ts";
-import { AuthLimiter } from "./auth.ts";
+import { AuthFailureAudit, AuthLimiter } from "./auth.ts";
+import { TrustedProxies } from "./client_address.ts";
 import type { Store } from "./store/store.ts";
 import type { ServerConfig } from "./config.ts";
 import type { ControlSession } from "./control/session.ts";
-import { clientIpOf, type EndpointDeps, handleUpgrade, upgradeEndpoint } from "./endpoints.ts";
+import { type EndpointDeps, handleUpgrade, upgradeEndpoint } from "./endpoints.ts";
 import { startFront } from "./listeners/http_front.ts";
 import { raiseNofileLimit } from "./listeners/fd_limits.ts";
 import type { Mux } from "../shared/mux.ts";
@@ -32,11 +33,26 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** Optional steps of `startServer`. */
+export interface StartOptions {
+  /**
+   * Runs once the HTTP port is bound and before any tunnel connection is handled (those that
+   * arrive meanwhile wait for it), e.g. the first start's bootstrap, so that a port that cannot
+   * be bound leaves the store untouched. If it throws, the port is closed again and
+   * `startServer` rejects with its error.
+   */
+  afterBind?(addr: Deno.NetAddr): Promise<void>;
+}
+
 /**
  * Starts mport-server with a validated config and an open store. The store stays the caller's:
  * `close()` flushes usage into it but does not close it.
  */
-export async function startServer(config: ServerConfig, store: Store): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  store: Store,
+  opts: StartOptions = {},
+): Promise<RunningServer> {
   const logger = log("server");
   const now = Date.now;
   const usage = new UsageMeter(store, now);
@@ -47,18 +63,47 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
     extra: () => userMetrics(usage),
   });
   const accounts = new Accounts(store, config.tokens, now);
-  const audit = (kind: string, userId: number | null, detail: Record<string, unknown>) => {
-    store.addEvent({ at: now(), kind, userId, detail }).catch((e) => {
+  const writeEvent = (
+    at: number,
+    kind: string,
+    userId: number | null,
+    detail: Record<string, unknown>,
+  ): Promise<void> =>
+    store.addEvent({ at, kind, userId, detail }).catch((e) => {
       stats.error("store");
       logger.error("cannot record audit event {kind}: {error}", { kind, error: String(e) });
     });
+  const audit = (kind: string, userId: number | null, detail: Record<string, unknown>) => {
+    writeEvent(now(), kind, userId, detail);
   };
+  // Failed logins come in floods: one row per address per minute, with a count.
+  const authFailures = new AuthFailureAudit(
+    (row) => writeEvent(row.at, "auth_failed", null, { ...row.detail }),
+    now,
+  );
   let shuttingDown = false;
   const broker = new Broker(config, stats, usage, logger, now);
   const ports = new PortAllocator(config.portRange, config.bindHost);
+  const book = new PortBook(store, now, {
+    ttlMs: config.reservationTtlMs,
+    defaultMaxTunnels: config.maxTunnelsPerClient,
+    onError: (e) => {
+      stats.error("store");
+      logger.error("cannot record a port reservation's last use: {error}", { error: String(e) });
+    },
+    onDropped: (r, reason) => {
+      logger.info("port {port} no longer reserved for tunnel {tunnel} of user {user}: {reason}", {
+        port: r.port,
+        tunnel: r.tunnel ?? "-",
+        user: r.userId,
+        reason,
+      });
+      audit("port_released", r.userId, { port: r.port, tunnel: r.tunnel, reason });
+    },
+  });
   const registry = new TunnelRegistry(
     ports,
-    new PortBook(store, now),
+    book,
     config,
     stats,
     logger,
@@ -66,6 +111,7 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
     now,
     (kind, tunnel, detail) => audit(kind, tunnel.userId, { tunnel: tunnel.name, ...detail }),
   );
+  const proxies = new TrustedProxies(config.trustedProxies);
   const deps: EndpointDeps = {
     config,
     registry,
@@ -79,6 +125,8 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
     usage,
     audit,
     limiter: new AuthLimiter(config.authFailuresPerMinute, config.authBlockMs, now),
+    authFailures,
+    proxies,
     budgets: new OwnerBudgets(config.bufferBudgetBytes),
     muxes,
   };
@@ -100,6 +148,8 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
       after: limit.after.soft,
     });
   }
+  /** While `afterBind` runs: upgrades wait for it. */
+  let binding: Promise<void> | null = null;
   let front;
   try {
     front = await startFront({
@@ -122,7 +172,8 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
           ? "upgrade"
           : "http",
       onUpgrade: (head, conn, leftover, slot) => {
-        handleUpgrade(head, conn, leftover, slot, deps).catch((e) => {
+        const handle = () => handleUpgrade(head, conn, leftover, slot, deps);
+        (binding ? binding.then(handle) : handle()).catch((e) => {
           stats.error("http");
           logger.warn("upgrade from {remote} failed: {error}", {
             remote: head.remote.hostname,
@@ -136,7 +187,8 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
           slot.release();
         });
       },
-      fetch: (req, remote) => app.fetch(req, { ip: clientIpOf(req.headers, remote.hostname) }),
+      fetch: (req, remote) =>
+        app.fetch(req, { ip: proxies.clientIp(req.headers, remote.hostname) }),
       log: logger,
       counters: {
         refusal: (kind) => stats.refusal(kind),
@@ -153,6 +205,17 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
     }
     throw e;
   }
+  if (opts.afterBind) {
+    binding = opts.afterBind(front.addr);
+    try {
+      await binding;
+    } catch (e) {
+      await front.close();
+      throw e;
+    } finally {
+      binding = null;
+    }
+  }
   const flush = () =>
     usage.flush().catch((e) => {
       stats.error("store");
@@ -161,6 +224,22 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
       });
     });
   const flushTimer = setInterval(flush, config.usageFlushMs);
+  // Reservations: refresh the live tunnels' last use, drop expired ones, trim users to their cap;
+  // at start (a restart must not keep a full range blocked) and then periodically.
+  let sweeping: Promise<unknown> | null = null;
+  const sweep = () => {
+    sweeping ??= book.sweep(registry.all().map((t) => ({ userId: t.userId, port: t.port })))
+      .catch((e) => {
+        stats.error("store");
+        logger.error("cannot sweep port reservations: {error}", { error: String(e) });
+      })
+      .finally(() => (sweeping = null));
+    return sweeping;
+  };
+  sweep();
+  const sweepTimer = setInterval(sweep, book.sweepIntervalMs);
+  // Writes a minute's auth_failed rows a few seconds after the minute is over.
+  const authAuditTimer = setInterval(() => authFailures.flush(), 5_000);
   const statsTimer = config.statsIntervalMs > 0
     ? setInterval(
       () => logger.info("stats {stats}", { stats: stats.snapshot() }),
@@ -192,6 +271,8 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
         shuttingDown = true;
         clearInterval(statsTimer);
         clearInterval(flushTimer);
+        clearInterval(sweepTimer);
+        clearInterval(authAuditTimer);
         clearInterval(idleTimer);
         running.stopAccepting();
         for (const t of registry.all()) registry.release(t, "server shutting down");
@@ -209,6 +290,9 @@ export async function startServer(config: ServerConfig, store: Store): Promise<R
         for (const m of [...muxes]) m.close(CloseCode.goingAway, "server shutting down");
         await running.close();
         await flush();
+        await sweeping;
+        await book.settled();
+        await authFailures.flush(true);
       })();
       return closing;
     },

@@ -6,15 +6,21 @@ import type { MuxStream } from "../shared/mux_stream.ts";
 import { closeQuietly } from "../shared/net.ts";
 import type { ServerConfig } from "./config.ts";
 import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
-import type { PortBook } from "./accounts/port_book.ts";
+import { bindPicked, justReservedMessage, type PortBook } from "./accounts/port_book.ts";
 import type { Stats } from "./stats.ts";
 import type { BrokerSession } from "./streams/broker.ts";
-import type { UserLimits } from "./store/store.ts";
+import type { ReserveResult, UserLimits } from "./store/store.ts";
 
 /** A control session as tunnels (and the broker, through them) know it. */
 export interface TunnelOwnerSession extends BrokerSession {
   readonly id: string;
   readonly owner: string;
+  /** The client installation's persistent id: only the same id may take over a live tunnel. */
+  readonly clientId: string;
+  /** The client's address, named when another client is refused the tunnel. */
+  readonly remote: string;
+  /** True once the control channel is gone (a closed holder no longer defends its tunnels). */
+  readonly closed: boolean;
   readonly userId: number;
   readonly userName: string;
   /** The user's limits (null fields: server defaults). */
@@ -47,6 +53,8 @@ export class Tunnel {
   readonly url: string;
   readonly local: string;
   session: TunnelOwnerSession | null = null;
+  /** When the current holder got the tunnel (opened or taken over), for refusals. */
+  heldSince = 0;
   readonly pending: PendingConn[] = [];
   readonly active = new Set<MuxStream>();
   graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -134,6 +142,8 @@ export type TunnelEvents = (
 export class TunnelRegistry {
   readonly #tunnels = new Map<string, Tunnel>();
   readonly #createdAt = new Map<string, number[]>();
+  /** Per owner, the tail of its queue of `acquire` calls (see `acquire`). */
+  readonly #queues = new Map<string, Promise<void>>();
   readonly #ports: PortAllocator;
   readonly #config: ServerConfig;
   readonly #stats: Stats;
@@ -170,25 +180,51 @@ export class TunnelRegistry {
 
   /**
    * Gives `session` the tunnel it asks for: the one its owner already holds under that name (taken
-   * over from a dead or older session, keeping its port), or a new one on the port reserved for
-   * the user's tunnel, the requested port, or a free one. Throws `TunnelRefused`.
+   * over from a detached session or an older session of the same client id, keeping its port), or
+   * a new one on the port reserved for the user's tunnel, the requested port, or a free one.
+   * Throws `TunnelRefused`, with `name_in_use` while another client id holds the name.
+   *
+   * One owner's calls run one at a time: the limit checks and the registration are separated by
+   * store lookups, and concurrent sessions of one user must not all pass the checks first.
    */
   async acquire(
     session: TunnelOwnerSession,
     req: TunnelRequest,
     publicHost: string,
   ): Promise<Tunnel> {
+    const owner = session.owner;
+    const before = this.#queues.get(owner) ?? Promise.resolve();
+    let done!: () => void;
+    const mine = new Promise<void>((resolve) => (done = resolve));
+    const tail = before.then(() => mine);
+    this.#queues.set(owner, tail);
+    await before;
+    try {
+      return await this.#acquire(session, req, publicHost);
+    } finally {
+      done();
+      if (this.#queues.get(owner) === tail) this.#queues.delete(owner);
+    }
+  }
+
+  async #acquire(
+    session: TunnelOwnerSession,
+    req: TunnelRequest,
+    publicHost: string,
+  ): Promise<Tunnel> {
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
+    if (existing) this.#checkHolder(existing, session);
     if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
       // Record the port again: an operator may have released it while the tunnel stayed up.
-      if (!(await this.#book.record(session.userId, req.name, existing.port))) {
+      if (!(await this.#book.record(session.userId, req.name, existing.port, session.limits)).ok) {
         this.#log.warn("tunnel {name} keeps port {port}, which is now reserved for another user", {
           name: existing.name,
           port: existing.port,
         });
       }
       const current = this.#tunnels.get(key);
+      // Only this owner's acquire (which waits for ours) can give the name to another holder.
       if (current) return this.#takeOver(current, session);
     }
     const limits = session.limits;
@@ -211,9 +247,14 @@ export class TunnelRegistry {
     // Which port: the one reserved for this tunnel, else the requested one, else any free one.
     let port = req.remotePort;
     let reserved = false;
+    let record = true;
     if (port === 0) {
       const mine = await this.#book.portFor(session.userId, req.name);
-      if (mine !== null) {
+      if (mine !== null && this.#ports.held(mine)) {
+        // Another owner of the same user (each static token is one) has this name on that port:
+        // take any port and leave the reservation with the tunnel that holds it.
+        record = false;
+      } else if (mine !== null) {
         port = mine;
         reserved = true;
       }
@@ -237,10 +278,9 @@ export class TunnelRegistry {
       ? { low: limits.portLow, high: limits.portHigh }
       : null;
     const range = reserved ? { low: port, high: port } : userRange ?? undefined;
-    const exclude = port === 0 ? await this.#book.reservedForOthers(session.userId) : undefined;
-    // Another session of the same owner may have won the name while we awaited the store.
-    const raced = this.#tunnels.get(key);
-    if (raced && raced !== existing) return this.#takeOver(raced, session);
+    // A free port avoids live reservations, the user's own other tunnels' included (or it would be
+    // refused at the record, again and again); only a full range recycles one of those.
+    const pick = port === 0 ? await this.#book.pick(session.userId, req.name) : undefined;
     if (existing) {
       // A live session that had the name loses its port too: tell it, as for a takeover.
       if (existing.session && existing.session !== session) {
@@ -254,7 +294,10 @@ export class TunnelRegistry {
     let listener: Deno.TcpListener;
     for (let attempt = 1;; attempt++) {
       try {
-        listener = this.#ports.bind(port, range, exclude, userRange ? "your" : "the server's");
+        const owner = userRange ? "your" : "the server's";
+        listener = pick
+          ? bindPicked(this.#ports, pick, range, owner)
+          : this.#ports.bind(port, range, undefined, owner);
         break;
       } catch (e) {
         // A listener closed a moment ago frees its port only on a later turn of the event loop,
@@ -266,26 +309,27 @@ export class TunnelRegistry {
       }
     }
     const bound = (listener.addr as Deno.NetAddr).port;
-    let recorded = false;
+    let recorded: ReserveResult | null = null;
     try {
-      recorded = await this.#book.record(session.userId, req.name, bound);
+      if (record) recorded = await this.#book.record(session.userId, req.name, bound, limits);
     } catch (e) {
       listener.close();
       this.#ports.release(bound);
       throw e;
     }
-    if (!recorded) {
+    if (recorded && !recorded.ok) {
       listener.close();
       this.#ports.release(bound);
       throw new TunnelRefused(
         "port_taken",
-        `port ${bound} was just reserved by another user; try again`,
+        justReservedMessage(bound, session.userId, recorded.heldBy),
       );
     }
     recent.push(now);
     this.#createdAt.set(session.owner, recent);
     const tunnel = new Tunnel(session, req, listener, publicHost);
     tunnel.session = session;
+    tunnel.heldSince = now;
     this.#tunnels.set(key, tunnel);
     this.#stats.tunnelsCreated++;
     this.#stats.tunnelsActive++;
@@ -299,12 +343,27 @@ export class TunnelRegistry {
     return tunnel;
   }
 
+  /** Throws `name_in_use` unless `session` may take `tunnel` from its holder. */
+  #checkHolder(tunnel: Tunnel, session: TunnelOwnerSession): void {
+    const holder = tunnel.session;
+    if (!holder || holder === session || holder.closed || holder.clientId === session.clientId) {
+      return;
+    }
+    const since = new Date(tunnel.heldSince).toISOString().replace(/\.\d{3}Z$/, "Z");
+    throw new TunnelRefused(
+      "name_in_use",
+      `tunnel ${tunnel.name} is in use by another client (${holder.remote}, since ${since}); ` +
+        "pick another --name or stop that client",
+    );
+  }
+
   #takeOver(existing: Tunnel, session: TunnelOwnerSession): Tunnel {
     if (existing.session && existing.session !== session) {
       existing.session.lostTunnel(existing, "taken over by a newer connection of the same client");
     }
     clearTimeout(existing.graceTimer);
     existing.graceTimer = undefined;
+    if (existing.session !== session) existing.heldSince = this.#now();
     existing.session = session;
     existing.limits = session.limits;
     this.#log.info("tunnel {name} ({url}) resumed by session {session}", {
@@ -334,6 +393,7 @@ export class TunnelRegistry {
     this.#tunnels.delete(key);
     tunnel.close(reason);
     this.#ports.release(tunnel.port);
+    this.#book.released({ userId: tunnel.userId, port: tunnel.port });
     this.#stats.tunnelsActive--;
     this.#stats.tunnelsReleased++;
     this.#log.info("tunnel {name} released port {port}: {reason}", {

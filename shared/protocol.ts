@@ -13,6 +13,10 @@ export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
 export const MAX_TUNNELS_PER_HELLO = 64;
 /** Longest tunnel name. */
 export const MAX_NAME_LENGTH = 64;
+/** Shortest client id (`hello.clientId`). */
+export const MIN_CLIENT_ID_LENGTH = 16;
+/** Longest client id (`hello.clientId`). */
+export const MAX_CLIENT_ID_LENGTH = 64;
 
 /** Default heartbeat interval; three missed intervals mean the peer is dead. */
 export const HEARTBEAT_INTERVAL_MS = 15_000;
@@ -109,9 +113,17 @@ export type ClientControlMessage =
     readonly tunnels: readonly TunnelRequest[];
     /** Host name the client dialled, used for public addresses when the server has none set. */
     readonly host: string;
+    /**
+     * The client installation's persistent id: only the same id may take over a tunnel whose
+     * holder is still connected. This client always sends it; without it (other v2 clients) the
+     * server treats each connection as a client of its own.
+     */
+    readonly clientId?: string;
   }
   | { readonly type: "ping"; readonly t: number }
-  | { readonly type: "pong"; readonly t: number };
+  | { readonly type: "pong"; readonly t: number }
+  /** The client stops on purpose: release its tunnels now instead of keeping them for --grace. */
+  | { readonly type: "bye" };
 
 /** Messages the server sends on the control channel. */
 export type ServerControlMessage =
@@ -200,6 +212,20 @@ export function validateTunnelName(name: string): string {
   return name;
 }
 
+const CLIENT_ID_RE = /^[A-Za-z0-9_-]+$/;
+
+/** Throws a `TypeError` unless `id` is a valid client id (16-64 letters, digits, '_' or '-'). */
+export function validateClientId(id: string): string {
+  if (
+    id.length < MIN_CLIENT_ID_LENGTH || id.length > MAX_CLIENT_ID_LENGTH || !CLIENT_ID_RE.test(id)
+  ) {
+    throw new TypeError(
+      `invalid client id: use ${MIN_CLIENT_ID_LENGTH}-${MAX_CLIENT_ID_LENGTH} letters, digits, '_' or '-'`,
+    );
+  }
+  return id;
+}
+
 function tunnelRequest(v: unknown): TunnelRequest {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new ProtocolError("each tunnel must be a JSON object");
@@ -233,11 +259,21 @@ export function decodeClientControl(text: string): ClientControlMessage {
       const tunnels = obj.tunnels.map(tunnelRequest);
       const names = new Set(tunnels.map((t) => t.name));
       if (names.size !== tunnels.length) throw new ProtocolError("tunnel names must be unique");
-      return { type: "hello", version, tunnels, host: str(obj, "host", 255) };
+      const host = str(obj, "host", 255);
+      if (obj.clientId === undefined) return { type: "hello", version, tunnels, host };
+      const clientId = str(obj, "clientId", MAX_CLIENT_ID_LENGTH);
+      try {
+        validateClientId(clientId);
+      } catch (e) {
+        throw new ProtocolError(`field "clientId": ${(e as Error).message}`);
+      }
+      return { type: "hello", version, tunnels, host, clientId };
     }
     case "ping":
     case "pong":
       return { type: obj.type, t: int(obj, "t", 0, Number.MAX_SAFE_INTEGER) };
+    case "bye":
+      return { type: "bye" };
     default:
       throw new ProtocolError(`unknown control message type "${String(obj.type).slice(0, 32)}"`);
   }

@@ -2,11 +2,15 @@
 import { timingSafeEqual } from "node:crypto";
 import type { Secret } from "../../shared/secret.ts";
 import type { Store, User, UserLimits } from "../store/store.ts";
-import { hashPassword, hashToken, newToken } from "./secrets.ts";
+import { hashToken, newToken } from "./secrets.ts";
 
 /** The authenticated identity behind a control session. */
 export interface Principal {
-  /** Key tunnels are owned by: one per user, so a user's tunnel names are their own. */
+  /**
+   * Key tunnels are owned by: one per user, so a user's tunnel names are their own; each static
+   * `--token` is an owner of its own (acting as the admin user), so unrelated holders of static
+   * tokens do not share names and limits.
+   */
   readonly owner: string;
   readonly userId: number;
   readonly userName: string;
@@ -23,11 +27,14 @@ export type AuthResult =
 
 const WRONG_TOKEN = "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN";
 
-/** Credentials printed once on first start with an empty store. */
+/** Label of the token that the first start creates. */
+export const FIRST_TOKEN_LABEL = "first token";
+
+/** What the first start on an empty store created: the admin user and maybe its first token. */
 export interface Bootstrap {
   readonly user: string;
-  readonly password: string;
-  readonly token: string;
+  /** The first client token, to print once; null when none was asked for. */
+  readonly token: string | null;
 }
 
 /** Resolves tokens to principals and re-checks them while sessions run. */
@@ -43,24 +50,13 @@ export class Accounts {
   }
 
   /**
-   * On an empty store, creates the `admin` user with a random password and a first client token,
-   * and returns them so they can be printed once. Returns null when users already exist.
+   * On an empty store, creates the `admin` user (without a password: nothing uses one yet) and,
+   * when `withToken`, a first client token, and returns the token so it can be printed once.
+   * Returns null when users already exist.
    */
-  async bootstrap(): Promise<Bootstrap | null> {
+  async bootstrap(withToken = true): Promise<Bootstrap | null> {
     if ((await this.store.listUsers()).length > 0) return null;
-    const password = newToken().slice(3, 23);
-    const user = await this.store.createUser({
-      name: "admin",
-      role: "admin",
-      passwordHash: await hashPassword(password),
-    });
-    const token = newToken();
-    const rec = await this.store.createToken({
-      userId: user.id,
-      label: "first token",
-      hash: hashToken(token),
-      expiresAt: null,
-    });
+    const user = await this.store.createUser({ name: "admin", role: "admin", passwordHash: null });
     const at = this.#now();
     await this.store.addEvent({
       at,
@@ -68,13 +64,21 @@ export class Accounts {
       userId: user.id,
       detail: { name: "admin", role: "admin" },
     });
+    if (!withToken) return { user: "admin", token: null };
+    const token = newToken();
+    const rec = await this.store.createToken({
+      userId: user.id,
+      label: FIRST_TOKEN_LABEL,
+      hash: hashToken(token),
+      expiresAt: null,
+    });
     await this.store.addEvent({
       at,
       kind: "token_created",
       userId: user.id,
       detail: { tokenId: rec.id, label: rec.label },
     });
-    return { user: "admin", password, token };
+    return { user: "admin", token };
   }
 
   async #staticAdmin(): Promise<User | null> {
@@ -86,14 +90,18 @@ export class Accounts {
   async authenticate(token: string): Promise<AuthResult> {
     const hash = hashToken(token);
     const h = Buffer.from(hash, "hex");
-    let isStatic = false;
-    for (const s of this.#static) if (timingSafeEqual(s, h)) isStatic = true;
-    if (isStatic) {
+    let staticIndex = -1;
+    // Every entry is compared (constant time overall); the first match names the owner.
+    this.#static.forEach((s, i) => {
+      if (timingSafeEqual(s, h) && staticIndex < 0) staticIndex = i;
+    });
+    if (staticIndex >= 0) {
       const admin = await this.#staticAdmin();
       if (!admin) {
         return { ok: false, message: "no enabled admin user owns the static --token tokens" };
       }
-      return { ok: true, principal: principal(admin, null, "static token") };
+      const p = principal(admin, null, "static token");
+      return { ok: true, principal: { ...p, owner: `${p.owner}.static${staticIndex + 1}` } };
     }
     const rec = await this.store.tokenByHash(hash);
     if (!rec) return { ok: false, message: WRONG_TOKEN };

@@ -1,9 +1,10 @@
 // Admin commands of mport-server (user, token, port, usage, events) acting on the configured store.
-import { parseArgs } from "node:util";
 import { parsePortRange } from "../../shared/address.ts";
+import { closest, parseFlags, UsageError } from "../../shared/cli_args.ts";
 import { formatSize, parseDuration, parseSince, parseSize } from "../../shared/units.ts";
 import { hashPassword, hashToken, newToken } from "../accounts/secrets.ts";
-import type { Store, User, UserLimits } from "../store/store.ts";
+import { reservationTtl, SERVER_DEFAULTS } from "../config.ts";
+import type { PortReservation, Store, User, UserLimits } from "../store/store.ts";
 
 /** Where admin commands read and write; injectable for tests. */
 export interface AdminIo {
@@ -30,8 +31,147 @@ export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPO
   mport-server port list [--user NAME]
   mport-server usage [--user NAME] [--since 7d|2026-11-01]
   mport-server events [--user NAME] [--since 24h] [--limit N]
-LIMITS: --max-tunnels N --max-connections N --port-range LOW-HIGH --quota 10GB (use "default" to clear)
-Every listing takes --json.`;
+LIMITS: --max-tunnels N --max-connections N --port-range LOW-HIGH --quota 10GB
+        --max-reserved-ports N (use "default" to clear)
+Every listing takes --json. Help on one command: mport-server COMMAND [ACTION] --help.`;
+
+const DB_LINE = "  --db PATH|URL        the store (default ./data/mport.db, or MPORT_DB)";
+const JSON_LINE = "  --json               machine-readable output";
+const LIMITS_LINES =
+  `  --max-tunnels N      tunnels at once ("default": the server's --max-tunnels-per-client)
+  --max-connections N  concurrent user connections ("default": the server's limit)
+  --port-range LOW-HIGH  public ports the user may ask for ("default": the server's range)
+  --quota SIZE         transfer per calendar month, e.g. 10GB ("default" or "none": no quota)
+  --max-reserved-ports N  stable ports kept for the user's tunnel names, >= 1; the least
+                       recently used is recycled beyond it ("default": the user's max tunnels)`;
+const TTL_LINE =
+  `  --reservation-ttl D  the server's --reservation-ttl, for expiry times (default 30d; 0: never)`;
+
+/** Usage of each admin command, by group and action ("" for the group itself). */
+const ADMIN_HELP: Record<string, Record<string, string>> = {
+  user: {
+    "": `Usage: mport-server user ACTION …
+  user add NAME [--admin] [--email E] [--password-stdin] [LIMITS]   create a user
+  user set NAME [LIMITS]                                            change a user's limits
+  user list [--json]                                                list users
+  user disable NAME | user enable NAME                              block or unblock a user
+${DB_LINE}
+Help on one action: mport-server user ACTION --help.`,
+    add: `Usage: mport-server user add NAME [--admin] [--email EMAIL] [--password-stdin] [LIMITS]
+Creates a user (NAME: letters, digits, '.', '_', '-'). The password is asked twice on a terminal,
+or read as one line from stdin with --password-stdin; at least 8 characters.
+  --admin              role admin instead of user
+  --email EMAIL        contact address
+  --password-stdin     read the password from stdin
+${LIMITS_LINES}
+${DB_LINE}
+${JSON_LINE}`,
+    set: `Usage: mport-server user set NAME [LIMITS]
+Changes a user's limits; "default" clears one.
+${LIMITS_LINES}
+${DB_LINE}
+${JSON_LINE}`,
+    list: `Usage: mport-server user list [--json]
+Lists users with their role, state, limits and last seen time.
+${DB_LINE}
+${JSON_LINE}`,
+    disable: `Usage: mport-server user disable NAME
+Blocks a user: their clients are disconnected within --recheck seconds, new ones are refused.
+${DB_LINE}`,
+    enable: `Usage: mport-server user enable NAME
+Unblocks a disabled user.
+${DB_LINE}`,
+  },
+  token: {
+    "": `Usage: mport-server token ACTION …
+  token create --user NAME [--label L] [--expires 30d]   a new client token, shown once
+  token list [--user NAME] [--json]                       tokens (never their values)
+  token revoke ID                                         revoke; its clients are disconnected
+${DB_LINE}
+Help on one action: mport-server token ACTION --help.`,
+    create: `Usage: mport-server token create --user NAME [--label LABEL] [--expires DURATION]
+Creates a client token for a user and prints it once (only its hash is stored).
+  --user NAME          owner of the token (required)
+  --label LABEL        what it is for, e.g. laptop
+  --expires DURATION   e.g. 90d, 12h (default: never)
+${DB_LINE}
+${JSON_LINE}`,
+    list: `Usage: mport-server token list [--user NAME] [--json]
+Lists tokens: id, user, label, state, created, expires, last used.
+  --user NAME          only this user's tokens
+${DB_LINE}
+${JSON_LINE}`,
+    revoke: `Usage: mport-server token revoke ID
+Revokes a token (ID from token list); clients using it are disconnected within seconds.
+${DB_LINE}`,
+  },
+  port: {
+    "": `Usage: mport-server port ACTION …
+  port reserve PORT --user NAME [--tunnel NAME]   hold a public port for a user (never expires)
+  port release PORT                               free a reserved port
+  port list [--user NAME] [--json]                reserved ports, last use and expiry
+${DB_LINE}
+Help on one action: mport-server port ACTION --help.`,
+    reserve: `Usage: mport-server port reserve PORT --user NAME [--tunnel NAME]
+Reserves a public port for a user (and one of their tunnels); nobody else gets it. Such an explicit
+reservation never expires and is never recycled (tunnels' automatic ones do, see port list).
+  --user NAME          owner (required)
+  --tunnel NAME        the tunnel name that gets this port
+${TTL_LINE}
+${DB_LINE}`,
+    release: `Usage: mport-server port release PORT
+Frees a reserved port.
+${DB_LINE}`,
+    list: `Usage: mport-server port list [--user NAME] [--reservation-ttl 30d] [--json]
+Lists reserved ports: explicit (port reserve; never expire) or automatic (a tunnel's stable port;
+expires --reservation-ttl after a tunnel last held it), with last use and expiry.
+  --user NAME          only this user's ports
+${TTL_LINE}
+${DB_LINE}
+${JSON_LINE}`,
+  },
+  usage: {
+    "": `Usage: mport-server usage [--user NAME] [--since 7d|2026-11-01] [--json]
+Hourly bytes in and out, connections and errors per tunnel.
+  --user NAME          only this user
+  --since WHEN         a duration back from now (7d, 24h) or a date
+${DB_LINE}
+${JSON_LINE}`,
+  },
+  events: {
+    "": `Usage: mport-server events [--user NAME] [--since 24h] [--limit N] [--json]
+The audit log, newest first: users, tokens, ports, clients, tunnels, failed logins.
+  --user NAME          only events of this user
+  --since WHEN         a duration back from now (24h, 7d) or a date
+  --limit N            at most N events (default 100)
+${DB_LINE}
+${JSON_LINE}`,
+  },
+};
+
+/** The actions of an admin command group (empty for `usage` and `events`). */
+function actionsOf(group: string): string[] {
+  return Object.keys(ADMIN_HELP[group] ?? {}).filter((a) => a !== "");
+}
+
+/**
+ * Usage text of `mport-server GROUP [ACTION]`: the action's when it is known, else the group's;
+ * null for an unknown group.
+ */
+export function adminUsage(group: string, action?: string): string | null {
+  const help = ADMIN_HELP[group];
+  if (!help) return null;
+  return (action !== undefined ? help[action] : undefined) ?? help[""]!;
+}
+
+/** `mport-server user add --help` (or the group's, or the program's) for an admin command line. */
+export function adminHelpCommand(args: readonly string[]): string {
+  const [group, action] = args;
+  if (group === undefined || !ADMIN_HELP[group]) return "mport-server --help";
+  return action !== undefined && actionsOf(group).includes(action)
+    ? `mport-server ${group} ${action} --help`
+    : `mport-server ${group} --help`;
+}
 
 /** Formats rows as an aligned table with a header. */
 export function formatTable(
@@ -48,6 +188,11 @@ function iso(t: number | null): string {
   return t === null ? "-" : new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
+/** `--reservation-ttl` of an admin command (the server's default when absent). */
+function reservationTtlOf(text: string | undefined): number {
+  return text === undefined ? SERVER_DEFAULTS.reservationTtlMs : reservationTtl(text);
+}
+
 function limitText(v: number | null, size = false): string {
   if (v === null) return "default";
   return size ? formatSize(v) : String(v);
@@ -58,6 +203,7 @@ const LIMIT_OPTIONS = {
   "max-connections": { type: "string" },
   "port-range": { type: "string" },
   quota: { type: "string" },
+  "max-reserved-ports": { type: "string" },
 } as const;
 
 function parseLimits(values: Record<string, string | boolean | undefined>): Partial<UserLimits> {
@@ -89,6 +235,14 @@ function parseLimits(values: Record<string, string | boolean | undefined>): Part
   if (typeof q === "string") {
     out.monthlyQuotaBytes = q === "default" || q === "none" ? null : parseSize(q);
   }
+  const rp = values["max-reserved-ports"];
+  if (typeof rp === "string") {
+    const n = num("max-reserved-ports", rp);
+    if (n === 0) {
+      throw new TypeError('invalid --max-reserved-ports "0": expected a whole number >= 1');
+    }
+    out.maxReservedPorts = n;
+  }
   return out;
 }
 
@@ -116,6 +270,7 @@ function userRow(u: User): string[] {
     limitText(u.limits.maxConnections),
     range,
     limitText(u.limits.monthlyQuotaBytes, true),
+    limitText(u.limits.maxReservedPorts),
     iso(u.createdAt),
     iso(u.lastSeenAt),
   ];
@@ -131,6 +286,7 @@ const USER_HEADERS = [
   "CONNS",
   "PORTS",
   "QUOTA",
+  "RESERVED",
   "CREATED",
   "LAST SEEN",
 ];
@@ -140,16 +296,8 @@ function publicUser(u: User): Omit<User, "passwordHash"> & { hasPassword: boolea
   return { ...rest, hasPassword: passwordHash !== null };
 }
 
-/**
- * Runs one admin command. Returns the exit code; user mistakes throw `TypeError` with a message
- * for the operator.
- */
-export async function runAdmin(
-  args: readonly string[],
-  store: Store,
-  io: AdminIo,
-): Promise<number> {
-  const { values, positionals } = parseArgs({
+function parseAdminFlags(args: readonly string[]) {
+  return parseFlags({
     args: [...args],
     strict: true,
     allowPositionals: true,
@@ -166,8 +314,45 @@ export async function runAdmin(
       limit: { type: "string" },
       json: { type: "boolean" },
       db: { type: "string" },
+      "reservation-ttl": { type: "string" },
+      help: { type: "boolean", short: "h" },
     },
   });
+}
+
+/**
+ * Checks an admin command line before any store is opened: returns the usage text to print for
+ * `--help`, or null when the command should run. Throws a `UsageError` for bad flags or an
+ * unknown action.
+ */
+export function adminPreflight(args: readonly string[]): string | null {
+  const { values, positionals } = parseAdminFlags(args);
+  const [group = "", action] = positionals;
+  const actions = actionsOf(group);
+  if (values.help) return adminUsage(group, action) ?? ADMIN_USAGE;
+  if (actions.length > 0 && (action === undefined || !actions.includes(action))) {
+    const guess = action === undefined ? null : closest(action, actions);
+    throw new UsageError(
+      action === undefined
+        ? `"${group}" needs an action: ${actions.join(", ")}`
+        : `unknown command "${group} ${action}": ${
+          guess ? `did you mean ${group} ${guess}?` : `use ${actions.join(", ")}`
+        }`,
+    );
+  }
+  return null;
+}
+
+/**
+ * Runs one admin command. Returns the exit code; user mistakes throw `TypeError` with a message
+ * for the operator.
+ */
+export async function runAdmin(
+  args: readonly string[],
+  store: Store,
+  io: AdminIo,
+): Promise<number> {
+  const { values, positionals } = parseAdminFlags(args);
   const [group, action, ...rest] = positionals;
   const json = values.json === true;
   const print = (headers: string[], rows: string[][], data: unknown) =>
@@ -206,7 +391,7 @@ export async function runAdmin(
         const limits = parseLimits(values);
         if (Object.keys(limits).length === 0) {
           throw new TypeError(
-            "user set needs at least one of --max-tunnels, --max-connections, --port-range, --quota",
+            "user set needs at least one of --max-tunnels, --max-connections, --port-range, --quota, --max-reserved-ports",
           );
         }
         const updated = await store.setUserLimits(user.id, limits);
@@ -334,11 +519,15 @@ export async function runAdmin(
           throw new TypeError("port reserve needs a PORT");
         }
         const user = await needUser(store, values.user);
+        const ttl = reservationTtlOf(values["reservation-ttl"]);
         const r = await store.reservePort({
           userId: user.id,
           tunnel: values.tunnel ?? null,
           port,
           at: now,
+          explicit: true,
+          // A tunnel's reservation that has expired does not stand in an operator's way.
+          expiredBefore: ttl === 0 ? null : now - ttl,
         });
         if (!r.ok) {
           const holder = await store.userById(r.heldBy.userId);
@@ -382,17 +571,30 @@ export async function runAdmin(
         const user = values.user ? await needUser(store, values.user) : null;
         const list = await store.listReservations(user?.id);
         const names = await userNames(store);
+        const ttl = reservationTtlOf(values["reservation-ttl"]);
+        const expiresAt = (r: PortReservation) =>
+          r.explicit || ttl === 0 ? null : r.lastUsedAt + ttl;
+        const expiry = (r: PortReservation) => {
+          const at = expiresAt(r);
+          return at === null ? "never" : at <= now ? "expired" : iso(at);
+        };
         print(
-          ["PORT", "USER", "TUNNEL", "SINCE"],
-          list.map((
-            r,
-          ) => [
+          ["PORT", "USER", "TUNNEL", "KIND", "SINCE", "LAST USED", "EXPIRES"],
+          list.map((r) => [
             String(r.port),
             names.get(r.userId) ?? String(r.userId),
             r.tunnel ?? "-",
+            r.explicit ? "explicit" : "automatic",
             iso(r.createdAt),
+            iso(r.lastUsedAt),
+            expiry(r),
           ]),
-          list.map((r) => ({ ...r, user: names.get(r.userId) })),
+          list.map((r) => ({
+            ...r,
+            user: names.get(r.userId),
+            expiresAt: expiresAt(r),
+            expired: expiry(r) === "expired",
+          })),
         );
         return 0;
       }

@@ -58,6 +58,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly remote: string;
   /** Open data connections of this session. */
   readonly muxes = new Set<Mux>();
+  /** The client installation's id from `hello`; until then (or without one) unique to this session. */
+  #clientId: string;
   readonly #tunnels = new Set<Tunnel>();
   readonly #ws: WsConn;
   readonly #deps: SessionDeps;
@@ -65,6 +67,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   #welcomed = false;
   #helloSeen = false;
   #revoked = false;
+  /** The client said `bye`: its tunnels go at once and its open streams may finish. */
+  #bye = false;
   #closed = false;
   #lastSeen: number;
   #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -86,6 +90,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.limits = principal.limits;
     this.principal = principal;
     this.remote = remote;
+    this.#clientId = `anonymous-${this.id}`;
     this.#fallbackHost = fallbackHost;
     this.#deps = deps;
     this.#lastSeen = deps.now();
@@ -124,6 +129,11 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       }
     }
     this.#onClose();
+  }
+
+  /** The client's persistent id (a per-session one for clients that send none). */
+  get clientId(): string {
+    return this.#clientId;
   }
 
   /** Tunnels this session serves. */
@@ -240,11 +250,26 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
         return;
       case "pong":
         return;
+      case "bye":
+        this.#onBye();
+        return;
       default: {
         const never: never = msg;
         throw new Error(`unhandled ${String(never)}`);
       }
     }
+  }
+
+  /** The client stops on purpose: free its ports now (reservations stay), then close. */
+  #onBye(): void {
+    this.#bye = true;
+    const n = [...this.#tunnels].filter((t) => t.session === this).length;
+    this.#deps.log.info(
+      "client {remote} ({user}) said bye: session {id} ends and releases {n} tunnel(s) now",
+      { remote: this.remote, user: this.userName, id: this.id, n },
+    );
+    this.#ws.close(CloseCode.normal, "bye").catch(() => {});
+    this.#onClose();
   }
 
   async #onHello(msg: Extract<ClientControlMessage, { type: "hello" }>): Promise<void> {
@@ -255,6 +280,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
     this.#helloSeen = true;
     clearTimeout(this.#handshakeTimer);
+    if (msg.clientId !== undefined) this.#clientId = msg.clientId;
     if (msg.version !== PROTOCOL_VERSION) {
       stats.refusal("version_mismatch");
       const side = msg.version > PROTOCOL_VERSION
@@ -325,8 +351,9 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       }
     }
     if (this.#closed) {
-      // The client left while we were opening tunnels: keep them for the grace period as usual.
-      if (!this.#deps.shuttingDown()) registry.detach(this, config.graceMs);
+      // The client left while we were opening tunnels: keep them for the grace period as usual
+      // (or release them, after a bye).
+      this.#letGo();
       return;
     }
     this.#welcomed = true;
@@ -419,19 +446,16 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     clearTimeout(this.#handshakeTimer);
     clearInterval(this.#heartbeatTimer);
     clearInterval(this.#recheckTimer);
-    const { registry, sessions, stats, log, config } = this.#deps;
+    const { sessions, stats, log, config } = this.#deps;
     sessions.delete(this.id);
     if (this.#welcomed) stats.clientsConnected--;
     // Streams ride on the data connections: without the session they are reset, except while the
-    // server shuts down, which lets them drain first.
-    if (!this.#deps.shuttingDown()) {
+    // server shuts down or after a bye, which let them drain first.
+    if (this.#bye) this.#drainMuxes();
+    else if (!this.#deps.shuttingDown()) {
       for (const m of this.muxes) m.close(CloseCode.normal, "session closed");
     }
-    if (this.#revoked) {
-      for (const t of this.#tunnels) {
-        if (t.session === this) registry.release(t, "its client's credentials are no longer valid");
-      }
-    } else if (!this.#deps.shuttingDown()) {
+    if (!this.#revoked && !this.#bye && !this.#deps.shuttingDown()) {
       for (const t of this.#tunnels) {
         if (t.session === this) {
           log.info("tunnel {name} keeps {url} for {grace} s while its client is away", {
@@ -441,14 +465,46 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
           });
         }
       }
-      registry.detach(this, config.graceMs);
     }
+    this.#letGo();
     if (this.#welcomed) {
       log.info("session {id} from {remote} closed", { id: this.id, remote: this.remote });
       this.#deps.audit("client_disconnected", this.userId, {
         address: this.remote,
         session: this.id,
+        ...(this.#bye ? { bye: true } : {}),
       });
     }
+  }
+
+  /**
+   * The session is over: its tunnels are released at once when its credentials are gone or it
+   * said bye (their reservations stay), and otherwise kept for the grace period.
+   */
+  #letGo(): void {
+    const { registry, config } = this.#deps;
+    if (this.#revoked || this.#bye) {
+      const reason = this.#revoked
+        ? "its client's credentials are no longer valid"
+        : "its client stopped (bye)";
+      for (const t of this.#tunnels) if (t.session === this) registry.release(t, reason);
+    } else if (!this.#deps.shuttingDown()) {
+      registry.detach(this, config.graceMs);
+    }
+  }
+
+  /**
+   * After a bye the client finishes its open streams and then closes its data connections; the
+   * server closes idle ones now and the rest after --drain, so a client cannot keep them forever.
+   */
+  #drainMuxes(): void {
+    const open = [...this.muxes].filter((m) => !m.closed);
+    for (const m of open) if (m.size === 0) m.close(CloseCode.normal, "session closed");
+    const left = open.filter((m) => !m.closed && m.size > 0);
+    if (left.length === 0) return;
+    const timer = setTimeout(() => {
+      for (const m of left) m.close(CloseCode.normal, "drain deadline reached after bye");
+    }, this.#deps.config.drainMs);
+    Promise.all(left.map((m) => m.done)).then(() => clearTimeout(timer));
   }
 }

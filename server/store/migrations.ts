@@ -112,12 +112,48 @@ CREATE INDEX events_user_id_at ON events (user_id, at);
 `;
 }
 
+/**
+ * Port reservations get a lifetime: `last_used_at` (when a tunnel last held the port), `explicit`
+ * (an operator's reservation, which never expires) and a per-user cap `users.max_reserved_ports`.
+ * Existing reservations count as used now, so none expires at the upgrade; those an operator made
+ * (no tunnel name, or a `port_reserved` audit event of that user at their creation time) become
+ * explicit.
+ */
+function reservationLifetime(d: Dialect): string {
+  const t = T[d];
+  const [no, yes] = d === "sqlite" ? ["0", "1"] : ["FALSE", "TRUE"];
+  const nowMs = d === "sqlite"
+    ? "CAST(strftime('%s', 'now') AS INTEGER) * 1000"
+    : "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint";
+  const later = d === "sqlite" ? "MAX" : "GREATEST";
+  return `
+ALTER TABLE users ADD COLUMN max_reserved_ports INTEGER;
+ALTER TABLE port_reservations ADD COLUMN last_used_at ${t.ms} NOT NULL DEFAULT 0;
+ALTER TABLE port_reservations ADD COLUMN explicit ${t.bool} NOT NULL DEFAULT ${no};
+UPDATE port_reservations SET
+  last_used_at = ${later}(created_at, ${nowMs}),
+  explicit = CASE
+    WHEN tunnel IS NULL OR EXISTS (
+      SELECT 1 FROM events e
+      WHERE e.kind = 'port_reserved' AND e.user_id = port_reservations.user_id
+        AND e.at = port_reservations.created_at
+    ) THEN ${yes} ELSE ${no} END;
+CREATE INDEX port_reservations_user_last_used
+  ON port_reservations (user_id, explicit, last_used_at);
+`;
+}
+
 /** Every migration, oldest first. Append new ones; never edit one that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     name: "users, tokens, port reservations, hourly usage, events",
     sql: { sqlite: initialSchema("sqlite"), postgres: initialSchema("postgres") },
+  },
+  {
+    version: 2,
+    name: "port reservations expire: last use, explicit, per-user cap",
+    sql: { sqlite: reservationLifetime("sqlite"), postgres: reservationLifetime("postgres") },
   },
 ];
 

@@ -1,5 +1,6 @@
 // Picks the Store implementation from the --db value: a PostgreSQL URL or an SQLite path.
 
+import { log } from "../../shared/log.ts";
 import { openPostgresStore, redactPostgresUrl } from "./postgres_store.ts";
 import { openSqliteStore } from "./sqlite_store.ts";
 import type { Store } from "./store.ts";
@@ -47,15 +48,23 @@ export function parseDbTarget(db: string): DbTarget {
   return { kind: "sqlite", path: value };
 }
 
-/** Opens the store a `--db` value names (see {@link parseDbTarget}) and migrates it. */
-export function openStore(db: string): Promise<Store> {
+/**
+ * Opens the store a `--db` value names (see {@link parseDbTarget}) and migrates it. `warn` gets
+ * the SQLite store's warning about database files that were readable by other users.
+ */
+export function openStore(
+  db: string,
+  opts: { readonly warn?: (message: string) => void } = {},
+): Promise<Store> {
   let t: DbTarget;
   try {
     t = parseDbTarget(db);
   } catch (e) {
     return Promise.reject(e);
   }
-  return t.kind === "postgres" ? openPostgresStore(t.url) : openSqliteStore(t.path);
+  return t.kind === "postgres" ? openPostgresStore(t.url) : openSqliteStore(t.path, {
+    warn: opts.warn ?? ((m) => log("store").warning("{message}", { message: m })),
+  });
 }
 
 /** A `--db` value fit for logs: any password in a URL is replaced by `***`. */

@@ -9,8 +9,9 @@ import {
 } from "./migrations.ts";
 import {
   checkId,
+  checkKeep,
   checkLimits,
-  checkPort,
+  checkReserveRequest,
   checkRole,
   checkUsageRow,
   decideReserve,
@@ -32,6 +33,7 @@ import {
   type AuditEvent,
   ConflictError,
   type PortReservation,
+  type ReserveRequest,
   type ReserveResult,
   type Role,
   type Store,
@@ -233,10 +235,10 @@ class PostgresStore implements Store {
     try {
       const [row] = await this.#sql`
         INSERT INTO users (name, email, role, password_hash, created_at, max_tunnels,
-          max_connections, port_low, port_high, monthly_quota_bytes)
+          max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports)
         VALUES (${u.name}, ${u.email ?? null}, ${u.role}, ${u.passwordHash ?? null}, ${Date.now()},
           ${l.maxTunnels ?? null}, ${l.maxConnections ?? null}, ${l.portLow ?? null},
-          ${l.portHigh ?? null}, ${l.monthlyQuotaBytes ?? null})
+          ${l.portHigh ?? null}, ${l.monthlyQuotaBytes ?? null}, ${l.maxReservedPorts ?? null})
         RETURNING *`;
       return toUser(row as Row);
     } catch (e) {
@@ -332,45 +334,63 @@ class PostgresStore implements Store {
     await this.#sql`UPDATE tokens SET last_used_at = ${at} WHERE id = ${id}`;
   }
 
-  async reservePort(
-    r: { userId: number; tunnel: string | null; port: number; at: number },
-  ): Promise<ReserveResult> {
-    checkPort(r.port);
-    checkId(r.userId, "userId");
+  async reservePort(r: ReserveRequest): Promise<ReserveResult> {
+    checkReserveRequest(r);
     try {
       return await this.#sql.begin(async (tx: Tx): Promise<ReserveResult> => {
         // One reservation at a time across every server on this database: the read-decide-write
         // below then sees every earlier reservation, and the (user, tunnel) move cannot race.
         await tx`SELECT pg_advisory_xact_lock(${LOCK_NS}::int4, ${LOCK_RESERVE}::int4)`;
         const held = await this.#heldBy(tx, r.port);
-        const d = decideReserve(held, r.userId, r.tunnel);
+        const d = decideReserve(held, r);
+        const explicit = r.explicit === true;
+        const dropped: PortReservation[] = [];
+        let row: unknown;
         switch (d.kind) {
-          case "same":
-            return { ok: true, reservation: d.held };
           case "taken":
             return { ok: false, heldBy: d.held };
+          case "same":
+            [row] = await tx`
+              UPDATE port_reservations SET last_used_at = GREATEST(last_used_at, ${r.at}),
+                explicit = explicit OR ${explicit}
+              WHERE port = ${r.port} RETURNING *`;
+            break;
+          case "replace":
           case "name":
           case "free": {
+            if (d.kind === "replace") {
+              await tx`DELETE FROM port_reservations WHERE port = ${r.port}`;
+              dropped.push(d.held);
+            }
             if (r.tunnel !== null) {
               // (user_id, tunnel) is unique: the tunnel's reservation moves to the new port.
               await tx`DELETE FROM port_reservations
                        WHERE user_id = ${r.userId} AND tunnel = ${r.tunnel} AND port <> ${r.port}`;
             }
-            const [row] = d.kind === "name"
-              ? await tx`UPDATE port_reservations SET tunnel = ${r.tunnel}
+            [row] = d.kind === "name"
+              ? await tx`UPDATE port_reservations SET tunnel = ${r.tunnel},
+                           last_used_at = GREATEST(last_used_at, ${r.at}),
+                           explicit = explicit OR ${explicit}
                          WHERE port = ${r.port} RETURNING *`
-              : await tx`INSERT INTO port_reservations (port, user_id, tunnel, created_at)
-                         VALUES (${r.port}, ${r.userId}, ${r.tunnel}, ${r.at})
+              : await tx`INSERT INTO port_reservations
+                           (port, user_id, tunnel, created_at, last_used_at, explicit)
+                         VALUES (${r.port}, ${r.userId}, ${r.tunnel}, ${r.at}, ${r.at}, ${explicit})
                          ON CONFLICT (port) DO NOTHING RETURNING *`;
-            if (!row) {
-              // Only a writer that bypassed the lock can get here; undo the move and report it.
-              throw new Rollback(await this.#heldBy(tx, r.port));
-            }
-            return { ok: true, reservation: toReservation(row as Row) };
+            break;
           }
           default:
             return d satisfies never;
         }
+        if (!row) {
+          // Only a writer that bypassed the lock can get here; undo the move and report it.
+          throw new Rollback(await this.#heldBy(tx, r.port));
+        }
+        const reservation = toReservation(row as Row);
+        if (r.maxAutomatic !== null && r.maxAutomatic !== undefined) {
+          const keep = r.maxAutomatic - (reservation.explicit ? 0 : 1);
+          dropped.push(...await trim(tx, r.userId, keep, r.port));
+        }
+        return { ok: true, reservation, dropped };
       }) as ReserveResult;
     } catch (e) {
       if (e instanceof Rollback) {
@@ -380,6 +400,42 @@ class PostgresStore implements Store {
       if (pgCode(e) === "23503") throw noSuchUser(r.userId);
       throw e;
     }
+  }
+
+  async touchReservations(
+    uses: readonly { readonly userId: number; readonly port: number }[],
+    at: number,
+  ): Promise<number> {
+    if (uses.length === 0) return 0;
+    let n = 0;
+    await this.#sql.begin(async (tx: Tx) => {
+      // Under the reserve lock: a reservation's trim deletes rows in no particular order, and
+      // taking rows in two orders at once could deadlock.
+      await tx`SELECT pg_advisory_xact_lock(${LOCK_NS}::int4, ${LOCK_RESERVE}::int4)`;
+      for (const u of uses) {
+        const r = await tx`UPDATE port_reservations SET last_used_at = GREATEST(last_used_at, ${at})
+                           WHERE port = ${u.port} AND user_id = ${u.userId}`;
+        n += r.count;
+      }
+    });
+    return n;
+  }
+
+  async dropExpiredReservations(before: number): Promise<PortReservation[]> {
+    const rows = await this.#sql.begin(async (tx: Tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${LOCK_NS}::int4, ${LOCK_RESERVE}::int4)`;
+      return await tx`DELETE FROM port_reservations
+                      WHERE NOT explicit AND last_used_at < ${before} RETURNING *`;
+    });
+    return byPort(rows.map((r) => toReservation(r as Row)));
+  }
+
+  async trimReservations(userId: number, keep: number): Promise<PortReservation[]> {
+    checkKeep(keep);
+    return await this.#sql.begin(async (tx: Tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${LOCK_NS}::int4, ${LOCK_RESERVE}::int4)`;
+      return await trim(tx, userId, keep, 0);
+    }) as PortReservation[];
   }
 
   async #heldBy(tx: Tx, port: number): Promise<PortReservation | null> {
@@ -489,6 +545,24 @@ class PostgresStore implements Store {
     this.#closing ??= this.#sql.end({ timeout: 5 });
     return this.#closing;
   }
+}
+
+/**
+ * Deletes the user's least recently used automatic reservations beyond the `keep` most recent,
+ * leaving `spare` (0: none) out of the count; returns them by port. Runs under the reserve lock.
+ */
+async function trim(tx: Tx, userId: number, keep: number, spare: number) {
+  const rows = await tx`
+    DELETE FROM port_reservations WHERE port IN (
+      SELECT port FROM port_reservations
+      WHERE user_id = ${userId} AND NOT explicit AND port <> ${spare}
+      ORDER BY last_used_at DESC, created_at DESC, port DESC OFFSET ${Math.max(0, keep)}
+    ) RETURNING *`;
+  return byPort(rows.map((r) => toReservation(r as Row)));
+}
+
+function byPort(list: PortReservation[]): PortReservation[] {
+  return list.sort((a, b) => a.port - b.port);
 }
 
 /** Sums rows with the same (user, tunnel, hour), sorted by that key. */

@@ -3,6 +3,7 @@
 import type {
   AuditEvent,
   PortReservation,
+  ReserveRequest,
   Role,
   TokenRecord,
   UsageRow,
@@ -22,6 +23,7 @@ export const LIMIT_COLUMNS: Readonly<Record<keyof UserLimits, string>> = {
   portLow: "port_low",
   portHigh: "port_high",
   monthlyQuotaBytes: "monthly_quota_bytes",
+  maxReservedPorts: "max_reserved_ports",
 };
 
 /** Converts an integer column to a JS number, refusing values a number cannot hold exactly. */
@@ -54,7 +56,7 @@ export function toUser(r: Row): User {
     name: toStr(r.name),
     email: toStrOrNull(r.email),
     role: role satisfies Role,
-    disabled: r.disabled === true || r.disabled === 1 || r.disabled === 1n,
+    disabled: toBool(r.disabled),
     passwordHash: toStrOrNull(r.password_hash),
     createdAt: toInt(r.created_at, "users.created_at"),
     lastSeenAt: toIntOrNull(r.last_seen_at, "users.last_seen_at"),
@@ -64,6 +66,7 @@ export function toUser(r: Row): User {
       portLow: toIntOrNull(r.port_low, "users.port_low"),
       portHigh: toIntOrNull(r.port_high, "users.port_high"),
       monthlyQuotaBytes: toIntOrNull(r.monthly_quota_bytes, "users.monthly_quota_bytes"),
+      maxReservedPorts: toIntOrNull(r.max_reserved_ports, "users.max_reserved_ports"),
     },
   };
 }
@@ -89,7 +92,13 @@ export function toReservation(r: Row): PortReservation {
     userId: toInt(r.user_id, "port_reservations.user_id"),
     tunnel: toStrOrNull(r.tunnel),
     createdAt: toInt(r.created_at, "port_reservations.created_at"),
+    lastUsedAt: toInt(r.last_used_at, "port_reservations.last_used_at"),
+    explicit: toBool(r.explicit),
   };
+}
+
+function toBool(v: Cell): boolean {
+  return v === true || v === 1 || v === 1n;
 }
 
 /** Maps a `usage_hourly` row. */
@@ -147,6 +156,32 @@ export function checkLimits(limits: Partial<UserLimits>): void {
     const v = limits[key];
     if (v !== null && v !== undefined) checkPort(v);
   }
+  const cap = limits.maxReservedPorts;
+  if (cap !== null && cap !== undefined && cap < 1) {
+    throw new RangeError(`User limit maxReservedPorts must be at least 1 or null, got ${cap}`);
+  }
+}
+
+/** Throws a RangeError unless the optional numbers of a reservation request make sense. */
+export function checkReserveRequest(r: ReserveRequest): void {
+  checkPort(r.port);
+  checkId(r.userId, "userId");
+  if (!Number.isSafeInteger(r.at)) throw new RangeError(`at must be an integer, got ${r.at}`);
+  const cap = r.maxAutomatic;
+  if (cap !== null && cap !== undefined && (!Number.isSafeInteger(cap) || cap < 1)) {
+    throw new RangeError(`maxAutomatic must be an integer of at least 1, got ${cap}`);
+  }
+  const before = r.expiredBefore;
+  if (before !== null && before !== undefined && !Number.isSafeInteger(before)) {
+    throw new RangeError(`expiredBefore must be an integer, got ${before}`);
+  }
+}
+
+/** Throws a RangeError unless `keep` is a count of reservations to keep. */
+export function checkKeep(keep: number): void {
+  if (!Number.isSafeInteger(keep) || keep < 0) {
+    throw new RangeError(`keep must be a non-negative integer, got ${keep}`);
+  }
 }
 
 /** Throws a RangeError unless `id` can be a row id (so a bad id never reaches SQL). */
@@ -184,26 +219,39 @@ export type ReserveDecision =
   | { readonly kind: "same"; readonly held: PortReservation }
   | { readonly kind: "name"; readonly held: PortReservation }
   | { readonly kind: "taken"; readonly held: PortReservation }
+  | { readonly kind: "replace"; readonly held: PortReservation }
   | { readonly kind: "free" };
 
 /**
- * Decides what `reservePort(userId, tunnel)` does given the current holder of the port:
+ * Decides what `reservePort(r)` does given the current holder of the port:
  * - held by the same user and tunnel, or by the same user when `tunnel` is null → `same` (no-op);
  * - held by the same user with tunnel null and a tunnel is named now → `name` (set the tunnel);
+ * - held automatically by anyone else and expired (last used before `expiredBefore`), or by
+ *   another tunnel of the same user when `takeOverOwn` is set → `replace` (delete, then as free);
  * - held by anyone else, or by another tunnel of the same user → `taken`;
  * - not held → `free`.
  */
-export function decideReserve(
-  held: PortReservation | null,
-  userId: number,
-  tunnel: string | null,
-): ReserveDecision {
+export function decideReserve(held: PortReservation | null, r: ReserveRequest): ReserveDecision {
   if (held === null) return { kind: "free" };
-  if (held.userId !== userId) return { kind: "taken", held };
-  if (held.tunnel === tunnel || tunnel === null) return { kind: "same", held };
-  if (held.tunnel === null) return { kind: "name", held };
+  if (held.userId === r.userId) {
+    if (held.tunnel === r.tunnel || r.tunnel === null) return { kind: "same", held };
+    if (held.tunnel === null) return { kind: "name", held };
+  }
+  if (!held.explicit) {
+    const expired = r.expiredBefore !== null && r.expiredBefore !== undefined &&
+      held.lastUsedAt < r.expiredBefore;
+    if (expired || (r.takeOverOwn === true && held.userId === r.userId)) {
+      return { kind: "replace", held };
+    }
+  }
   return { kind: "taken", held };
 }
+
+/**
+ * Orders reservations most recently used first (ties: newer first, then by port, descending); the
+ * PostgreSQL store spells the same order out in its query.
+ */
+export const MRU_ORDER = "last_used_at DESC, created_at DESC, port DESC";
 
 /** Default and maximum number of events one `events()` call returns. */
 export const EVENTS_DEFAULT_LIMIT = 1000;

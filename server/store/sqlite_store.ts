@@ -2,6 +2,7 @@
 
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { dirname } from "node:path";
+import { makeDataDir, secureDatabaseFiles, tightenCompanions } from "./file_modes.ts";
 import {
   LATEST_VERSION,
   migrationSql,
@@ -10,13 +11,15 @@ import {
 } from "./migrations.ts";
 import {
   checkId,
+  checkKeep,
   checkLimits,
-  checkPort,
+  checkReserveRequest,
   checkRole,
   checkUsageRow,
   decideReserve,
   eventsLimit,
   LIMIT_COLUMNS,
+  MRU_ORDER,
   nameTakenMessage,
   noSuchUser,
   type Row,
@@ -33,6 +36,7 @@ import {
   type AuditEvent,
   ConflictError,
   type PortReservation,
+  type ReserveRequest,
   type ReserveResult,
   type Role,
   type Store,
@@ -46,6 +50,11 @@ import {
 export interface SqliteStoreOptions {
   /** How long a write waits for another process's lock before failing (default 5000 ms). */
   readonly busyTimeoutMs?: number;
+  /**
+   * Told once when existing database files were readable by other users (they are changed to
+   * 0600). Default: a line on stderr (`openStore` passes the server's log).
+   */
+  readonly warn?: (message: string) => void;
 }
 
 /** Default wait for a lock held by another connection or process. */
@@ -53,7 +62,8 @@ export const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
 /**
  * Opens (creating it and its parent directory if missing) the SQLite database at `path` and
- * applies pending migrations. `":memory:"` gives a private in-memory database, for tests.
+ * applies pending migrations. A directory it creates is 0700, the database files are 0600.
+ * `":memory:"` gives a private in-memory database, for tests.
  *
  * Fails with a message naming the path when the file or directory is read-only, or when another
  * process holds the database locked for longer than `busyTimeoutMs`.
@@ -67,13 +77,17 @@ export async function openSqliteStore(
   if (path !== ":memory:") {
     const dir = dirname(path);
     try {
-      await Deno.mkdir(dir, { recursive: true });
+      await makeDataDir(dir);
     } catch (e) {
       throw new Error(
         `Cannot create directory ${dir} for the SQLite database ${path}: ${errMessage(e)}`,
         { cause: e },
       );
     }
+    await secureDatabaseFiles(
+      path,
+      opts.warn ?? ((m) => console.warn(`mport-server: warning: ${m}`)),
+    );
   }
   let db: DatabaseSync;
   try {
@@ -92,6 +106,7 @@ export async function openSqliteStore(
     db.close();
     throw translate(e, path, busyMs);
   }
+  if (path !== ":memory:") await tightenCompanions(path);
   return new SqliteStore(db, path, busyMs);
 }
 
@@ -216,8 +231,8 @@ class SqliteStore implements Store {
       try {
         const row = db.prepare(
           `INSERT INTO users (name, email, role, disabled, password_hash, created_at, max_tunnels,
-             max_connections, port_low, port_high, monthly_quota_bytes)
-           VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+             max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports)
+           VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
         ).get(
           u.name,
           u.email ?? null,
@@ -229,6 +244,7 @@ class SqliteStore implements Store {
           l.portLow ?? null,
           l.portHigh ?? null,
           l.monthlyQuotaBytes ?? null,
+          l.maxReservedPorts ?? null,
         );
         return toUser(row as Row);
       } catch (e) {
@@ -347,12 +363,9 @@ class SqliteStore implements Store {
     });
   }
 
-  reservePort(
-    r: { userId: number; tunnel: string | null; port: number; at: number },
-  ): Promise<ReserveResult> {
+  reservePort(r: ReserveRequest): Promise<ReserveResult> {
     return this.#op((db) => {
-      checkPort(r.port);
-      checkId(r.userId, "userId");
+      checkReserveRequest(r);
       try {
         // BEGIN IMMEDIATE takes the database's write lock, so the read-decide-write below cannot
         // interleave with another connection or process.
@@ -361,37 +374,96 @@ class SqliteStore implements Store {
             db.prepare("SELECT * FROM port_reservations WHERE port = ?").get(r.port),
             toReservation,
           );
-          const d = decideReserve(held, r.userId, r.tunnel);
+          const d = decideReserve(held, r);
+          const explicit = r.explicit === true ? 1 : 0;
+          const dropped: PortReservation[] = [];
+          let row: unknown;
           switch (d.kind) {
-            case "same":
-              return { ok: true, reservation: d.held };
             case "taken":
               return { ok: false, heldBy: d.held };
+            case "same":
+              row = db.prepare(
+                `UPDATE port_reservations SET last_used_at = MAX(last_used_at, ?),
+                   explicit = CASE WHEN ? = 1 THEN 1 ELSE explicit END
+                 WHERE port = ? RETURNING *`,
+              ).get(r.at, explicit, r.port);
+              break;
+            case "replace":
             case "name":
             case "free": {
+              if (d.kind === "replace") {
+                db.prepare("DELETE FROM port_reservations WHERE port = ?").run(r.port);
+                dropped.push(d.held);
+              }
               if (r.tunnel !== null) {
                 // (user_id, tunnel) is unique: the tunnel's reservation moves to the new port.
                 db.prepare(
                   "DELETE FROM port_reservations WHERE user_id = ? AND tunnel = ? AND port <> ?",
                 ).run(r.userId, r.tunnel, r.port);
               }
-              const row = d.kind === "name"
-                ? db.prepare("UPDATE port_reservations SET tunnel = ? WHERE port = ? RETURNING *")
-                  .get(r.tunnel, r.port)
+              row = d.kind === "name"
+                ? db.prepare(
+                  `UPDATE port_reservations SET tunnel = ?, last_used_at = MAX(last_used_at, ?),
+                     explicit = CASE WHEN ? = 1 THEN 1 ELSE explicit END
+                   WHERE port = ? RETURNING *`,
+                ).get(r.tunnel, r.at, explicit, r.port)
                 : db.prepare(
-                  `INSERT INTO port_reservations (port, user_id, tunnel, created_at)
-                   VALUES (?, ?, ?, ?) RETURNING *`,
-                ).get(r.port, r.userId, r.tunnel, r.at);
-              return { ok: true, reservation: toReservation(row as Row) };
+                  `INSERT INTO port_reservations (port, user_id, tunnel, created_at, last_used_at,
+                     explicit)
+                   VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+                ).get(r.port, r.userId, r.tunnel, r.at, r.at, explicit);
+              break;
             }
             default:
               return d satisfies never;
           }
+          const reservation = toReservation(row as Row);
+          if (r.maxAutomatic !== null && r.maxAutomatic !== undefined) {
+            const keep = r.maxAutomatic - (reservation.explicit ? 0 : 1);
+            dropped.push(...trim(db, r.userId, keep, r.port));
+          }
+          return { ok: true, reservation, dropped };
         });
       } catch (e) {
         if (isForeignKeyViolation(e)) throw noSuchUser(r.userId);
         throw e;
       }
+    });
+  }
+
+  touchReservations(
+    uses: readonly { readonly userId: number; readonly port: number }[],
+    at: number,
+  ): Promise<number> {
+    return this.#op((db) => {
+      if (uses.length === 0) return 0;
+      return inTransaction(db, () => {
+        const touch = db.prepare(
+          `UPDATE port_reservations SET last_used_at = MAX(last_used_at, ?)
+           WHERE port = ? AND user_id = ?`,
+        );
+        let n = 0;
+        for (const u of uses) n += Number(touch.run(at, u.port, u.userId).changes);
+        return n;
+      });
+    });
+  }
+
+  dropExpiredReservations(before: number): Promise<PortReservation[]> {
+    return this.#op((db) =>
+      byPort(mapAll(
+        db.prepare(
+          "DELETE FROM port_reservations WHERE explicit = 0 AND last_used_at < ? RETURNING *",
+        ).all(before),
+        toReservation,
+      ))
+    );
+  }
+
+  trimReservations(userId: number, keep: number): Promise<PortReservation[]> {
+    return this.#op((db) => {
+      checkKeep(keep);
+      return inTransaction(db, () => trim(db, userId, keep, 0));
     });
   }
 
@@ -524,6 +596,25 @@ class SqliteStore implements Store {
     }
     return Promise.resolve();
   }
+}
+
+/**
+ * Deletes the user's least recently used automatic reservations beyond the `keep` most recent,
+ * leaving `spare` (0: none) out of the count; returns them by port.
+ */
+function trim(db: DatabaseSync, userId: number, keep: number, spare: number): PortReservation[] {
+  const rows = db.prepare(
+    `DELETE FROM port_reservations WHERE port IN (
+       SELECT port FROM port_reservations
+       WHERE user_id = ? AND explicit = 0 AND port <> ?
+       ORDER BY ${MRU_ORDER} LIMIT -1 OFFSET ?
+     ) RETURNING *`,
+  ).all(userId, spare, Math.max(0, keep));
+  return byPort(mapAll(rows, toReservation));
+}
+
+function byPort(list: PortReservation[]): PortReservation[] {
+  return list.sort((a, b) => a.port - b.port);
 }
 
 function mapOne<T>(row: unknown, f: (r: Row) => T): T | null {

@@ -12,6 +12,11 @@ export interface UserLimits {
   readonly portHigh: number | null;
   /** Bytes (in + out) per calendar month (UTC), or null for unlimited. */
   readonly monthlyQuotaBytes: number | null;
+  /**
+   * Automatic port reservations (stable ports of the user's tunnels) kept at most, ≥ 1; beyond it
+   * the least recently used is recycled. Null: the user's max tunnels.
+   */
+  readonly maxReservedPorts: number | null;
 }
 
 /** A stored user. Times are epoch milliseconds. */
@@ -48,6 +53,33 @@ export interface PortReservation {
   /** Tunnel name, or null for a port an admin reserved without naming a tunnel. */
   readonly tunnel: string | null;
   readonly createdAt: number;
+  /**
+   * When a tunnel last held the port (refreshed while one does); an automatic reservation expires
+   * a TTL after it.
+   */
+  readonly lastUsedAt: number;
+  /** Reserved by an operator (`port reserve`): never expires or is recycled, not in the cap. */
+  readonly explicit: boolean;
+}
+
+/** What {@link Store.reservePort} is asked to do. */
+export interface ReserveRequest {
+  readonly userId: number;
+  readonly tunnel: string | null;
+  readonly port: number;
+  /** Now (epoch ms): `createdAt` of a new reservation and `lastUsedAt` of the one reserved. */
+  readonly at: number;
+  /** An operator's reservation; also marks a reservation the same user already holds explicit. */
+  readonly explicit?: boolean;
+  /** Automatic reservations last used before this time (epoch ms) have expired: they are free. */
+  readonly expiredBefore?: number | null;
+  /**
+   * Keep at most this many (≥ 1) automatic reservations for the user, the one reserved included:
+   * the least recently used others beyond it are dropped.
+   */
+  readonly maxAutomatic?: number | null;
+  /** A port held by an automatic reservation of another of the user's tunnels is taken over. */
+  readonly takeOverOwn?: boolean;
 }
 
 /** Usage of one tunnel in one hour. `hour` is the epoch ms of the hour's start (UTC). */
@@ -74,7 +106,15 @@ export interface AuditEvent {
 
 /** Result of trying to reserve a port. */
 export type ReserveResult =
-  | { readonly ok: true; readonly reservation: PortReservation }
+  | {
+    readonly ok: true;
+    readonly reservation: PortReservation;
+    /**
+     * Reservations of other tunnels this call removed, by port: an expired holder of the port, the
+     * user's own reservation taken over, the least recently used ones beyond `maxAutomatic`.
+     */
+    readonly dropped: readonly PortReservation[];
+  }
   | { readonly ok: false; readonly heldBy: PortReservation };
 
 /** Thrown for a name that is already taken (user name). */
@@ -130,12 +170,26 @@ export interface Store {
    * A tunnel holds at most one port: when (userId, tunnel) already holds another port, that
    * reservation moves to `port` (the old port is released in the same transaction); when `port`
    * is taken, nothing changes. With `tunnel` null, a port the same user already holds under any
-   * tunnel name is returned unchanged. A repeat call keeps the original `createdAt`. Throws a
-   * RangeError for a port outside 1–65535 or an unknown user.
+   * tunnel name is returned unchanged. A repeat call keeps the original `createdAt` and moves
+   * `lastUsedAt` forward to `at`. A port held by someone else counts as free when that reservation
+   * is automatic and expired (`expiredBefore`), or is the same user's other tunnel's automatic one
+   * and `takeOverOwn` is set; it is then replaced. With `maxAutomatic`, the user's least recently
+   * used automatic reservations beyond it are dropped in the same transaction. Throws a RangeError
+   * for a port outside 1–65535, an unknown user or a `maxAutomatic` below 1.
    */
-  reservePort(
-    r: { userId: number; tunnel: string | null; port: number; at: number },
-  ): Promise<ReserveResult>;
+  reservePort(r: ReserveRequest): Promise<ReserveResult>;
+  /**
+   * Moves `lastUsedAt` forward to `at` on each reservation that user holds on that port (ports held
+   * by a live tunnel); returns how many rows matched.
+   */
+  touchReservations(
+    uses: readonly { readonly userId: number; readonly port: number }[],
+    at: number,
+  ): Promise<number>;
+  /** Deletes the automatic reservations last used before `before`; returns them, by port. */
+  dropExpiredReservations(before: number): Promise<PortReservation[]>;
+  /** Deletes a user's least recently used automatic reservations beyond `keep`; returns them. */
+  trimReservations(userId: number, keep: number): Promise<PortReservation[]>;
   /** The port held for a user's named tunnel, if any. */
   reservationFor(userId: number, tunnel: string): Promise<PortReservation | null>;
   reservationByPort(port: number): Promise<PortReservation | null>;

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import {
   type ClientConfig,
+  defaultClientIdFile,
   noProxyMatches,
   parseClientArgs,
   parseServerUrl,
@@ -91,6 +92,9 @@ const TCP_VALID: { args: string[]; want: Partial<ClientConfig> }[] = [
   { args: ["tcp", "22", "--pool", "8"], want: { pool: 8 } },
   { args: ["tcp", "22", "--ca", "ca.pem"], want: { caCert: FILES["ca.pem"] } },
   { args: ["tcp", "22", "--log-level", "trace"], want: { logLevel: "trace" } },
+  { args: ["tcp", "22"], want: { maxConnections: 256 } },
+  { args: ["tcp", "22", "--max-connections", "1"], want: { maxConnections: 1 } },
+  { args: ["tcp", "22", "--max-connections", "16384"], want: { maxConnections: 16384 } },
 ];
 
 for (const c of TCP_VALID) {
@@ -138,15 +142,26 @@ Deno.test("client flags beat the environment, which beats the config file", () =
   assert.equal(fromFlags.pool, 7);
 });
 
+Deno.test("client takes max_connections from the config file and --max-connections over it", () => {
+  const read = withToml("max_connections = 40\n[[tunnels]]\nlocal = 22");
+  assert.equal(parse(["start", "-c", "t.toml", ...BASE], {}, read).maxConnections, 40);
+  assert.equal(
+    parse(["start", "-c", "t.toml", "--max-connections", "7", ...BASE], {}, read).maxConnections,
+    7,
+  );
+});
+
 Deno.test("client `tcp` with --config takes the tunnel from the command line only", () => {
   const c = parse(["tcp", "8080", "--config", "mport.toml"]);
   assert.deepEqual(c.tunnels.map((t) => t.name), ["127.0.0.1-8080"]);
   assert.equal(c.token.reveal(), "file-token-4567");
 });
 
-Deno.test("client asks for help with no command or with --help", () => {
+Deno.test("client asks for help with no command, `help` or --help, and for its version", () => {
   assert.deepEqual(parseClientArgs([], {}, readFile), { help: true });
+  assert.deepEqual(parseClientArgs(["help"], {}, readFile), { help: true });
   assert.deepEqual(parseClientArgs(["tcp", "22", "-h"], {}, readFile), { help: true });
+  assert.deepEqual(parseClientArgs(["--version"], {}, readFile), { help: false, version: true });
 });
 
 const SERVER_URLS: [string, string, string][] = [
@@ -221,6 +236,32 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
       message: 'invalid --pool "two": expected a whole number from 1 to 8',
     },
     {
+      args: ["tcp", "22", "--max-connections", "0", ...BASE],
+      message: 'invalid --max-connections "0": expected a whole number from 1 to 16384',
+    },
+    {
+      args: ["tcp", "22", "--max-connections", "16385", ...BASE],
+      message: 'invalid --max-connections "16385": expected a whole number from 1 to 16384',
+    },
+    {
+      args: ["tcp", "22", "--max-connections", "1e3", ...BASE],
+      message: 'invalid --max-connections "1e3": expected a whole number from 1 to 16384',
+    },
+    {
+      args: ["tcp", "22", "--max-connections", "", ...BASE],
+      message: 'invalid --max-connections "": expected a whole number from 1 to 16384',
+    },
+    {
+      args: ["start", "--config", "t.toml", ...BASE],
+      toml: "max_connections = 2.5\n[[tunnels]]\nlocal = 22",
+      message: 'invalid --max-connections "2.5": expected a whole number from 1 to 16384',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: 'max_connections = "9"',
+      message: 't.toml: "max_connections" must be a number',
+    },
+    {
       args: ["tcp", "22", "--ca", "missing.pem", ...BASE],
       message: "no such file: missing.pem",
     },
@@ -232,11 +273,12 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
       args: ["tcp", "22", "--proxy", "http://", ...BASE],
       message: 'invalid proxy "http://": expected http://[user:pass@]host:port',
     },
+    { args: ["tcp", "22", "--bogus", ...BASE], message: "unknown flag --bogus" },
     {
-      args: ["tcp", "22", "--bogus", ...BASE],
-      message: "Unknown option '--bogus'. To specify a positional argument starting with a '-', " +
-        `place it at the end of the command after '--', as in '-- "--bogus"`,
+      args: ["tcp", "22", "--remote-prot", "10005", ...BASE],
+      message: "unknown flag --remote-prot: did you mean --remote-port?",
     },
+    { args: ["tcp", "22", "--token"], message: "--token needs a value" },
     { args: ["start", ...BASE], message: "mport start needs --config FILE" },
     {
       args: ["start", "extra", "--config", "mport.toml"],
@@ -346,6 +388,16 @@ const PROXY = {
   password: null,
 };
 
+/** Every proxy variable set, upper and lower case. */
+const EVERY_PROXY_VAR = {
+  HTTP_PROXY: "http://proxy:3128",
+  http_proxy: "http://proxy:3128",
+  HTTPS_PROXY: "http://proxy:3128",
+  https_proxy: "http://proxy:3128",
+  ALL_PROXY: "http://proxy:3128",
+  all_proxy: "http://proxy:3128",
+};
+
 const PROXIES: {
   name: string;
   flag?: string;
@@ -381,6 +433,80 @@ const PROXIES: {
     flag: "none",
     server: WSS,
     env: { HTTPS_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "--proxy none overrides HTTP_PROXY for ws",
+    flag: "none",
+    server: WS,
+    env: { HTTP_PROXY: "http://proxy:3128", http_proxy: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "--proxy none overrides ALL_PROXY for ws",
+    flag: "none",
+    server: WS,
+    env: { ALL_PROXY: "http://proxy:3128", all_proxy: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "--proxy none overrides ALL_PROXY for wss",
+    flag: "none",
+    server: WSS,
+    env: { ALL_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "--proxy none overrides every variable at once",
+    flag: "none",
+    server: WS,
+    env: EVERY_PROXY_VAR,
+    want: null,
+  },
+  {
+    name: "--proxy NONE in capitals",
+    flag: "NONE",
+    server: WS,
+    env: EVERY_PROXY_VAR,
+    want: null,
+  },
+  {
+    name: "--proxy ' None ' with spaces",
+    flag: " None ",
+    server: WSS,
+    env: EVERY_PROXY_VAR,
+    want: null,
+  },
+  { name: "--proxy '' (empty)", flag: "", server: WS, env: EVERY_PROXY_VAR, want: null },
+  {
+    name: "--proxy none with no environment",
+    flag: "none",
+    server: WSS,
+    env: {},
+    want: null,
+  },
+  {
+    name: "HTTP_PROXY=none means no proxy for ws",
+    server: WS,
+    env: { HTTP_PROXY: "none", ALL_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "https_proxy=NONE means no proxy for wss",
+    server: WSS,
+    env: { https_proxy: "NONE", ALL_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    name: "ALL_PROXY=none means no proxy",
+    server: WS,
+    env: { ALL_PROXY: "none" },
+    want: null,
+  },
+  {
+    name: "an empty HTTPS_PROXY switches the proxy off (ALL_PROXY is not consulted)",
+    server: WSS,
+    env: { HTTPS_PROXY: "", ALL_PROXY: "http://proxy:3128" },
     want: null,
   },
   {
@@ -458,6 +584,71 @@ Deno.test("client config takes the proxy from the environment it is given", () =
   assert.deepEqual(plain(c.proxy), PROXY);
 });
 
+/** `proxy` in the TOML file (none: no key), `--proxy` (none: no flag), environment → expected. */
+const PROXY_SOURCES: {
+  toml?: string;
+  flag?: string;
+  server: string;
+  env: Record<string, string>;
+  want: string | null;
+}[] = [
+  { toml: "none", server: "ws://vps.example.com:8080", env: EVERY_PROXY_VAR, want: null },
+  { toml: "None", server: "wss://vps.example.com", env: EVERY_PROXY_VAR, want: null },
+  {
+    toml: "none",
+    server: "ws://vps.example.com:8080",
+    env: { ALL_PROXY: "http://proxy:3128" },
+    want: null,
+  },
+  {
+    toml: "http://file-proxy:8080",
+    flag: "none",
+    server: "wss://vps.example.com",
+    env: EVERY_PROXY_VAR,
+    want: null,
+  },
+  {
+    toml: "none",
+    flag: "http://flag-proxy:1",
+    server: "ws://vps.example.com:8080",
+    env: EVERY_PROXY_VAR,
+    want: "http://flag-proxy:1",
+  },
+  {
+    toml: "http://file-proxy:8080",
+    server: "ws://vps.example.com:8080",
+    env: EVERY_PROXY_VAR,
+    want: "http://file-proxy:8080",
+  },
+  { flag: "none", server: "ws://vps.example.com:8080", env: EVERY_PROXY_VAR, want: null },
+  {
+    server: "ws://vps.example.com:8080",
+    env: { ALL_PROXY: "http://proxy:3128" },
+    want: "http://proxy:3128",
+  },
+];
+
+for (const c of PROXY_SOURCES) {
+  const label = `file ${c.toml ?? "-"}, flag ${c.flag ?? "-"}, ${c.server}, env ${
+    Object.keys(c.env).join(",") || "-"
+  }`;
+  Deno.test(`client proxy from every source: ${label} → ${c.want ?? "direct"}`, () => {
+    const toml = (c.toml === undefined ? "" : `proxy = "${c.toml}"\n`) +
+      "[[tunnels]]\nlocal = 22\n";
+    const args = [
+      "start",
+      "--config",
+      "t.toml",
+      "--server",
+      c.server,
+      "--token",
+      TOKEN,
+      ...(c.flag === undefined ? [] : ["--proxy", c.flag]),
+    ];
+    assert.equal(parse(args, c.env, withToml(toml)).proxy?.url ?? null, c.want);
+  });
+}
+
 const NO_PROXY: [string, string, number, boolean][] = [
   ["*", "anything.example", 443, true],
   ["", "vps.example.com", 443, false],
@@ -511,7 +702,7 @@ Deno.test("an IPv6 local address gets a tunnel name that starts with a letter", 
     {},
     () => "",
   );
-  if (parsed.help) throw new Error("unexpected help");
+  if (parsed.help || parsed.version) throw new Error("unexpected help");
   assert.equal(parsed.config.tunnels[0]!.name, "ip6__1-22");
 });
 
@@ -520,4 +711,47 @@ Deno.test("NO_PROXY entries in brackets match IPv6 servers, with or without a po
   assert.equal(noProxyMatches("[::1]:443", "::1", 443), true);
   assert.equal(noProxyMatches("[::1]:443", "::1", 80), false);
   assert.equal(noProxyMatches("[::2]", "::1", 80), false);
+});
+
+Deno.test("the client id file is --client-id-file, else in the user's config directory", () => {
+  const cases: {
+    env: Record<string, string>;
+    os: typeof Deno.build.os;
+    want: string | null;
+  }[] = [
+    { env: { HOME: "/home/alice" }, os: "linux", want: "/home/alice/.config/mport/client-id" },
+    { env: { HOME: "/Users/alice/" }, os: "darwin", want: "/Users/alice/.config/mport/client-id" },
+    {
+      env: { HOME: "/home/alice", XDG_CONFIG_HOME: "/srv/cfg/" },
+      os: "linux",
+      want: "/srv/cfg/mport/client-id",
+    },
+    // A relative XDG_CONFIG_HOME is invalid by the spec and ignored.
+    {
+      env: { HOME: "/home/alice", XDG_CONFIG_HOME: "cfg" },
+      os: "linux",
+      want: "/home/alice/.config/mport/client-id",
+    },
+    {
+      env: { APPDATA: "C:\\Users\\alice\\AppData\\Roaming", HOME: "/ignored" },
+      os: "windows",
+      want: "C:\\Users\\alice\\AppData\\Roaming\\mport\\client-id",
+    },
+    {
+      env: { USERPROFILE: "C:\\Users\\bob" },
+      os: "windows",
+      want: "C:\\Users\\bob\\AppData\\Roaming\\mport\\client-id",
+    },
+    { env: {}, os: "linux", want: null },
+    { env: {}, os: "windows", want: null },
+  ];
+  for (const c of cases) {
+    assert.equal(defaultClientIdFile(c.env, c.os), c.want, JSON.stringify(c));
+  }
+  const flag = parse(["tcp", "22", ...BASE, "--client-id-file", "/tmp/id"], { HOME: "/home/a" });
+  assert.equal(flag.clientIdFile, "/tmp/id");
+  assert.equal(
+    parse(["tcp", "22", ...BASE], { HOME: "/home/a" }).clientIdFile,
+    Deno.build.os === "windows" ? null : "/home/a/.config/mport/client-id",
+  );
 });

@@ -105,10 +105,35 @@ export async function startServer(
   });
 }
 
+let configHome: string | null = null;
+
+/**
+ * A config directory for the client processes of this test run (removed when it ends), so they
+ * keep their client id there rather than in the user's home. They all share one id, like several
+ * runs on one machine, unless a test passes `--client-id-file`.
+ */
+function testConfigHome(): string {
+  if (configHome === null) {
+    const dir = Deno.makeTempDirSync({ prefix: "mport-e2e-config-" });
+    configHome = dir;
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // already gone
+      }
+    });
+  }
+  return configHome;
+}
+
 /** Starts an mport client process with `args` (e.g. `["tcp", "127.0.0.1:9", "--server", url]`). */
 export function startClient(args: string[], env: Record<string, string> = {}): Proc {
   const hasToken = args.includes("--token");
-  return spawn(CLIENT_MAIN, [...args, ...(hasToken ? [] : ["--token", TEST_TOKEN])], env);
+  return spawn(CLIENT_MAIN, [...args, ...(hasToken ? [] : ["--token", TEST_TOKEN])], {
+    XDG_CONFIG_HOME: testConfigHome(),
+    ...env,
+  });
 }
 
 /** Waits for the client's tunnel line and returns the public port. */

@@ -24,7 +24,8 @@ Deno.test("a client reaches the server through nginx with wss:// and --ca: 8 MiB
   const dir = await Deno.makeTempDir({ prefix: "mport-nginx-e2e-" });
   const cert = await makeCert(dir);
   const echo = startEcho();
-  const server = await startServer();
+  // As scripts/nginx.conf.example says: believe nginx's X-Forwarded-For, and only nginx's.
+  const server = await startServer(["--trusted-proxy", "127.0.0.1/32"]);
   const nginx = await startNginx({
     upstreamPort: server.port,
     certFile: cert.certFile,

@@ -55,16 +55,20 @@ function connects(log: string, target: string): number {
   return log.match(new RegExp(`CONNECT ${escaped} HTTP/1\\.[01]`, "g"))?.length ?? 0;
 }
 
-/** Runs `body` with an echo service, a ws:// server and a tinyproxy; stops them all after. */
+/**
+ * Runs `body` with an echo service, a ws:// server (started with `serverArgs`) and a tinyproxy;
+ * stops them all after.
+ */
 async function withWsServerAndProxy(
   body: (
     echoPort: number,
     server: ServerProc,
     proxy: Awaited<ReturnType<typeof startTinyproxy>>,
   ) => Promise<void>,
+  serverArgs: string[] = [],
 ): Promise<void> {
   const echo = startEcho();
-  const server = await startServer();
+  const server = await startServer(serverArgs);
   const proxy = await startTinyproxy();
   try {
     await body(echo.port, server, proxy);
@@ -137,7 +141,7 @@ Deno.test("wss:// through tinyproxy (HTTPS_PROXY) and nginx with --ca", async ()
         await client.stop();
         await nginx.close();
       }
-    });
+    }, ["--trusted-proxy", "127.0.0.1/32"]); // behind nginx: as scripts/nginx.conf.example says
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -173,5 +177,42 @@ Deno.test("NO_PROXY=127.0.0.1 bypasses an HTTP_PROXY that points at a dead port"
   } finally {
     await server.stop();
     await echo.close();
+  }
+});
+
+Deno.test('--proxy none, or proxy = "none" in the config file, beats HTTP_PROXY and ALL_PROXY', async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mport-proxy-none-" });
+  try {
+    await withWsServerAndProxy(async (echoPort, server, proxy) => {
+      // A live proxy in every variable: any use of it would show in its log.
+      const env = {
+        ...NO_INHERITED_PROXY,
+        HTTP_PROXY: proxy.url,
+        http_proxy: proxy.url,
+        ALL_PROXY: proxy.url,
+        all_proxy: proxy.url,
+      };
+      const toml = `${dir}/mport.toml`;
+      await Deno.writeTextFile(
+        toml,
+        `proxy = "none"\n[[tunnels]]\nlocal = "127.0.0.1:${echoPort}"\n`,
+      );
+      for (
+        const args of [
+          ["tcp", `127.0.0.1:${echoPort}`, "--server", server.wsUrl, "--proxy", "none"],
+          ["start", "--config", toml, "--server", server.wsUrl],
+        ]
+      ) {
+        const client = startClient(args, env);
+        try {
+          await hashedRoundTrip(client);
+        } finally {
+          await client.stop();
+        }
+      }
+      assert.equal(connects(proxy.log(), `127.0.0.1:${server.port}`), 0, proxy.log());
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

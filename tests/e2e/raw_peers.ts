@@ -41,22 +41,25 @@ export type Upgrade =
   | ({ readonly ok: false } & HttpRefusal);
 
 /**
- * Upgrades `path` on the server with `Authorization: Bearer credential` (none when null),
- * offering the v2 subprotocol. Returns the open WebSocket, or the HTTP status, body and error
- * code of a refusal.
+ * Upgrades `path` on the server with `Authorization: Bearer credential` (none when null) and any
+ * `headers`, offering the v2 subprotocol. Returns the open WebSocket, or the HTTP status, body
+ * and error code of a refusal.
  */
 export async function upgrade(
   server: ServerProc,
   path: string,
   credential: string | null,
   maxMessageBytes: number,
+  headers: Record<string, string> = {},
 ): Promise<Upgrade> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
   try {
     const res = await clientHandshake(conn, {
       host: `127.0.0.1:${server.port}`,
       path,
-      headers: credential === null ? {} : { authorization: `Bearer ${credential}` },
+      headers: credential === null
+        ? headers
+        : { ...headers, authorization: `Bearer ${credential}` },
       protocols: [SUBPROTOCOL],
       timeoutMs: 5_000,
     });
@@ -78,13 +81,14 @@ export async function upgrade(
   }
 }
 
-/** Upgrades `path` and expects a refusal; returns it. */
+/** Upgrades `path` (with any extra `headers`) and expects a refusal; returns it. */
 export async function refusedUpgrade(
   server: ServerProc,
   path: string,
   credential: string | null,
+  headers: Record<string, string> = {},
 ): Promise<HttpRefusal> {
-  const r = await upgrade(server, path, credential, MAX_CONTROL_MESSAGE_BYTES);
+  const r = await upgrade(server, path, credential, MAX_CONTROL_MESSAGE_BYTES, headers);
   if (r.ok) {
     await r.ws.close(1000);
     assert.fail(`the upgrade of ${path} was accepted`);
@@ -155,14 +159,25 @@ export class ControlPeer {
     return new ControlPeer(r.ws);
   }
 
-  /** Control channel plus a completed hello; returns the peer, the `welcome` and the credential. */
+  /**
+   * Control channel plus a completed hello (with `clientId` when given; without one the server
+   * treats the peer as a client of its own); returns the peer, the `welcome` and the credential.
+   */
   static async welcomed(
     server: ServerProc,
     tunnels: { name: string; remotePort?: number }[],
     token = TEST_TOKEN,
+    clientId?: string,
   ): Promise<{ peer: ControlPeer; welcome: Json; credential: string }> {
     const peer = await ControlPeer.open(server, token);
-    peer.sendJson({
+    peer.sendHello(tunnels, clientId);
+    const welcome = await peer.take("welcome");
+    return { peer, welcome, credential: `${welcome.sessionId}.${welcome.sessionSecret}` };
+  }
+
+  /** Sends a `hello` for `tunnels` (all to 127.0.0.1:9), with `clientId` when given. */
+  sendHello(tunnels: { name: string; remotePort?: number }[], clientId?: string): void {
+    this.sendJson({
       type: "hello",
       version: PROTOCOL_VERSION,
       host: "127.0.0.1",
@@ -172,9 +187,8 @@ export class ControlPeer {
         local: "127.0.0.1:9",
         remotePort: t.remotePort ?? 0,
       })),
+      ...(clientId === undefined ? {} : { clientId }),
     });
-    const welcome = await peer.take("welcome");
-    return { peer, welcome, credential: `${welcome.sessionId}.${welcome.sessionSecret}` };
   }
 
   sendJson(msg: unknown): void {

@@ -16,8 +16,8 @@ async function setup(now = () => 1_700_000_000_000) {
   const store = await openSqliteStore(":memory:");
   const accounts = new Accounts(store, [new Secret(STATIC)], now);
   const boot = await accounts.bootstrap();
-  assert.ok(boot);
-  return { store, accounts, boot };
+  assert.ok(boot?.token);
+  return { store, accounts, boot: { ...boot, token: boot.token } };
 }
 
 Deno.test("first start on an empty store creates admin with a working token, only once", async () => {
@@ -30,7 +30,8 @@ Deno.test("first start on an empty store creates admin with a working token, onl
     assert.equal(r.principal.userName, "admin");
     const admin = await store.userByName("admin");
     assert.equal(admin?.role, "admin");
-    assert.ok(await verifyPassword(boot.password, admin!.passwordHash!));
+    // No password is made up and printed: nothing logs in with one yet.
+    assert.equal(admin?.passwordHash, null);
     assert.equal(await accounts.bootstrap(), null);
     // The token itself is not stored, only its hash.
     const tokens = await store.listTokens();
@@ -42,6 +43,25 @@ Deno.test("first start on an empty store creates admin with a working token, onl
   }
 });
 
+Deno.test("with static --token tokens the first start creates admin but no stored token", async () => {
+  const store = await openSqliteStore(":memory:");
+  try {
+    const boot = await new Accounts(store, [new Secret(STATIC)]).bootstrap(false);
+    assert.deepEqual(boot, { user: "admin", token: null });
+    assert.equal((await store.userByName("admin"))?.role, "admin");
+    assert.deepEqual(await store.listTokens(), []);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("a password is stored as an scrypt hash that verifies only the same password", async () => {
+  const hash = await hashPassword("password1");
+  assert.match(hash, /^scrypt\$/);
+  assert.ok(await verifyPassword("password1", hash));
+  assert.ok(!(await verifyPassword("password2", hash)));
+});
+
 Deno.test("a static --token authenticates as the admin user", async () => {
   const { store, accounts } = await setup();
   try {
@@ -49,6 +69,32 @@ Deno.test("a static --token authenticates as the admin user", async () => {
     assert.ok(r.ok);
     assert.equal(r.principal.userName, "admin");
     assert.equal(r.principal.tokenId, null);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("each static --token is an owner of its own, all acting as the admin user", async () => {
+  const store = await openSqliteStore(":memory:");
+  const second = "static-token-second-0123";
+  const accounts = new Accounts(store, [new Secret(STATIC), new Secret(second)]);
+  try {
+    const token = (await accounts.bootstrap())?.token;
+    assert.ok(token);
+    const a = await accounts.authenticate(STATIC);
+    const b = await accounts.authenticate(second);
+    const stored = await accounts.authenticate(token);
+    assert.ok(a.ok && b.ok && stored.ok);
+    const admin = await store.userByName("admin");
+    assert.equal(a.principal.userId, admin!.id);
+    assert.equal(b.principal.userId, admin!.id);
+    assert.equal(b.principal.userName, "admin");
+    const owners = new Set([a.principal.owner, b.principal.owner, stored.principal.owner]);
+    assert.equal(owners.size, 3, `owners: ${[...owners].join(", ")}`);
+    // The same static token is the same owner every time (its client resumes its tunnels).
+    const again = await accounts.authenticate(second);
+    assert.ok(again.ok);
+    assert.equal(again.principal.owner, b.principal.owner);
   } finally {
     await store.close();
   }

@@ -1,6 +1,6 @@
 // Admin commands against a real (in-memory SQLite) store: output, and clear errors for bad input.
 import assert from "node:assert/strict";
-import { runAdmin } from "../../server/admin/cli.ts";
+import { adminHelpCommand, adminPreflight, runAdmin } from "../../server/admin/cli.ts";
 import { openSqliteStore } from "../../server/store/sqlite_store.ts";
 import type { Store } from "../../server/store/store.ts";
 import { parseDuration, parseSize } from "../../shared/units.ts";
@@ -72,6 +72,27 @@ Deno.test("admin commands refuse bad input with a message that says what to fix"
       });
     }
   });
+});
+
+Deno.test("admin help and usage errors are answered before any store is opened", () => {
+  assert.match(adminPreflight(["user", "add", "--help"])!, /^Usage: mport-server user add NAME /);
+  assert.match(adminPreflight(["user", "-h"])!, /^Usage: mport-server user ACTION/);
+  assert.match(adminPreflight(["usage", "--help"])!, /^Usage: mport-server usage /);
+  assert.equal(adminPreflight(["user", "list", "--json"]), null);
+  assert.equal(adminPreflight(["events", "--since", "24h"]), null);
+  const refused: [string[], string][] = [
+    [["user"], '"user" needs an action: add, set, list, disable, enable'],
+    [["user", "ad", "bob"], 'unknown command "user ad": did you mean user add?'],
+    [["port", "frob"], 'unknown command "port frob": use reserve, release, list'],
+    [["user", "add", "bob", "--emial", "b@x"], "unknown flag --emial: did you mean --email?"],
+    [["token", "create", "--user"], "--user needs a value"],
+  ];
+  for (const [args, message] of refused) {
+    assert.throws(() => adminPreflight(args), { name: "UsageError", message }, args.join(" "));
+  }
+  assert.equal(adminHelpCommand(["user", "add", "bob"]), "mport-server user add --help");
+  assert.equal(adminHelpCommand(["user", "ad"]), "mport-server user --help");
+  assert.equal(adminHelpCommand(["events"]), "mport-server events --help");
 });
 
 Deno.test("a port reserved for one user cannot be reserved for another", async () => {

@@ -31,6 +31,8 @@ import { Notifier, ticks, within } from "../support/wait.ts";
 import { freeRange } from "./free_ports.ts";
 
 const HOST = "127.0.0.1";
+/** Client id of the fake sessions unless a test names another. */
+const DEFAULT_CLIENT_ID = "client-a-0123456789";
 const HOUR = 3_600_000;
 // Loads libc once, before any test, so the resource sanitizer does not count it as leaked by the
 // first test whose user connection is reset.
@@ -69,6 +71,10 @@ class WatchedStats extends Stats {
  */
 class FakeSession implements BrokerSession, TunnelOwnerSession {
   readonly owner: string;
+  /** Sessions of one test share a client id (one installation reconnecting) unless told otherwise. */
+  readonly clientId: string;
+  readonly remote: string;
+  closed = false;
   readonly userId: number;
   readonly userName: string;
   readonly limits: UserLimits;
@@ -80,8 +86,16 @@ class FakeSession implements BrokerSession, TunnelOwnerSession {
   readonly notices: { code: string; message: string }[] = [];
   readonly #tunnels = new Set<Tunnel>();
 
-  constructor(readonly id: string, user: User, readonly broker: Broker) {
+  constructor(
+    readonly id: string,
+    user: User,
+    readonly broker: Broker,
+    clientId = DEFAULT_CLIENT_ID,
+    remote = "198.51.100.7",
+  ) {
     this.owner = `u${user.id}`;
+    this.clientId = clientId;
+    this.remote = remote;
     this.userId = user.id;
     this.userName = user.name;
     this.limits = user.limits;
@@ -161,7 +175,8 @@ async function harness(fields: Partial<ServerConfig> = {}, storePath = ":memory:
   const user = async (name: string, limits: Partial<UserLimits> = {}) =>
     await store.userByName(name) ?? await store.createUser({ name, role: "user", limits });
   const alice = await user("alice");
-  const session = (id: string, u: User = alice) => new FakeSession(id, u, broker);
+  const session = (id: string, u: User = alice, clientId?: string, remote?: string) =>
+    new FakeSession(id, u, broker, clientId, remote);
   const acquire = async (s: FakeSession, name: string, remotePort = 0) =>
     s.adopt(await registry.acquire(s, request(name, remotePort), "tunnel.test"));
   return {
@@ -669,6 +684,86 @@ Deno.test("registry refuses tunnels beyond the per-user limit, naming the limit"
       "tunnel limit reached: at most 2 tunnels per user",
     );
     await h.acquire(h.session("s3", await h.user("bob")), "three");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("registry grants exactly the per-user limit when 20 sessions of one user ask at once", async () => {
+  const h = await harness({ maxTunnelsPerClient: 2, portRange: freeRange(20) });
+  try {
+    const sessions = Array.from(
+      { length: 20 },
+      (_, i) => h.session(`s${i}`, h.alice, `client-${String(i).padStart(12, "0")}`),
+    );
+    const results = await Promise.allSettled(sessions.map((s, i) => h.acquire(s, `t${i}`)));
+    const granted = results.filter((r) => r.status === "fulfilled");
+    const refused = results.flatMap((r) => r.status === "rejected" ? [r.reason] : []);
+    assert.equal(granted.length, 2);
+    assert.equal(refused.length, 18);
+    for (const e of refused) {
+      assert.ok(e instanceof TunnelRefused, `expected TunnelRefused, got ${e}`);
+      assert.equal(e.code, "tunnel_limit");
+      assert.equal(e.message, "tunnel limit reached: at most 2 tunnels per user");
+    }
+    assert.equal(h.registry.all().length, 2);
+    assert.equal(h.stats.tunnelsActive, 2);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("registry refuses a live tunnel's name to another client id, naming its holder and since when", async () => {
+  const h = await harness();
+  try {
+    const s1 = h.session("s1", h.alice, "machine-a-0123456789", "198.51.100.7");
+    const tunnel = await h.acquire(s1, "adb");
+    h.clock.advance(5_000);
+    const want =
+      "tunnel adb is in use by another client (198.51.100.7, since 2023-11-14T22:13:20Z); " +
+      "pick another --name or stop that client";
+    const other = () => h.session("s2", h.alice, "machine-b-0123456789", "203.0.113.9");
+    await assertRefused(h.acquire(other(), "adb"), "name_in_use", want);
+    // Neither its port nor another port moves the name away from the live holder.
+    await assertRefused(h.acquire(other(), "adb", tunnel.port), "name_in_use", want);
+    await assertRefused(h.acquire(other(), "adb", tunnel.port + 1), "name_in_use", want);
+    assert.equal(s1.lost.length, 0, "the holder is told nothing");
+    assert.equal(tunnel.session, s1);
+    assert.ok(!tunnel.closed);
+    assert.equal(h.stats.tunnelsCreated, 1);
+
+    // The same client id takes it over (a reconnect the server has not noticed yet).
+    const s3 = h.session("s3", h.alice, "machine-a-0123456789", "198.51.100.8");
+    assert.equal(await h.acquire(s3, "adb"), tunnel);
+    assert.deepEqual(s1.lost.map((l) => l.reason), [
+      "taken over by a newer connection of the same client",
+    ]);
+
+    // Once the holder is gone (detached, in its grace period), another client may resume it.
+    h.registry.detach(s3, 60_000);
+    const s4 = h.session("s4", h.alice, "machine-b-0123456789", "203.0.113.9");
+    assert.equal(await h.acquire(s4, "adb"), tunnel);
+    // A holder whose control channel closed but is not detached yet counts as gone too.
+    s4.closed = true;
+    const s5 = h.session("s5", h.alice, "machine-c-0123456789");
+    assert.equal(await h.acquire(s5, "adb"), tunnel);
+    assert.equal(h.stats.tunnelsCreated, 1);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("two owners of one user (two static tokens) may both use a name; the reservation stays with the first", async () => {
+  const h = await harness();
+  try {
+    const first = await h.acquire(h.session("s1"), "adb");
+    const second = Object.assign(h.session("s2", h.alice, "machine-b-0123456789"), {
+      owner: `u${h.alice.id}.static1`,
+    });
+    const theirs = await h.acquire(second, "adb");
+    assert.notEqual(theirs, first);
+    assert.notEqual(theirs.port, first.port);
+    assert.equal(await reserved(h.store, h.alice, "adb"), first.port);
   } finally {
     await h.close();
   }

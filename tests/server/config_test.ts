@@ -49,6 +49,18 @@ const VALID: { args: string[]; env?: Record<string, string>; want: Partial<Serve
   { args: ["--port-range", "5555"], want: { portRange: { low: 5555, high: 5555 } } },
   { args: ["--bind", "127.0.0.1"], want: { bindHost: "127.0.0.1" } },
   { args: ["--public-host", "vps.example.com"], want: { publicHost: "vps.example.com" } },
+  {
+    args: ["--public-url", "wss://vps.example.com/tunnel/_mport/"],
+    want: { publicUrl: "wss://vps.example.com/tunnel/_mport" },
+  },
+  {
+    args: ["--public-url", "https://vps.example.com:443"],
+    want: { publicUrl: "wss://vps.example.com" },
+  },
+  {
+    args: ["--public-url", "http://[::1]:8080/_mport"],
+    want: { publicUrl: "ws://[::1]:8080/_mport" },
+  },
   { args: ["--grace", "1.5"], want: { graceMs: 1500 } },
   { args: ["--grace", "0"], want: { graceMs: 0 } },
   { args: ["--hold-timeout", "0.2"], want: { holdTimeoutMs: 200 } },
@@ -60,6 +72,18 @@ const VALID: { args: string[]; env?: Record<string, string>; want: Partial<Serve
   { args: ["--heartbeat", "0.05"], want: { heartbeatMs: 50 } },
   { args: ["--handshake-timeout", "2"], want: { handshakeTimeoutMs: 2000 } },
   { args: ["--auth-failures-per-minute", "3"], want: { authFailuresPerMinute: 3 } },
+  { args: ["--trusted-proxy", "127.0.0.1/32"], want: { trustedProxies: ["127.0.0.1/32"] } },
+  {
+    args: [
+      "--trusted-proxy",
+      "10.0.0.0/8",
+      "--trusted-proxy",
+      "::1",
+      "--trusted-proxy",
+      "FD00::/8",
+    ],
+    want: { trustedProxies: ["10.0.0.0/8", "::1/128", "fd00::/8"] },
+  },
   { args: ["--stats-interval", "0"], want: { statsIntervalMs: 0 } },
   { args: ["--log-level", "warn"], want: { logLevel: "warning" } },
   { args: ["--log-level", "DEBUG"], want: { logLevel: "debug" } },
@@ -116,6 +140,10 @@ Deno.test("server needs no static tokens, since accounts live in the store", () 
 Deno.test("server --help asks for help instead of a config", () => {
   assert.deepEqual(parseServerArgs(["--help"], {}, readFile), { help: true });
   assert.deepEqual(parseServerArgs(["-h", "--token", "x"], {}, readFile), { help: true });
+});
+
+Deno.test("server --version asks for the version instead of a config", () => {
+  assert.deepEqual(parseServerArgs(["--version"], {}, readFile), { help: false, version: true });
 });
 
 const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
@@ -199,14 +227,53 @@ const INVALID: { args: string[]; env?: Record<string, string>; message: string }
     message: 'invalid --auth-failures-per-minute "-3": expected a whole number >= 1',
   },
   {
+    args: ["--token", TOKEN, "--trusted-proxy", "nginx"],
+    message: 'invalid --trusted-proxy "nginx": expected an IPv4 or IPv6 address or CIDR block, ' +
+      "such as 127.0.0.1/32, 10.0.0.0/8 or ::1/128",
+  },
+  {
+    args: ["--token", TOKEN, "--trusted-proxy", "127.0.0.1/33"],
+    message: 'invalid --trusted-proxy "127.0.0.1/33": expected an IPv4 or IPv6 address or CIDR ' +
+      "block, such as 127.0.0.1/32, 10.0.0.0/8 or ::1/128",
+  },
+  {
     args: ["--token", TOKEN, "--log-level", "loud"],
     message: 'invalid log level "loud": use one of trace, debug, info, warning, error, fatal',
   },
-  { args: ["--token", TOKEN, "--bogus"], message: "Unknown option '--bogus'" },
-  { args: ["--token", TOKEN, "--listen"], message: "Option '--listen <value>' argument missing" },
+  { args: ["--token", TOKEN, "--bogus"], message: "unknown flag --bogus" },
+  { args: ["--lisen", "9000"], message: "unknown flag --lisen: did you mean --listen?" },
+  { args: ["--tokens=a"], message: "unknown flag --tokens: did you mean --token?" },
   {
-    args: ["--token", TOKEN, "extra"],
-    message: "Unexpected argument 'extra'. This command does not take positional arguments",
+    args: ["--max-tunnels", "3"],
+    message: "unknown flag --max-tunnels: did you mean --max-tunnels-per-client?",
+  },
+  { args: ["--token", TOKEN, "--listen"], message: "--listen needs a value" },
+  {
+    args: ["--token", "--listen", "9000"],
+    message: '--token needs a value, and "--listen" looks like a flag ' +
+      "(write --token=--listen if it is the value)",
+  },
+  { args: ["--help=yes"], message: "--help takes no value" },
+  { args: ["--token", TOKEN, "extra"], message: 'unexpected argument "extra"' },
+  {
+    args: ["--public-url", "vps.example.com"],
+    message: 'invalid --public-url "vps.example.com": expected wss://host[:port][/prefix], ' +
+      "e.g. wss://vps.example.com/_mport",
+  },
+  {
+    args: ["--public-url", "ftp://vps.example.com"],
+    message: 'invalid --public-url "ftp://vps.example.com": expected wss://host[:port][/prefix], ' +
+      "e.g. wss://vps.example.com/_mport",
+  },
+  {
+    args: ["--public-url", "wss://vps.example.com/?token=x"],
+    message: 'invalid --public-url "wss://vps.example.com/?token=x": no user, password, query ' +
+      "or fragment, e.g. wss://vps.example.com/_mport",
+  },
+  {
+    args: ["--public-url", "wss://vps.example.com/a b"],
+    message: 'invalid --public-url "wss://vps.example.com/a b": the path must be like /_mport, ' +
+      "e.g. wss://vps.example.com/_mport",
   },
 ];
 

@@ -11,9 +11,11 @@ import {
   encodeMuxFrame,
   legacyControlPath,
   legacyStreamPath,
+  MAX_CLIENT_ID_LENGTH,
   MAX_CONTROL_MESSAGE_BYTES,
   MAX_NAME_LENGTH,
   MAX_TUNNELS_PER_HELLO,
+  MIN_CLIENT_ID_LENGTH,
   MUX_HEADER_BYTES,
   MUX_INITIAL_WINDOW,
   MUX_MAX_CONTROL_BYTES,
@@ -26,6 +28,7 @@ import {
   ProtocolError,
   streamPath,
   SUBPROTOCOL,
+  validateClientId,
   validateTunnelName,
   writeMuxHeader,
 } from "../../shared/protocol.ts";
@@ -128,6 +131,42 @@ const VALID: { name: string; decoder: string; input: string; want: unknown }[] =
       tunnels: [{ name: "a", kind: "tcp", local: "127.0.0.1:5555", remotePort: 0 }],
       host: "vps",
     },
+  },
+  {
+    name: "hello with a 16-character client id (the shortest)",
+    decoder: "client",
+    input: hello({ clientId: "0123456789abcdef" }),
+    want: {
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      tunnels: [{ name: "adb", kind: "tcp", local: "127.0.0.1:5555", remotePort: 0 }],
+      host: "vps",
+      clientId: "0123456789abcdef",
+    },
+  },
+  {
+    name: "hello with a 64-character client id of every allowed kind of character",
+    decoder: "client",
+    input: hello({ clientId: "A-z_9".repeat(12) + "abcd" }),
+    want: {
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      tunnels: [{ name: "adb", kind: "tcp", local: "127.0.0.1:5555", remotePort: 0 }],
+      host: "vps",
+      clientId: "A-z_9".repeat(12) + "abcd",
+    },
+  },
+  {
+    name: "bye",
+    decoder: "client",
+    input: '{"type":"bye"}',
+    want: { type: "bye" },
+  },
+  {
+    name: "bye with unknown fields",
+    decoder: "client",
+    input: '{"type":"bye","reason":"SIGTERM"}',
+    want: { type: "bye" },
   },
   {
     name: "client ping",
@@ -373,6 +412,50 @@ const INVALID: {
     message: 'field "host" is longer than 255 characters',
   },
   {
+    name: "a client id shorter than 16 characters",
+    decoder: "client",
+    input: hello({ clientId: "0123456789abcde" }),
+    message:
+      `field "clientId": invalid client id: use ${MIN_CLIENT_ID_LENGTH}-${MAX_CLIENT_ID_LENGTH} ` +
+      "letters, digits, '_' or '-'",
+  },
+  {
+    name: "a client id longer than 64 characters",
+    decoder: "client",
+    input: hello({ clientId: "x".repeat(MAX_CLIENT_ID_LENGTH + 1) }),
+    message: `field "clientId" is longer than ${MAX_CLIENT_ID_LENGTH} characters`,
+  },
+  {
+    name: "a client id with a character outside [A-Za-z0-9_-]",
+    decoder: "client",
+    input: hello({ clientId: "0123456789abcdef.x" }),
+    message: `field "clientId": invalid client id`,
+  },
+  {
+    name: "a client id with a non-ASCII letter",
+    decoder: "client",
+    input: hello({ clientId: "0123456789abcdefé" }),
+    message: `field "clientId": invalid client id`,
+  },
+  {
+    name: "a client id that is not a string",
+    decoder: "client",
+    input: hello({ clientId: 1234567890123456 }),
+    message: 'field "clientId" must be a string',
+  },
+  {
+    name: "a null client id",
+    decoder: "client",
+    input: hello({ clientId: null }),
+    message: 'field "clientId" must be a string',
+  },
+  {
+    name: "bye from the server",
+    decoder: "server",
+    input: '{"type":"bye"}',
+    message: 'unknown control message type "bye"',
+  },
+  {
     name: "a negative ping time",
     decoder: "client",
     input: '{"type":"ping","t":-1}',
@@ -501,6 +584,18 @@ Deno.test("validateTunnelName rejects other names with a TypeError that says wha
       name: "TypeError",
       message: `invalid tunnel name "${name}": use 1-${MAX_NAME_LENGTH} letters, digits, ` +
         `'.', '_' or '-'`,
+    });
+  }
+});
+
+Deno.test("validateClientId accepts 16-64 letters, digits, '_' and '-', and rejects the rest", () => {
+  for (const id of ["0123456789abcdef", "a".repeat(64), "AZaz09_-AZaz09_-"]) {
+    assert.equal(validateClientId(id), id);
+  }
+  for (const id of ["", "a".repeat(15), "a".repeat(65), "0123456789abcdef ", "0123456789/abcdef"]) {
+    assert.throws(() => validateClientId(id), {
+      name: "TypeError",
+      message: "invalid client id: use 16-64 letters, digits, '_' or '-'",
     });
   }
 });

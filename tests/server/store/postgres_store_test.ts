@@ -7,6 +7,7 @@ import { openPostgresStore } from "../../../server/store/postgres_store.ts";
 import { openStore } from "../../../server/store/open_store.ts";
 import { LATEST_VERSION } from "../../../server/store/migrations.ts";
 import { storeContract } from "./store_contract.ts";
+import { assertMigratedV1, v1Database } from "./v1_fixture.ts";
 import {
   AUTH_TEST_ROLE,
   createTestDatabase,
@@ -56,6 +57,23 @@ Deno.test("postgres store keeps its data when reopened and applies migrations on
     );
   } finally {
     await sql.end();
+  }
+});
+
+Deno.test("postgres store migrates version 1 reservations: operators' explicit, none expiring at once", async () => {
+  const url = await freshDatabase();
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await sql.unsafe(v1Database("postgres")).simple();
+  } finally {
+    await sql.end();
+  }
+  const before = Date.now();
+  const store = await openPostgresStore(url);
+  try {
+    await assertMigratedV1(store, before);
+  } finally {
+    await store.close();
   }
 });
 

@@ -5,6 +5,7 @@ import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../../server/store/sqlite_store.ts";
 import { LATEST_VERSION } from "../../../server/store/migrations.ts";
 import { storeContract } from "./store_contract.ts";
+import { assertMigratedV1, v1Database } from "./v1_fixture.ts";
 
 const ROOT = new URL("../../../", import.meta.url).pathname;
 const tempDirs: string[] = [];
@@ -36,6 +37,59 @@ Deno.test("sqlite store creates a missing parent directory", async () => {
   }
 });
 
+/** The permission bits of `path`, as in `ls -l` (0o600). */
+async function modeOf(path: string): Promise<number> {
+  return (await Deno.stat(path)).mode! & 0o777;
+}
+
+Deno.test("sqlite store creates its directory 0700 and the database, -wal and -shm files 0600", async () => {
+  const dir = `${await tempDir()}/data`;
+  const path = `${dir}/mport.db`;
+  const warnings: string[] = [];
+  const store = await openSqliteStore(path, { warn: (m) => warnings.push(m) });
+  try {
+    await store.createUser({ name: "alice", role: "user", passwordHash: "scrypt$1$1$1$a$b" });
+    assert.equal((await modeOf(dir)).toString(8), "700");
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+      assert.equal((await modeOf(file)).toString(8), "600", file);
+    }
+    assert.deepEqual(warnings, [], "nothing to warn about in files it created itself");
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("sqlite store makes existing database files readable by others 0600 and warns once", async () => {
+  const path = `${await tempDir()}/mport.db`;
+  const first = await openSqliteStore(path);
+  try {
+    await first.createUser({ name: "alice", role: "user" }); // the -wal and -shm files exist now
+    await Deno.chmod(path, 0o644);
+    await Deno.chmod(`${path}-wal`, 0o640);
+    await Deno.chmod(`${path}-shm`, 0o604);
+    const warnings: string[] = [];
+    const second = await openSqliteStore(path, { warn: (m) => warnings.push(m) });
+    try {
+      assert.equal(warnings.length, 1, warnings.join("\n"));
+      assert.match(warnings[0]!, /readable by other users; changed them to 0600/);
+      for (
+        const [file, was] of [[path, "0644"], [`${path}-wal`, "0640"], [`${path}-shm`, "0604"]]
+      ) {
+        assert.ok(warnings[0]!.includes(`${file} (was ${was})`), warnings[0]);
+        assert.equal((await modeOf(file!)).toString(8), "600", file);
+      }
+      assert.equal((await second.userByName("alice"))?.name, "alice");
+    } finally {
+      await second.close();
+    }
+    const quiet: string[] = [];
+    await (await openSqliteStore(path, { warn: (m) => quiet.push(m) })).close();
+    assert.deepEqual(quiet, [], "no warning once the files are private");
+  } finally {
+    await first.close();
+  }
+});
+
 Deno.test("sqlite store keeps its data when reopened and applies migrations once", async () => {
   const path = `${await tempDir()}/mport.db`;
   const first = await openSqliteStore(path);
@@ -63,6 +117,20 @@ Deno.test("sqlite store keeps its data when reopened and applies migrations once
     assert.equal(db.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
   } finally {
     db.close();
+  }
+});
+
+Deno.test("sqlite store migrates version 1 reservations: operators' explicit, none expiring at once", async () => {
+  const path = `${await tempDir()}/mport.db`;
+  const db = new DatabaseSync(path);
+  db.exec(v1Database("sqlite"));
+  db.close();
+  const before = Date.now();
+  const store = await openSqliteStore(path, { warn: () => {} });
+  try {
+    await assertMigratedV1(store, before);
+  } finally {
+    await store.close();
   }
 });
 

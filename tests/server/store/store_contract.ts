@@ -7,6 +7,7 @@ import { ConflictError, type Store, type UsageRow } from "../../../server/store/
 export type OpenStore = () => Promise<Store>;
 
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const T0 = Date.UTC(2025, 0, 1); // an hour boundary
 
 /**
@@ -47,6 +48,7 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
       portLow: null,
       portHigh: null,
       monthlyQuotaBytes: null,
+      maxReservedPorts: null,
     });
 
     const bob = await s.createUser({ name: "bob", role: "user" });
@@ -113,20 +115,28 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
       portLow: 20000,
       portHigh: 20010,
       monthlyQuotaBytes: 10 * 2 ** 40,
+      maxReservedPorts: null,
     });
-    const w = await s.setUserLimits(u.id, { maxTunnels: null, monthlyQuotaBytes: null });
+    const w = await s.setUserLimits(u.id, {
+      maxTunnels: null,
+      monthlyQuotaBytes: null,
+      maxReservedPorts: 4,
+    });
     assert.deepEqual(w.limits, {
       maxTunnels: null,
       maxConnections: 50,
       portLow: 20000,
       portHigh: 20010,
       monthlyQuotaBytes: null,
+      maxReservedPorts: 4,
     });
     assert.deepEqual((await s.userById(u.id))?.limits, w.limits);
     assert.deepEqual(await s.setUserLimits(u.id, {}), w);
     await assert.rejects(s.setUserLimits(424242, { maxTunnels: 1 }), RangeError);
     await assert.rejects(s.setUserLimits(u.id, { maxTunnels: -1 }), RangeError);
     await assert.rejects(s.setUserLimits(u.id, { portLow: 70000 }), RangeError);
+    await assert.rejects(s.setUserLimits(u.id, { maxReservedPorts: 0 }), /at least 1/);
+    assert.equal((await s.userById(u.id))?.limits.maxReservedPorts, 4);
   });
 
   test("creates tokens, finds them by hash and id, lists, revokes and touches them", async (s) => {
@@ -190,15 +200,17 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     const a = await s.createUser({ name: "ivan", role: "user" });
     const b = await s.createUser({ name: "judy", role: "user" });
     const r1 = await s.reservePort({ userId: a.id, tunnel: "web", port: 20001, at: T0 });
-    assert.deepEqual(r1, {
-      ok: true,
-      reservation: { port: 20001, userId: a.id, tunnel: "web", createdAt: T0 },
-    });
+    const held = {
+      port: 20001,
+      userId: a.id,
+      tunnel: "web",
+      createdAt: T0,
+      lastUsedAt: T0,
+      explicit: false,
+    };
+    assert.deepEqual(r1, { ok: true, reservation: held, dropped: [] });
     const r2 = await s.reservePort({ userId: b.id, tunnel: "web", port: 20001, at: T0 + 1 });
-    assert.deepEqual(r2, {
-      ok: false,
-      heldBy: { port: 20001, userId: a.id, tunnel: "web", createdAt: T0 },
-    });
+    assert.deepEqual(r2, { ok: false, heldBy: held });
     const r3 = await s.reservePort({ userId: b.id, tunnel: null, port: 20001, at: T0 + 1 });
     assert.equal(r3.ok, false);
   });
@@ -207,7 +219,15 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     const a = await s.createUser({ name: "kim", role: "user" });
     const first = await s.reservePort({ userId: a.id, tunnel: "db", port: 20002, at: T0 });
     const again = await s.reservePort({ userId: a.id, tunnel: "db", port: 20002, at: T0 + 50 });
-    assert.deepEqual(again, first, "the original createdAt is kept");
+    assert.ok(first.ok && again.ok);
+    assert.deepEqual(
+      again.reservation,
+      { ...first.reservation, lastUsedAt: T0 + 50 },
+      "the original createdAt is kept; the last use moves on",
+    );
+    const older = await s.reservePort({ userId: a.id, tunnel: "db", port: 20002, at: T0 + 10 });
+    assert.ok(older.ok);
+    assert.equal(older.reservation.lastUsedAt, T0 + 50, "the last use never moves back");
     assert.equal((await s.listReservations()).length, 1);
   });
 
@@ -220,18 +240,18 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
       false,
     );
     const named = await s.reservePort({ userId: a.id, tunnel: "ssh", port: 20003, at: T0 + 2 });
-    assert.deepEqual(named, {
-      ok: true,
-      reservation: { port: 20003, userId: a.id, tunnel: "ssh", createdAt: T0 },
-    });
-    assert.deepEqual(await s.reservationFor(a.id, "ssh"), {
+    const ssh = {
       port: 20003,
       userId: a.id,
       tunnel: "ssh",
       createdAt: T0,
-    });
+      lastUsedAt: T0 + 2,
+      explicit: false,
+    };
+    assert.deepEqual(named, { ok: true, reservation: ssh, dropped: [] });
+    assert.deepEqual(await s.reservationFor(a.id, "ssh"), ssh);
     // The same user asking with no tunnel name: they already hold it, nothing changes.
-    const unnamed = await s.reservePort({ userId: a.id, tunnel: null, port: 20003, at: T0 + 3 });
+    const unnamed = await s.reservePort({ userId: a.id, tunnel: null, port: 20003, at: T0 + 2 });
     assert.deepEqual(unnamed, named);
     // Another tunnel of the same user cannot take it.
     const other = await s.reservePort({ userId: a.id, tunnel: "web", port: 20003, at: T0 + 4 });
@@ -292,6 +312,187 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
       if (!r.ok) assert.deepEqual(r.heldBy, winner);
     }
     assert.equal((await s.listReservations()).length, 1);
+  });
+
+  test("an automatic reservation not used since expiredBefore counts as free; an explicit one never does", async (s) => {
+    const a = await s.createUser({ name: "ursula", role: "user" });
+    const b = await s.createUser({ name: "victor", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: "web", port: 20200, at: T0 });
+    const pinned = await s.reservePort({
+      userId: a.id,
+      tunnel: "ssh",
+      port: 20201,
+      at: T0,
+      explicit: true,
+    });
+    assert.ok(pinned.ok && pinned.reservation.explicit);
+
+    // Last used at T0: not expired for a cutoff of T0, expired for T0 + 1.
+    const early = await s.reservePort({
+      userId: b.id,
+      tunnel: "web",
+      port: 20200,
+      at: T0 + DAY,
+      expiredBefore: T0,
+    });
+    assert.equal(early.ok, false);
+    const late = await s.reservePort({
+      userId: b.id,
+      tunnel: "web",
+      port: 20200,
+      at: T0 + DAY,
+      expiredBefore: T0 + 1,
+    });
+    assert.ok(late.ok);
+    assert.equal(late.reservation.userId, b.id);
+    assert.equal(late.reservation.createdAt, T0 + DAY);
+    assert.deepEqual(late.dropped.map((r) => [r.port, r.userId, r.tunnel]), [[20200, a.id, "web"]]);
+    assert.equal(await s.reservationFor(a.id, "web"), null, "alice's expired reservation is gone");
+
+    // An operator's reservation outlives any cutoff.
+    const never = await s.reservePort({
+      userId: b.id,
+      tunnel: "ssh",
+      port: 20201,
+      at: T0 + 1000 * DAY,
+      expiredBefore: T0 + 999 * DAY,
+    });
+    assert.equal(never.ok, false);
+    assert.equal((await s.reservationFor(a.id, "ssh"))?.explicit, true);
+
+    // Reserving explicitly a port the user holds automatically makes it explicit.
+    await s.reservePort({ userId: a.id, tunnel: "db", port: 20202, at: T0 });
+    const made = await s.reservePort({
+      userId: a.id,
+      tunnel: null,
+      port: 20202,
+      at: T0 + 5,
+      explicit: true,
+    });
+    assert.ok(made.ok);
+    assert.deepEqual(made.reservation, {
+      port: 20202,
+      userId: a.id,
+      tunnel: "db",
+      createdAt: T0,
+      lastUsedAt: T0 + 5,
+      explicit: true,
+    });
+    await assert.rejects(
+      s.reservePort({ userId: a.id, tunnel: "x", port: 20203, at: T0, maxAutomatic: 0 }),
+      RangeError,
+    );
+  });
+
+  test("touches the last use of held ports and drops only expired automatic reservations", async (s) => {
+    const a = await s.createUser({ name: "wanda", role: "user" });
+    const b = await s.createUser({ name: "xavier", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: "live", port: 20210, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: "idle", port: 20211, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: "pin", port: 20212, at: T0, explicit: true });
+    await s.reservePort({ userId: b.id, tunnel: "idle", port: 20213, at: T0 });
+
+    const touched = await s.touchReservations(
+      [{ userId: a.id, port: 20210 }, { userId: b.id, port: 20210 }, { userId: a.id, port: 1 }],
+      T0 + 100,
+    );
+    assert.equal(touched, 1, "only the row of that user on that port");
+    assert.equal(await s.touchReservations([], T0 + 100), 0);
+    assert.equal((await s.reservationByPort(20210))?.lastUsedAt, T0 + 100);
+    await s.touchReservations([{ userId: a.id, port: 20210 }], T0 + 1);
+    assert.equal((await s.reservationByPort(20210))?.lastUsedAt, T0 + 100, "never backwards");
+
+    const dropped = await s.dropExpiredReservations(T0 + 50);
+    assert.deepEqual(dropped.map((r) => r.port), [20211, 20213]);
+    assert.deepEqual((await s.listReservations()).map((r) => r.port), [20210, 20212]);
+    assert.deepEqual(await s.dropExpiredReservations(T0 + 50), []);
+  });
+
+  test("at the cap, the user's least recently used automatic reservation is recycled", async (s) => {
+    const a = await s.createUser({ name: "yara", role: "user" });
+    const b = await s.createUser({ name: "zeno", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: "a", port: 20220, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: "b", port: 20221, at: T0 + 1 });
+    await s.reservePort({ userId: a.id, tunnel: "c", port: 20222, at: T0 + 2 });
+    await s.reservePort({ userId: a.id, tunnel: "x", port: 20229, at: T0, explicit: true });
+    await s.reservePort({ userId: b.id, tunnel: "b", port: 20228, at: T0 });
+    await s.touchReservations([{ userId: a.id, port: 20220 }], T0 + 10); // "b" is now the oldest
+
+    const d = await s.reservePort({
+      userId: a.id,
+      tunnel: "d",
+      port: 20223,
+      at: T0 + 20,
+      maxAutomatic: 3,
+    });
+    assert.ok(d.ok);
+    assert.deepEqual(d.dropped.map((r) => [r.port, r.tunnel]), [[20221, "b"]]);
+    assert.deepEqual(
+      (await s.listReservations(a.id)).map((r) => r.port),
+      [20220, 20222, 20223, 20229],
+      "the explicit reservation is neither counted nor recycled",
+    );
+
+    const e = await s.reservePort({
+      userId: a.id,
+      tunnel: "e",
+      port: 20224,
+      at: T0 + 30,
+      maxAutomatic: 2,
+    });
+    assert.ok(e.ok);
+    assert.deepEqual(e.dropped.map((r) => r.port), [20220, 20222]);
+    assert.deepEqual((await s.listReservations(a.id)).map((r) => r.port), [20223, 20224, 20229]);
+
+    // A repeat of a tunnel's own reservation trims too, never dropping that one.
+    await s.touchReservations([{ userId: a.id, port: 20224 }], T0 + 40);
+    const repeat = await s.reservePort({
+      userId: a.id,
+      tunnel: "d",
+      port: 20223,
+      at: T0 + 35,
+      maxAutomatic: 1,
+    });
+    assert.ok(repeat.ok);
+    assert.deepEqual(repeat.dropped.map((r) => r.port), [20224]);
+
+    assert.deepEqual((await s.trimReservations(a.id, 0)).map((r) => r.port), [20223]);
+    assert.deepEqual((await s.listReservations(a.id)).map((r) => r.port), [20229]);
+    assert.deepEqual((await s.listReservations(b.id)).map((r) => r.port), [20228], "bob's stay");
+    await assert.rejects(s.trimReservations(a.id, -1), RangeError);
+  });
+
+  test("takeOverOwn takes an automatic reservation of the user's other tunnel, nothing else", async (s) => {
+    const a = await s.createUser({ name: "abe", role: "user" });
+    const b = await s.createUser({ name: "bea", role: "user" });
+    await s.reservePort({ userId: a.id, tunnel: "old", port: 20230, at: T0 });
+    await s.reservePort({ userId: a.id, tunnel: "pin", port: 20231, at: T0, explicit: true });
+    await s.reservePort({ userId: b.id, tunnel: "bob", port: 20232, at: T0 });
+
+    const plain = await s.reservePort({ userId: a.id, tunnel: "new", port: 20230, at: T0 + 1 });
+    assert.equal(plain.ok, false, "without takeOverOwn another tunnel's port is taken");
+    const over = await s.reservePort({
+      userId: a.id,
+      tunnel: "new",
+      port: 20230,
+      at: T0 + 1,
+      takeOverOwn: true,
+    });
+    assert.ok(over.ok);
+    assert.equal(over.reservation.tunnel, "new");
+    assert.deepEqual(over.dropped.map((r) => [r.port, r.tunnel]), [[20230, "old"]]);
+    assert.equal(await s.reservationFor(a.id, "old"), null);
+
+    for (const port of [20231, 20232]) {
+      const r = await s.reservePort({
+        userId: a.id,
+        tunnel: "other",
+        port,
+        at: T0 + 2,
+        takeOverOwn: true,
+      });
+      assert.equal(r.ok, false, `port ${port} stays with its holder`);
+    }
   });
 
   test("adds usage across calls and hours and sums bytes since a time", async (s) => {
