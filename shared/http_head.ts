@@ -119,6 +119,11 @@ export async function readHead(conn: Deno.Conn, opts: ReadHeadOptions): Promise<
       }
       const from = Math.max(0, len - 3);
       len += n;
+      if (!startsLikeHttp(buf, len)) {
+        // A TLS ClientHello (0x16), an SSH banner's reply, binary junk: no use waiting for a head
+        // that will never come (a TLS client would sit out the whole timeout).
+        throw new HttpHeadError("malformed", notHttpMessage(buf, len));
+      }
       end = findHeadEnd(buf, from, len);
       if (end >= 0) return splitHead(buf, end, len, maxBytes);
       if (len >= maxBytes) throw tooLarge(maxBytes);
@@ -126,6 +131,24 @@ export async function readHead(conn: Deno.Conn, opts: ReadHeadOptions): Promise<
   } finally {
     deadline.cancel();
   }
+}
+
+/** False once the first byte after optional blank lines cannot start a method or `HTTP/`. */
+function startsLikeHttp(buf: Uint8Array, len: number): boolean {
+  for (let i = 0; i < len; i++) {
+    const b = buf[i]!;
+    if (b === 13 || b === 10) continue; // blank lines before the start line are allowed
+    return b >= 0x41 && b <= 0x5a; // methods and "HTTP/" start with an upper-case letter
+  }
+  return true;
+}
+
+function notHttpMessage(buf: Uint8Array, len: number): string {
+  let i = 0;
+  while (i < len && (buf[i] === 13 || buf[i] === 10)) i++;
+  return buf[i] === 0x16
+    ? "a TLS handshake arrived where an HTTP request was expected (use ws:// and http://, not wss://, for this port)"
+    : "the peer did not send an HTTP request";
 }
 
 function tooLarge(maxBytes: number): HttpHeadError {

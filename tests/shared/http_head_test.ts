@@ -231,3 +231,30 @@ Deno.test("readShortBody returns what arrived when the peer goes quiet", async (
   a.close();
   b.close(); // ends the read left pending by the timeout
 });
+
+Deno.test("readHead refuses a TLS handshake or binary junk at once instead of waiting for a head", async () => {
+  const cases = [
+    {
+      bytes: new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]),
+      message: /TLS handshake arrived where an HTTP request was expected/,
+    },
+    { bytes: new Uint8Array([0x00, 0xff, 0x10]), message: /did not send an HTTP request/ },
+    { bytes: enc("\r\n\x16"), message: /TLS handshake arrived/ },
+  ];
+  for (const c of cases) {
+    const [a, b] = await tcpPair();
+    try {
+      await writeAll(a, c.bytes);
+      const started = Date.now();
+      await assert.rejects(
+        readHead(b, { maxBytes: 1024, timeoutMs: 5000 }),
+        (e: unknown) =>
+          e instanceof HttpHeadError && e.kind === "malformed" && c.message.test(e.message),
+      );
+      assert.ok(Date.now() - started < 1000, "refused without waiting for the timeout");
+    } finally {
+      a.close();
+      b.close();
+    }
+  }
+});
