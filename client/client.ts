@@ -8,6 +8,15 @@ import { ClientSession } from "./session.ts";
 import type { StreamCounters } from "./streams.ts";
 import { TunnelGates } from "./tunnel_gate.ts";
 
+/**
+ * What the client prints when a session ended and it will try again: the reason, then
+ * `; reconnecting in 0.4 s`. An older server's "; reconnect later" is dropped (it would repeat).
+ */
+export function retryMessage(reason: string, waitMs: number): string {
+  const why = reason.replace(/;?\s*reconnect later\.?$/i, "");
+  return `${why}; reconnecting in ${(waitMs / 1000).toFixed(1)} s`;
+}
+
 /** What the client tells its user. */
 export interface ClientEvents {
   /** A tunnel is ready (again, after every reconnect). */
@@ -89,9 +98,7 @@ export function runClient(
         if (end.fatal) return { fatal: printable(end.message) };
         if (end.welcomed && Date.now() - started > 10_000) backoff.reset();
         const wait = backoff.next();
-        events.problem(
-          `${printable(end.message)}; reconnecting in ${(wait / 1000).toFixed(1)} s`,
-        );
+        events.problem(retryMessage(printable(end.message), wait));
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
           wake = () => {

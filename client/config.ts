@@ -1,6 +1,5 @@
 // The client's configuration: subcommands, flags, environment and the TOML file, built once in main.ts.
 import type { LogLevel } from "@logtape/logtape";
-import { parse as parseToml } from "smol-toml";
 import { formatHostPort, parseHostPort, parsePort } from "../shared/address.ts";
 import { parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
@@ -9,7 +8,9 @@ import {
   MAX_DATA_CONNS_PER_SESSION,
   validateTunnelName,
 } from "../shared/protocol.ts";
+import { keyLine, parseTomlFile, tableLine, where } from "../shared/toml_file.ts";
 import { Secret } from "../shared/secret.ts";
+import { LOGIN_FILE_NAME, parseLoginFile, type SavedLogin } from "./login.ts";
 import { DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS } from "./tunnel_gate.ts";
 
 /** One local service to publish. */
@@ -66,10 +67,14 @@ export const CLIENT_USAGE = `mport: publish a local TCP service through an mport
 Usage:
   mport tcp [HOST:]PORT [--remote-port N] [--name NAME] [options]
   mport start --config mport.toml [options]
+  mport login TOKEN --server URL   save server and token for later runs (in
+                      ~/.config/mport/config.toml, mode 0600; %APPDATA%\\mport)
 
 Options:
   --server URL        server, wss://host[:port][/prefix] or ws://… (env MPORT_SERVER)
-  --token TOKEN       client token (env MPORT_TOKEN)
+  --token-file FILE   read the client token from FILE (its first non-empty line)
+  --token TOKEN       client token (env MPORT_TOKEN); visible to other users in
+                      the process list: prefer --token-file or mport login
   --remote-port N     ask for this public port (tcp only)
   --name NAME         tunnel name (default: derived from the local address)
   --pool N            data connections to keep open, each carrying many user
@@ -90,6 +95,25 @@ Options:
 `;
 
 /**
+ * The file `name` in the client's config directory: `%APPDATA%\mport\NAME` on Windows, else
+ * `$XDG_CONFIG_HOME/mport/NAME` or `~/.config/mport/NAME`; null when none is known.
+ */
+function configDirFile(
+  env: Readonly<Record<string, string | undefined>>,
+  os: typeof Deno.build.os,
+  name: string,
+): string | null {
+  if (os === "windows") {
+    const base = env.APPDATA || (env.USERPROFILE ? `${env.USERPROFILE}\\AppData\\Roaming` : "");
+    return base ? `${base}\\mport\\${name}` : null;
+  }
+  // The XDG spec ignores relative paths.
+  const xdg = env.XDG_CONFIG_HOME;
+  if (xdg && xdg.startsWith("/")) return `${xdg.replace(/\/+$/, "")}/mport/${name}`;
+  return env.HOME ? `${env.HOME.replace(/\/+$/, "")}/.config/mport/${name}` : null;
+}
+
+/**
  * Where the client keeps its persistent id: `%APPDATA%\mport\client-id` on Windows, else
  * `$XDG_CONFIG_HOME/mport/client-id` or `~/.config/mport/client-id`; null when none is known.
  */
@@ -97,14 +121,64 @@ export function defaultClientIdFile(
   env: Readonly<Record<string, string | undefined>>,
   os: typeof Deno.build.os,
 ): string | null {
-  if (os === "windows") {
-    const base = env.APPDATA || (env.USERPROFILE ? `${env.USERPROFILE}\\AppData\\Roaming` : "");
-    return base ? `${base}\\mport\\client-id` : null;
+  return configDirFile(env, os, "client-id");
+}
+
+/** Where `mport login` saves the server and token: `config.toml` next to the client id. */
+export function defaultLoginFile(
+  env: Readonly<Record<string, string | undefined>>,
+  os: typeof Deno.build.os,
+): string | null {
+  return configDirFile(env, os, LOGIN_FILE_NAME);
+}
+
+/** The canonical text of a server URL: `ws[s]://host[:port]`, plus the prefix unless default. */
+export function formatServerUrl(server: URL, pathPrefix: string): string {
+  return `${server.protocol}//${server.host}${
+    pathPrefix === DEFAULT_PATH_PREFIX ? "" : pathPrefix
+  }`;
+}
+
+/** True for a host name that stays on this machine (localhost, 127.0.0.0/8, ::1). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h.endsWith(".localhost") || h === "::1" ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}
+
+/** The warning for a token about to travel in clear text, or null when it does not. */
+export function plainTextWarning(server: URL): string | null {
+  if (server.protocol !== "ws:" || isLoopbackHost(server.hostname)) return null;
+  return `the token travels unencrypted to ${server.hostname} over ws://; ` +
+    "use wss:// (TLS) for anything but a trusted network";
+}
+
+/**
+ * Reads a token file: its first non-empty line, trimmed. `mode` is the file's permission bits
+ * (null where unknown, e.g. Windows); a file that group or others may read adds a warning.
+ */
+export function readTokenFile(
+  path: string,
+  readFile: (path: string) => string,
+  mode: number | null,
+  warnings: string[],
+): string {
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (e) {
+    throw new Error(`cannot read the token file ${path}: ${(e as Error).message}`);
   }
-  // The XDG spec ignores relative paths.
-  const xdg = env.XDG_CONFIG_HOME;
-  if (xdg && xdg.startsWith("/")) return `${xdg.replace(/\/+$/, "")}/mport/client-id`;
-  return env.HOME ? `${env.HOME.replace(/\/+$/, "")}/.config/mport/client-id` : null;
+  const token = text.split(/\r?\n/).map((l) => l.trim()).find((l) => l !== "");
+  if (token === undefined) throw new TypeError(`the token file ${path} is empty`);
+  if (mode !== null && (mode & 0o044) !== 0) {
+    warnings.push(
+      `the token file ${path} is readable by other users (mode ${
+        (mode & 0o777).toString(8).padStart(4, "0")
+      }): run chmod 600 ${path}`,
+    );
+  }
+  return token;
 }
 
 /** Tunnel name derived from a local address: `127.0.0.1:5555` → `127.0.0.1-5555`. */
@@ -232,54 +306,65 @@ interface FileConfig {
 }
 
 function parseConfigFile(text: string, path: string): FileConfig {
-  let doc: Record<string, unknown>;
-  try {
-    doc = parseToml(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new TypeError(`cannot parse ${path}: ${(e as Error).message.split("\n")[0]}`);
-  }
+  const doc = parseTomlFile(text, path);
+  /** `FILE:LINE` of a top-level key, or of a key in the `i`-th [[tunnels]]. */
+  const at = (k: string, i?: number) =>
+    where(
+      path,
+      i === undefined ? keyLine(text, k) : keyLine(text, k, { table: "tunnels", index: i }),
+    );
   const known = new Set(["server", "token", "pool", "max_connections", "ca", "proxy", "tunnels"]);
   for (const k of Object.keys(doc)) {
-    if (!known.has(k)) throw new TypeError(`${path}: unknown key "${k}"`);
+    if (!known.has(k)) throw new TypeError(`${at(k)}: unknown key "${k}"`);
   }
   const optStr = (k: string): string | undefined => {
     const v = doc[k];
     if (v === undefined) return undefined;
-    if (typeof v !== "string") throw new TypeError(`${path}: "${k}" must be a string`);
+    if (typeof v !== "string") throw new TypeError(`${at(k)}: "${k}" must be a string`);
     return v;
   };
   if (doc.pool !== undefined && typeof doc.pool !== "number") {
-    throw new TypeError(`${path}: "pool" must be a number`);
+    throw new TypeError(`${at("pool")}: "pool" must be a number`);
   }
   if (doc.max_connections !== undefined && typeof doc.max_connections !== "number") {
-    throw new TypeError(`${path}: "max_connections" must be a number`);
+    throw new TypeError(`${at("max_connections")}: "max_connections" must be a number`);
   }
   const list = doc.tunnels ?? [];
   if (!Array.isArray(list)) {
-    throw new TypeError(`${path}: "tunnels" must be an array of tables ([[tunnels]])`);
+    throw new TypeError(`${at("tunnels")}: "tunnels" must be an array of tables ([[tunnels]])`);
   }
   const tunnels = list.map((t: unknown, i: number) => {
     if (typeof t !== "object" || t === null) {
-      throw new TypeError(`${path}: tunnels[${i}] must be a table`);
+      throw new TypeError(`${at("tunnels")}: tunnels[${i}] must be a table`);
     }
     const r = t as Record<string, unknown>;
     for (const k of Object.keys(r)) {
       if (!["name", "local", "remote_port", "type"].includes(k)) {
-        throw new TypeError(`${path}: tunnels[${i}]: unknown key "${k}"`);
+        throw new TypeError(`${at(k, i)}: tunnels[${i}]: unknown key "${k}"`);
       }
     }
     if (r.type !== undefined && r.type !== "tcp") {
-      throw new TypeError(`${path}: tunnels[${i}]: type must be "tcp"`);
+      throw new TypeError(`${at("type", i)}: tunnels[${i}]: type must be "tcp"`);
     }
     if (typeof r.local !== "string" && typeof r.local !== "number") {
-      throw new TypeError(`${path}: tunnels[${i}] needs local = "HOST:PORT"`);
+      throw new TypeError(
+        `${
+          where(
+            path,
+            keyLine(text, "local", { table: "tunnels", index: i }) ?? tableLine(text, "tunnels", i),
+          )
+        }: tunnels[${i}] needs local = "HOST:PORT"`,
+      );
     }
     if (r.name !== undefined && typeof r.name !== "string") {
-      throw new TypeError(`${path}: tunnels[${i}]: name must be a string`);
+      throw new TypeError(`${at("name", i)}: tunnels[${i}]: name must be a string`);
     }
-    const remote = r.remote_port === undefined
-      ? 0
-      : parsePort(String(r.remote_port), "remote_port");
+    let remote = 0;
+    try {
+      if (r.remote_port !== undefined) remote = parsePort(String(r.remote_port), "remote_port");
+    } catch (e) {
+      throw new TypeError(`${at("remote_port", i)}: ${(e as Error).message}`);
+    }
     return tunnelFromLocal(String(r.local), r.name as string | undefined, remote);
   });
   return {
@@ -297,13 +382,62 @@ function parseConfigFile(text: string, path: string): FileConfig {
 export type ClientArgs =
   | { readonly help: true }
   | { readonly help: false; readonly version: true }
-  | { readonly help: false; readonly version?: undefined; readonly config: ClientConfig };
+  | {
+    readonly help: false;
+    readonly version?: undefined;
+    /** `mport login`: save `login` to `file`. */
+    readonly login: { readonly file: string; readonly login: SavedLogin };
+    readonly config?: undefined;
+  }
+  | {
+    readonly help: false;
+    readonly version?: undefined;
+    readonly login?: undefined;
+    readonly config: ClientConfig;
+    /** Said once at start: a token file others can read, a token about to travel in clear. */
+    readonly warnings: readonly string[];
+  };
 
-/** Parses `mport` arguments, environment and config file (read through `readFile`). */
+/**
+ * The server and token of the saved login (null when there is none), read only when flags,
+ * environment and --config leave one of them out.
+ */
+function readSavedLogin(
+  path: string | null,
+  readFile: (path: string) => string,
+): SavedLogin | null {
+  if (path === null) return null;
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new Error(`cannot read the saved login ${path}: ${(e as Error).message}`);
+  }
+  return parseLoginFile(text, path);
+}
+
+/** True when two server URLs name the same server and prefix (`vps` = `wss://vps:443/_mport`). */
+function sameServer(a: string, b: string): boolean {
+  try {
+    const x = parseServerUrl(a);
+    const y = parseServerUrl(b);
+    return x.server.href === y.server.href && x.pathPrefix === y.pathPrefix;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Parses `mport` arguments, environment and config file (read through `readFile`). `fileMode`
+ * gives a file's permission bits (null where unknown), to warn about a token file others can read.
+ */
 export function parseClientArgs(
   args: readonly string[],
   env: Readonly<Record<string, string | undefined>>,
   readFile: (path: string) => string,
+  fileMode: (path: string) => number | null = () => null,
+  os: typeof Deno.build.os = Deno.build.os,
 ): ClientArgs {
   const { values, positionals } = parseFlags({
     args: [...args],
@@ -312,6 +446,7 @@ export function parseClientArgs(
     options: {
       server: { type: "string" },
       token: { type: "string" },
+      "token-file": { type: "string" },
       "remote-port": { type: "string" },
       name: { type: "string" },
       pool: { type: "string" },
@@ -328,6 +463,36 @@ export function parseClientArgs(
   if (values.version) return { help: false, version: true };
   if (values.help || positionals.length === 0 || positionals[0] === "help") return { help: true };
   const [command, ...rest] = positionals;
+  const warnings: string[] = [];
+  if (values.token !== undefined && values["token-file"] !== undefined) {
+    throw new TypeError("--token and --token-file both give the token: pass one of them");
+  }
+  const flagToken = values["token-file"] !== undefined
+    ? readTokenFile(values["token-file"], readFile, fileMode(values["token-file"]), warnings)
+    : values.token;
+  const loginFile = defaultLoginFile(env, os);
+  if (command === "login") {
+    if (rest.length > 1 || (rest.length === 1 && flagToken !== undefined)) {
+      throw new TypeError("usage: mport login TOKEN --server URL (or --token-file FILE for TOKEN)");
+    }
+    const token = rest[0] ?? flagToken ?? env.MPORT_TOKEN;
+    if (!token) throw new TypeError("usage: mport login TOKEN --server URL");
+    const serverText = values.server ?? env.MPORT_SERVER;
+    if (!serverText) throw new TypeError("mport login needs --server URL: the server TOKEN is for");
+    const { server, pathPrefix } = parseServerUrl(serverText);
+    if (loginFile === null) {
+      throw new Error(
+        "cannot tell where to save the login: set HOME (XDG_CONFIG_HOME, or APPDATA on Windows)",
+      );
+    }
+    return {
+      help: false,
+      login: {
+        file: loginFile,
+        login: { server: formatServerUrl(server, pathPrefix), token: new Secret(token) },
+      },
+    };
+  }
   let file: FileConfig = { tunnels: [] };
   let tunnels: TunnelSpec[];
   if (command === "tcp") {
@@ -350,17 +515,44 @@ export function parseClientArgs(
     if (tunnels.length === 0) throw new TypeError(`${values.config} lists no [[tunnels]]`);
   } else {
     throw new TypeError(
-      `unknown command "${command}": use "mport tcp PORT" or "mport start --config FILE"`,
+      `unknown command "${command}": use "mport tcp PORT", "mport start --config FILE" or ` +
+        `"mport login TOKEN --server URL"`,
     );
   }
   const names = new Set(tunnels.map((t) => t.name));
   if (names.size !== tunnels.length) throw new TypeError("tunnel names must be unique");
 
-  const serverText = values.server ?? env.MPORT_SERVER ?? file.server;
-  if (!serverText) throw new TypeError("no server: pass --server wss://HOST or set MPORT_SERVER");
+  // Precedence: flags, then the environment, then --config, then the saved login, whose token
+  // goes only to the server it was saved for.
+  let serverText = values.server ?? env.MPORT_SERVER ?? file.server;
+  let token = flagToken ?? env.MPORT_TOKEN ?? file.token;
+  const saved = serverText && token ? null : readSavedLogin(loginFile, readFile);
+  serverText ??= saved?.server;
+  if (!serverText) {
+    throw new TypeError(
+      "no server: pass --server wss://HOST, set MPORT_SERVER, or save one with " +
+        "`mport login TOKEN --server URL`",
+    );
+  }
   const { server, pathPrefix } = parseServerUrl(serverText);
-  const token = values.token ?? env.MPORT_TOKEN ?? file.token;
-  if (!token) throw new TypeError("no token: pass --token TOKEN or set MPORT_TOKEN");
+  if (!token && saved) {
+    if (!sameServer(saved.server, serverText)) {
+      throw new TypeError(
+        `no token for ${
+          formatServerUrl(server, pathPrefix)
+        } (the saved login is for ${saved.server}): pass --token-file FILE, set MPORT_TOKEN, or run \`mport login TOKEN --server URL\``,
+      );
+    }
+    token = saved.token.reveal();
+  }
+  if (!token) {
+    throw new TypeError(
+      "no token: pass --token-file FILE (or --token TOKEN), set MPORT_TOKEN, or save one with " +
+        "`mport login TOKEN --server URL`",
+    );
+  }
+  const clearText = plainTextWarning(server);
+  if (clearText !== null) warnings.push(clearText);
   const poolText = values.pool ?? (file.pool === undefined ? "1" : String(file.pool));
   const pool = Number(poolText);
   if (!Number.isSafeInteger(pool) || pool < 1 || pool > MAX_DATA_CONNS_PER_SESSION) {
@@ -396,7 +588,8 @@ export function parseClientArgs(
       backoffCapMs: 30_000,
       dialTimeoutMs: 10_000,
       drainMs: 5_000,
-      clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, Deno.build.os),
+      clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, os),
     },
+    warnings,
   };
 }

@@ -7,16 +7,32 @@ import { versionLine } from "../shared/version.ts";
 import { runClient } from "./client.ts";
 import { loadClientId } from "./client_id.ts";
 import { CLIENT_USAGE, parseClientArgs } from "./config.ts";
+import { saveLogin } from "./login.ts";
 
 /** The adb daemon's port: tunnels to it also print a ready-to-paste `adb connect`. */
 const ADB_PORT = 5555;
 /** Longest line the client prints about a problem (several quoted server texts fit). */
 const MAX_LINE_CHARS = 1000;
 
+/** A file's permission bits, or null where they mean nothing (Windows) or it cannot be read. */
+function fileMode(path: string): number | null {
+  if (Deno.build.os === "windows") return null;
+  try {
+    return Deno.statSync(path).mode;
+  } catch {
+    return null;
+  }
+}
+
 async function main(): Promise<number> {
   let parsed;
   try {
-    parsed = parseClientArgs(Deno.args, Deno.env.toObject(), (p) => Deno.readTextFileSync(p));
+    parsed = parseClientArgs(
+      Deno.args,
+      Deno.env.toObject(),
+      (p) => Deno.readTextFileSync(p),
+      fileMode,
+    );
   } catch (e) {
     console.error(`mport: ${(e as Error).message}\nRun \`mport --help\` for usage.`);
     return 2;
@@ -29,7 +45,22 @@ async function main(): Promise<number> {
     console.log(versionLine("mport"));
     return 0;
   }
+  if (parsed.login) {
+    const { file, login } = parsed.login;
+    try {
+      saveLogin(file, login);
+    } catch (e) {
+      console.error(`mport: ${(e as Error).message}`);
+      return 1;
+    }
+    console.log(
+      `mport: saved the token for ${login.server} in ${file} (readable only by you); ` +
+        "`mport tcp PORT` now needs no --server or --token",
+    );
+    return 0;
+  }
   const config = parsed.config;
+  for (const warning of parsed.warnings) console.error(`mport: warning: ${warning}`);
   let clientId: string;
   try {
     clientId = loadClientId(config.clientIdFile);

@@ -165,8 +165,11 @@ export class ClientSession {
     const info = await ws.closed;
     this.#finish({
       fatal: false,
+      // A server that says why in a sentence ("the server is shutting down") needs no prefix.
       message: info.reason
-        ? `connection closed: ${printable(info.reason)}`
+        ? /^the server /.test(info.reason)
+          ? printable(info.reason)
+          : `connection closed: ${printable(info.reason)}`
         : `connection closed (code ${info.code})`,
       welcomed,
     });

@@ -21,6 +21,9 @@ export const TARGETS: readonly Target[] = [
   { entry: "client/main.ts", output: "dist/mport.js", usage: /^\s*mport tcp \[HOST:\]PORT/m },
 ];
 
+/** The server's SQLite worker, bundled where the server bundle looks for it (see sqlite_worker_store.ts). */
+export const WORKER = { entry: "server/store/sqlite_worker.ts", output: "dist/sqlite_worker.ts" };
+
 /** Runs `deno ARGS` in the repository root; returns the exit code and output. */
 export async function runDeno(
   args: readonly string[],
@@ -92,6 +95,19 @@ async function main(): Promise<number> {
       continue;
     }
     console.log(`✓ deno run -A ${t.output} --help prints: ${smoke.stdout.split("\n")[0]}`);
+  }
+  // The server loads its SQLite worker by URL next to itself: bundle it there under its own name.
+  const worker = await runDeno(
+    ["bundle", "--platform", "deno", "--output", WORKER.output, WORKER.entry],
+    BUNDLE_TIMEOUT_MS,
+  );
+  if (worker.code !== 0) {
+    failed++;
+    console.error(
+      `✗ deno bundle ${WORKER.entry} failed (exit ${worker.code}):\n${tail(worker.stderr)}`,
+    );
+  } else {
+    console.log(`✓ ${WORKER.entry} → ${WORKER.output} (loaded by dist/mport-server.js)`);
   }
   if (failed > 0) {
     console.error(`${failed} step(s) failed`);

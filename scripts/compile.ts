@@ -33,7 +33,12 @@ const PERMISSIONS = [
 
 /** The two programs. */
 const PROGRAMS = {
-  server: { entry: "server/main.ts", name: "mport-server", flags: [...PERMISSIONS] },
+  // The SQLite worker is loaded by URL at run time, so deno compile must be told to embed it.
+  server: {
+    entry: "server/main.ts",
+    name: "mport-server",
+    flags: [...PERMISSIONS, "--include", "server/store/sqlite_worker.ts"],
+  },
   client: { entry: "client/main.ts", name: "mport", flags: [...PERMISSIONS] },
 } as const;
 type Program = keyof typeof PROGRAMS;

@@ -1,7 +1,7 @@
 // The server's configuration: defaults, command-line parsing and validation, built once in main.ts.
 import type { LogLevel } from "@logtape/logtape";
 import { parseHostPort, parsePortRange, type PortRange } from "../shared/address.ts";
-import { parseFlags } from "../shared/cli_args.ts";
+import { closest, parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import { formatCidr, parseCidr } from "./client_address.ts";
 import {
@@ -11,6 +11,7 @@ import {
   MUX_DEFAULT_BUDGET_BYTES,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
+import { keyLine, parseTomlFile, where } from "../shared/toml_file.ts";
 import { parseDuration, parseSize } from "../shared/units.ts";
 
 /** Everything the server needs, fully defaulted and validated. */
@@ -52,12 +53,14 @@ export interface ServerConfig {
   readonly heartbeatMs: number;
   readonly drainMs: number;
   readonly statsIntervalMs: number;
-  /** `--db`: an SQLite path or a postgres:// URL. */
+  /** `--db`: an SQLite path or a postgres:// URL (`--data-dir DIR` gives `DIR/mport.db`). */
   readonly db: string;
   /** Default monthly transfer quota per user in bytes (null: unlimited). */
   readonly monthlyQuotaBytes: number | null;
   /** How often usage counters are written to the store. */
   readonly usageFlushMs: number;
+  /** Deadline of every store call (`--store-timeout`); the final usage flush is bounded by it. */
+  readonly storeTimeoutMs: number;
   /** How often running sessions re-check their token and user (revocation, limits). */
   readonly recheckMs: number;
   readonly logLevel: LogLevel;
@@ -101,6 +104,7 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   db: "./data/mport.db",
   monthlyQuotaBytes: null,
   usageFlushMs: 30_000,
+  storeTimeoutMs: 5_000,
   recheckMs: 5_000,
   logLevel: "info",
   logFile: null,
@@ -157,7 +161,12 @@ export const SERVER_USAGE = `mport-server: publish TCP services of connected mpo
 Usage: mport-server [options]
        mport-server COMMAND …      (user, token, port, usage, events: see below)
 
-  --db PATH|URL                  store: SQLite file or postgres://… (default ./data/mport.db)
+  --config FILE                  TOML file with these options as keys, without the dashes:
+                                 listen = "127.0.0.1:8080", trusted-proxy = ["127.0.0.1/32"],
+                                 grace = 60 (flags given as well win over the file)
+  --db PATH|URL                  store: SQLite file or postgres://… (default ./data/mport.db,
+                                 relative to the directory the server starts in)
+  --data-dir DIR                 keep the SQLite store in DIR/mport.db (instead of --db)
   --listen HOST:PORT             HTTP/WebSocket address (default 0.0.0.0:8080)
   --path-prefix PATH             prefix of the tunnel endpoints (default /_mport)
   --token TOKEN                  static client token of the admin user (repeatable)
@@ -196,11 +205,13 @@ Usage: mport-server [options]
   --log-file FILE                also write JSON lines to FILE
   --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
   --usage-flush SECONDS          write usage counters to the store this often (default 30)
+  --store-timeout SECONDS        a database call taking longer fails (default 5)
   --recheck SECONDS              re-check tokens of connected clients this often (default 5)
   -h, --help                     show this help
   --version                      print the version
 
-Environment: MPORT_TOKENS (comma-separated static tokens), MPORT_DB (as --db).
+Environment: MPORT_TOKENS (comma-separated static tokens, added to token / --token),
+MPORT_DB (as --db, when neither the command line nor the config file names the store).
 `;
 
 function seconds(text: string, flag: string, allowZero = false): number {
@@ -211,6 +222,28 @@ function seconds(text: string, flag: string, allowZero = false): number {
     throw new TypeError(`invalid ${flag} "${text}": expected a number of seconds`);
   }
   return ms;
+}
+
+/** The SQLite file `--data-dir DIR` names. */
+export const DATA_DIR_DB_FILE = "mport.db";
+
+/**
+ * The store a server or admin command uses: `--db`, else `--data-dir DIR` as `DIR/mport.db`, else
+ * MPORT_DB, else ./data/mport.db (relative paths are relative to the working directory).
+ */
+export function storeLocation(
+  db: string | undefined,
+  dataDir: string | undefined,
+  envDb: string | undefined,
+): string {
+  if (db !== undefined && dataDir !== undefined) {
+    throw new TypeError("--db and --data-dir both name the store: give one of them");
+  }
+  if (dataDir !== undefined) {
+    if (dataDir.trim() === "") throw new TypeError("--data-dir needs a directory");
+    return `${dataDir.replace(/(.)\/+$/, "$1")}/${DATA_DIR_DB_FILE}`.replace(/^\/\//, "/");
+  }
+  return db ?? envDb ?? SERVER_DEFAULTS.db;
 }
 
 /** Parses `--reservation-ttl`: a duration like `30d` or `12h`, or `0` for never. */
@@ -262,6 +295,123 @@ export function parsePublicUrl(text: string): string {
   return `${scheme}//${url.host}${path}`;
 }
 
+/** The flags of `mport-server` (each but help and version is also a key of `--config` files). */
+const SERVER_OPTIONS = {
+  config: { type: "string" },
+  listen: { type: "string" },
+  "path-prefix": { type: "string" },
+  token: { type: "string", multiple: true },
+  "tokens-file": { type: "string" },
+  "port-range": { type: "string" },
+  bind: { type: "string" },
+  "public-host": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  grace: { type: "string" },
+  "reservation-ttl": { type: "string" },
+  "hold-timeout": { type: "string" },
+  "max-tunnels-per-client": { type: "string" },
+  "max-connections-per-client": { type: "string" },
+  "tunnels-per-minute": { type: "string" },
+  "max-pending": { type: "string" },
+  drain: { type: "string" },
+  heartbeat: { type: "string" },
+  "handshake-timeout": { type: "string" },
+  "auth-failures-per-minute": { type: "string" },
+  "trusted-proxy": { type: "string", multiple: true },
+  "log-level": { type: "string" },
+  "log-file": { type: "string" },
+  "stats-interval": { type: "string" },
+  db: { type: "string" },
+  "data-dir": { type: "string" },
+  "monthly-quota": { type: "string" },
+  "usage-flush": { type: "string" },
+  "store-timeout": { type: "string" },
+  recheck: { type: "string" },
+  "buffer-budget": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "header-timeout": { type: "string" },
+  "max-http-connections": { type: "string" },
+  "max-http-connections-per-ip": { type: "string" },
+  "max-unauthenticated-per-ip": { type: "string" },
+  "public-url": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+type FlagValues = {
+  [K in keyof typeof SERVER_OPTIONS]?: (typeof SERVER_OPTIONS)[K] extends { multiple: true }
+    ? string[]
+    : (typeof SERVER_OPTIONS)[K] extends { type: "boolean" } ? boolean
+    : string;
+};
+
+/** A `--config` file's settings as flag values, and how to point an error at its line. */
+interface ConfigFile {
+  readonly values: FlagValues;
+  /** Prefixes an error about a file setting (one not overridden by `flags`) with FILE:LINE. */
+  locate(e: unknown, flags: FlagValues): unknown;
+}
+
+/** The keys of a server config file: every flag but --config, --help and --version. */
+const FILE_KEYS = Object.keys(SERVER_OPTIONS).filter((k) =>
+  !["config", "help", "version"].includes(k)
+);
+
+/**
+ * Reads `mport-server --config FILE`: TOML whose keys are the flags' names (`listen =
+ * "127.0.0.1:8080"`, `trusted-proxy = ["127.0.0.1/32"]`, `grace = 60`). Unknown keys and wrong
+ * types are errors naming FILE:LINE.
+ */
+function readConfigFile(path: string, readFile: (path: string) => string): ConfigFile {
+  const text = readFile(path);
+  const doc = parseTomlFile(text, path);
+  const at = (k: string) => where(path, keyLine(text, k));
+  const values: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    if (!FILE_KEYS.includes(k)) {
+      const guess = closest(k, FILE_KEYS);
+      throw new TypeError(
+        `${at(k)}: unknown key "${k}"${guess ? `: did you mean ${guess}?` : ""}`,
+      );
+    }
+    const multiple = (SERVER_OPTIONS as Record<string, { multiple?: boolean }>)[k]!.multiple;
+    const scalar = (x: unknown) =>
+      typeof x === "string" ? x : typeof x === "number" && Number.isFinite(x) ? String(x) : null;
+    if (multiple) {
+      const list = Array.isArray(v) ? v.map(scalar) : [scalar(v)];
+      if (list.some((x) => x === null)) {
+        throw new TypeError(`${at(k)}: "${k}" must be a string or an array of strings`);
+      }
+      values[k] = list as string[];
+    } else {
+      const one = scalar(v);
+      if (one === null) throw new TypeError(`${at(k)}: "${k}" must be a string or a number`);
+      values[k] = one;
+    }
+  }
+  return {
+    values: values as FlagValues,
+    locate(e, flags) {
+      if (!(e instanceof TypeError)) return e;
+      const fromFile = Object.keys(values).filter((k) =>
+        (flags as Record<string, unknown>)[k] === undefined
+      );
+      const named = fromFile.find((k) => new RegExp(`--${k}(?![\\w-])`).test(e.message)) ??
+        fromFile.find((k) => {
+          const v = values[k]!;
+          return (Array.isArray(v) ? v : [v]).some((x) => e.message.includes(`"${x}"`));
+        });
+      return new TypeError(`${named ? at(named) : path}: ${e.message}`);
+    },
+  };
+}
+
+/** The entries of `values` that are set, so that spreading them overrides only those. */
+function definedOnly(values: FlagValues): FlagValues {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined));
+}
+
 /**
  * Parses `mport-server` arguments and environment. File reads (`--tokens-file`) go through
  * `readFile` so that tests need no files.
@@ -271,52 +421,35 @@ export function parseServerArgs(
   env: Readonly<Record<string, string | undefined>>,
   readFile: (path: string) => string,
 ): ServerArgs {
-  const { values } = parseFlags({
+  const { values: flags } = parseFlags({
     args: [...args],
     strict: true,
     allowPositionals: false,
-    options: {
-      listen: { type: "string" },
-      "path-prefix": { type: "string" },
-      token: { type: "string", multiple: true },
-      "tokens-file": { type: "string" },
-      "port-range": { type: "string" },
-      bind: { type: "string" },
-      "public-host": { type: "string" },
-      "tls-cert": { type: "string" },
-      "tls-key": { type: "string" },
-      grace: { type: "string" },
-      "reservation-ttl": { type: "string" },
-      "hold-timeout": { type: "string" },
-      "max-tunnels-per-client": { type: "string" },
-      "max-connections-per-client": { type: "string" },
-      "tunnels-per-minute": { type: "string" },
-      "max-pending": { type: "string" },
-      drain: { type: "string" },
-      heartbeat: { type: "string" },
-      "handshake-timeout": { type: "string" },
-      "auth-failures-per-minute": { type: "string" },
-      "trusted-proxy": { type: "string", multiple: true },
-      "log-level": { type: "string" },
-      "log-file": { type: "string" },
-      "stats-interval": { type: "string" },
-      db: { type: "string" },
-      "monthly-quota": { type: "string" },
-      "usage-flush": { type: "string" },
-      recheck: { type: "string" },
-      "buffer-budget": { type: "string" },
-      "idle-timeout": { type: "string" },
-      "header-timeout": { type: "string" },
-      "max-http-connections": { type: "string" },
-      "max-http-connections-per-ip": { type: "string" },
-      "max-unauthenticated-per-ip": { type: "string" },
-      "public-url": { type: "string" },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean" },
-    },
+    options: SERVER_OPTIONS,
   });
-  if (values.help) return { help: true };
-  if (values.version) return { help: false, version: true };
+  if (flags.help) return { help: true };
+  if (flags.version) return { help: false, version: true };
+  const file = flags.config === undefined ? null : readConfigFile(flags.config, readFile);
+  // Flags beat the file, which beats the environment (read below) and the defaults.
+  const fileValues = { ...file?.values };
+  if (flags.db !== undefined || flags["data-dir"] !== undefined) {
+    // --db or --data-dir on the command line replaces the file's store, whichever way it names it.
+    delete fileValues.db;
+    delete fileValues["data-dir"];
+  }
+  const values: FlagValues = { ...fileValues, ...definedOnly(flags) };
+  try {
+    return { help: false, config: buildConfig(values, env, readFile) };
+  } catch (e) {
+    throw file === null ? e : file.locate(e, flags);
+  }
+}
+
+function buildConfig(
+  values: FlagValues,
+  env: Readonly<Record<string, string | undefined>>,
+  readFile: (path: string) => string,
+): ServerConfig {
   const tokens: string[] = [...(values.token ?? [])];
   if (values["tokens-file"]) {
     const text = readFile(values["tokens-file"]);
@@ -339,7 +472,7 @@ export function parseServerArgs(
     const v = flag(name);
     return v ? count(v, `--${name}`) : fallback;
   };
-  const config = serverConfig({
+  return serverConfig({
     listenHost: listen.host,
     listenPort: listen.port,
     pathPrefix: values["path-prefix"]?.replace(/\/+$/, "") ?? d.pathPrefix,
@@ -367,11 +500,12 @@ export function parseServerArgs(
     statsIntervalMs: secs("stats-interval", d.statsIntervalMs, true),
     logLevel: values["log-level"] ? parseLogLevel(values["log-level"]) : d.logLevel,
     logFile: values["log-file"] ?? null,
-    db: values.db ?? env.MPORT_DB ?? d.db,
+    db: storeLocation(values.db, values["data-dir"], env.MPORT_DB),
     monthlyQuotaBytes: values["monthly-quota"] && values["monthly-quota"] !== "none"
       ? parseSize(values["monthly-quota"])
       : null,
     usageFlushMs: secs("usage-flush", d.usageFlushMs),
+    storeTimeoutMs: secs("store-timeout", d.storeTimeoutMs),
     recheckMs: secs("recheck", d.recheckMs),
     bufferBudgetBytes: values["buffer-budget"]
       ? parseSize(values["buffer-budget"])
@@ -382,5 +516,4 @@ export function parseServerArgs(
     maxHttpConnectionsPerIp: num("max-http-connections-per-ip", d.maxHttpConnectionsPerIp),
     maxUnauthenticatedPerIp: num("max-unauthenticated-per-ip", d.maxUnauthenticatedPerIp),
   });
-  return { help: false, config };
 }

@@ -113,7 +113,8 @@ async function accept(
   return ws;
 }
 
-function bearer(headers: Headers): string | null {
+/** The token of an `Authorization: Bearer …` header, or null. */
+export function bearer(headers: Headers): string | null {
   const h = headers.get("authorization");
   const m = h ? /^Bearer\s+(\S+)\s*$/i.exec(h) : null;
   return m ? m[1]! : null;
@@ -123,7 +124,7 @@ function bearer(headers: Headers): string | null {
  * Counts a failed authentication against (ip, credential), logs a block it starts, and (when
  * `reason` is given) tallies an `auth_failed` audit row.
  */
-function authFailed(
+export function authFailed(
   deps: EndpointDeps,
   ip: string,
   credential: string | null,
@@ -219,7 +220,7 @@ async function control(
   const token = bearer(head.headers);
   if (await refusedAsBlocked(deps, ip, token, conn, slot)) return;
   if (deps.shuttingDown()) {
-    await refuse(conn, slot, 503, "shutting_down", "the server is shutting down; reconnect later");
+    await refuse(conn, slot, 503, "shutting_down", "the server is shutting down");
     return;
   }
   const hostHeader = (head.headers.get("host") ?? "localhost").replace(/:\d+$/, "").replace(

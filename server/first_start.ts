@@ -35,6 +35,11 @@ export function clientCommand(config: ServerConfig, addr: Deno.NetAddr, token: s
   }`;
 }
 
+/** `mport login TOKEN --server URL`, which saves both for later client runs. */
+export function loginCommand(config: ServerConfig, addr: Deno.NetAddr, token: string): string {
+  return `mport login ${shellQuote(token)} --server ${shellQuote(clientServerUrl(config, addr))}`;
+}
+
 /** ` --db …` for an admin command to reach the server's store ("" when the default reaches it). */
 function dbFlag(db: string, envDb: string | undefined): string {
   if (db === envDb || (envDb === undefined && db === SERVER_DEFAULTS.db)) return "";
@@ -73,6 +78,8 @@ export async function firstStartLines(
           "  (the --server URL is a guess: start mport-server with --public-url wss://HOST[:PORT][/PREFIX] to print the one clients use)",
         ]
         : []),
+      "Or save the server and token once (then `mport tcp 22` needs neither flag):",
+      `  ${loginCommand(config, addr, created.token)}`,
     ];
   }
   if (staticTokens) return [];

@@ -14,15 +14,23 @@ import {
   adminUsage,
   runAdmin,
 } from "./admin/cli.ts";
-import { parseServerArgs, SERVER_USAGE } from "./config.ts";
+import { LIVE_COMMANDS, LIVE_USAGE, livePreflight, runLive } from "./admin/live_cli.ts";
+import { parseServerArgs, SERVER_USAGE, type ServerConfig, storeLocation } from "./config.ts";
 import { firstStartLines } from "./first_start.ts";
-import { openStore, parseDbTarget, redactDbUrl } from "./store/open_store.ts";
+import {
+  openStore,
+  type OpenStoreOptions,
+  parseDbTarget,
+  redactDbUrl,
+} from "./store/open_store.ts";
+import { withDeadline } from "./store/deadline_store.ts";
 import type { Store } from "./store/store.ts";
 import { startServer } from "./server.ts";
 
 async function openConfiguredStore(
   db: string,
   warn?: (message: string) => void,
+  opts: OpenStoreOptions = {},
 ): Promise<Store | null> {
   try {
     parseDbTarget(db);
@@ -31,7 +39,7 @@ async function openConfiguredStore(
     return null;
   }
   try {
-    return await openStore(db, { warn });
+    return await openStore(db, { ...opts, warn });
   } catch (e) {
     console.error(
       `mport-server: cannot open the store ${redactDbUrl(db)}: ${(e as Error).message}`,
@@ -78,7 +86,10 @@ function usageError(message: string, helpCommand = "mport-server --help"): numbe
 /** `mport-server help [COMMAND [ACTION]]`. */
 function help(args: readonly string[]): number {
   const [group, action] = args;
-  const usage = group === undefined ? null : adminUsage(group, action);
+  const live = (LIVE_COMMANDS as readonly string[]).includes(group ?? "")
+    ? LIVE_USAGE[group as (typeof LIVE_COMMANDS)[number]]
+    : null;
+  const usage = group === undefined ? null : live ?? adminUsage(group, action);
   console.log(usage ?? `${SERVER_USAGE}\n${ADMIN_USAGE}`);
   return 0;
 }
@@ -95,9 +106,32 @@ async function admin(args: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const dbIndex = args.indexOf("--db");
-  const db = (dbIndex >= 0 ? args[dbIndex + 1] : undefined) ?? Deno.env.get("MPORT_DB") ??
-    "./data/mport.db";
+  const flagValue = (name: string) => {
+    const i = args.indexOf(name);
+    return i >= 0
+      ? args[i + 1]
+      : args.find((a) => a.startsWith(`${name}=`))?.slice(name.length + 1);
+  };
+  let db: string;
+  // `--config FILE`: the server's own settings (store, port range, TTL, public URL).
+  let server: ServerConfig | undefined;
+  try {
+    const configFile = flagValue("--config");
+    if (configFile !== undefined) {
+      const parsed = parseServerArgs(
+        ["--config", configFile],
+        Deno.env.toObject(),
+        (p) => Deno.readTextFileSync(p),
+      );
+      if (!parsed.help && !parsed.version) server = parsed.config;
+    }
+    const [flagDb, flagDir] = [flagValue("--db"), flagValue("--data-dir")];
+    db = flagDb === undefined && flagDir === undefined && server
+      ? server.db
+      : storeLocation(flagDb, flagDir, Deno.env.get("MPORT_DB"));
+  } catch (e) {
+    return usageError((e as Error).message, adminHelpCommand(args));
+  }
   // No logging is set up for admin commands: warnings go straight to stderr.
   const store = await openConfiguredStore(db, (m) => console.error(`mport-server: warning: ${m}`));
   if (!store) return 1;
@@ -106,6 +140,7 @@ async function admin(args: string[]): Promise<number> {
       out: (line) => console.log(line),
       readPassword,
       now: Date.now,
+      server,
     });
   } catch (e) {
     console.error(`mport-server: ${(e as Error).message}`);
@@ -115,10 +150,35 @@ async function admin(args: string[]): Promise<number> {
   }
 }
 
+/** `mport-server clients|tunnels`: asks the running server, needs no store. */
+async function live(args: string[]): Promise<number> {
+  const helpCommand = `mport-server ${args[0]} --help`;
+  try {
+    const usage = livePreflight(args);
+    if (usage !== null) {
+      console.log(usage);
+      return 0;
+    }
+    return await runLive(args, Deno.env.toObject(), {
+      out: (line) => console.log(line),
+      fetch: (url, init) => fetch(url, init),
+      readFile: (path) => Deno.readTextFileSync(path),
+      now: Date.now,
+    });
+  } catch (e) {
+    if (e instanceof TypeError) return usageError((e as Error).message, helpCommand);
+    console.error(`mport-server: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
 async function main(): Promise<number> {
   const first = Deno.args[0];
-  const commands: readonly string[] = ADMIN_COMMANDS;
+  const commands: readonly string[] = [...ADMIN_COMMANDS, ...LIVE_COMMANDS];
   if (first === "help") return help(Deno.args.slice(1));
+  if (first !== undefined && (LIVE_COMMANDS as readonly string[]).includes(first)) {
+    return await live(Deno.args);
+  }
   if (first !== undefined && commands.includes(first)) return await admin(Deno.args);
   if (first !== undefined && !first.startsWith("-")) {
     const guess = closest(first, [...commands, "help"]);
@@ -146,8 +206,13 @@ async function main(): Promise<number> {
     // Aborted transfers then end with a FIN; say so once rather than let users guess.
     log("tcp").warning("aborted connections cannot be reset (RST): {why}", { why: reset.why });
   }
-  const store = await openConfiguredStore(config.db);
-  if (!store) return 1;
+  const opened = await openConfiguredStore(config.db, undefined, {
+    offThread: true,
+    callTimeoutMs: config.storeTimeoutMs,
+  });
+  if (!opened) return 1;
+  // Every call of the running server has a deadline: a stalled database fails calls, not tunnels.
+  const store = withDeadline(opened, config.storeTimeoutMs);
   // Listen for signals before anything is printed: a stop right after start is still graceful.
   const stopped = Promise.withResolvers<void>();
   const onSignal = () => stopped.resolve();
@@ -181,7 +246,9 @@ async function main(): Promise<number> {
   await stopped.promise;
   log("server").info("shutting down (draining for up to {s} s)", { s: config.drainMs / 1000 });
   await server.close();
-  await store.close();
+  await store.close().catch((e) => {
+    log("server").error("cannot close the store: {error}", { error: String(e) });
+  });
   await teardownLogging();
   return 0;
 }

@@ -3,11 +3,13 @@ import { formatHostPort } from "../shared/address.ts";
 import { log } from "../shared/log.ts";
 import { CloseCode } from "../shared/protocol.ts";
 import { buildApp } from "./app.ts";
+import { authorizeAdmin, liveClients, liveTunnels } from "./admin/live.ts";
 import { Accounts } from "./accounts/accounts.ts";
 import { PortBook } from "./accounts/port_book.ts";
 import { UsageMeter } from "./accounts/usage.ts";
 import { AuthFailureAudit, AuthLimiter } from "./auth.ts";
 import { TrustedProxies } from "./client_address.ts";
+import { StoreTimeout } from "./store/deadline_store.ts";
 import type { Store } from "./store/store.ts";
 import type { ServerConfig } from "./config.ts";
 import type { ControlSession } from "./control/session.ts";
@@ -29,7 +31,10 @@ export interface RunningServer {
   readonly url: string;
   readonly stats: Stats;
   readonly usage: UsageMeter;
-  /** Graceful shutdown: stop accepting, tell clients, drain streams up to the deadline. */
+  /**
+   * Graceful shutdown: stop accepting, tell clients, drain streams (up to `drainMs`), flush usage
+   * (up to `storeTimeoutMs`), close the HTTP front.
+   */
   close(): Promise<void>;
 }
 
@@ -137,6 +142,11 @@ export async function startServer(
       ok: !shuttingDown,
       detail: { uptimeSeconds: Math.round(stats.uptimeSeconds()), clients: stats.clientsConnected },
     }),
+    admin: {
+      authorize: (req, ip) => authorizeAdmin(req, ip, deps),
+      clients: () => liveClients(sessions.values()),
+      tunnels: () => liveTunnels(registry.all()),
+    },
   });
 
   const limit = raiseNofileLimit();
@@ -216,6 +226,8 @@ export async function startServer(
       binding = null;
     }
   }
+  // Learn the user static tokens act as now, so their logins work if the store fails later.
+  if (config.tokens.length > 0) accounts.staticAdmin().catch(() => {});
   const flush = () =>
     usage.flush().catch((e) => {
       stats.error("store");
@@ -224,6 +236,24 @@ export async function startServer(
       });
     });
   const flushTimer = setInterval(flush, config.usageFlushMs);
+  const finalWrites = async () => {
+    const t0 = Date.now();
+    // A periodic flush in flight took only the rows of its time: flush again for the rest.
+    const usageDone = usage.flush().catch(() => {}).then(() => usage.flush());
+    const others = Promise.allSettled([sweeping, book.settled(), authFailures.flush(true)]);
+    const outcome = await settleWithin(usageDone, config.storeTimeoutMs);
+    if (outcome === "timeout" || outcome instanceof StoreTimeout) {
+      stats.error("store");
+      logger.error(
+        "final usage flush timed out after {ms} ms: usage counted since the last flush is lost",
+        { ms: Date.now() - t0 },
+      );
+    } else if (outcome !== "done") {
+      stats.error("store");
+      logger.error("final usage flush failed: {error}", { error: String(outcome) });
+    }
+    await settleWithin(others, Math.max(0, config.storeTimeoutMs - (Date.now() - t0)));
+  };
   // Reservations: refresh the live tunnels' last use, drop expired ones, trim users to their cap;
   // at start (a restart must not keep a full range blocked) and then periodically.
   let sweeping: Promise<unknown> | null = null;
@@ -288,15 +318,25 @@ export async function startServer(
         }
         for (const b of [...broker.bridges]) b.reset("shutting_down", "server shutting down");
         for (const m of [...muxes]) m.close(CloseCode.goingAway, "server shutting down");
+        // The last usage goes to the store before the front closes, within one store deadline:
+        // a stalled database costs at most that, and SIGTERM still ends the process.
+        await finalWrites();
         await running.close();
-        await flush();
-        await sweeping;
-        await book.settled();
-        await authFailures.flush(true);
       })();
       return closing;
     },
   };
+}
+
+/** Waits for `p` at most `ms`: "done", its rejection reason, or "timeout". */
+async function settleWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), ms)));
+  try {
+    return await Promise.race([p.then(() => "done", (e) => e ?? "failed"), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function userMetrics(usage: UsageMeter): string[] {

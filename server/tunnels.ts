@@ -55,6 +55,10 @@ export class Tunnel {
   session: TunnelOwnerSession | null = null;
   /** When the current holder got the tunnel (opened or taken over), for refusals. */
   heldSince = 0;
+  /** When the tunnel was opened, and the bytes to the client (in) and back (out) since then. */
+  openedAt = 0;
+  bytesIn = 0;
+  bytesOut = 0;
   readonly pending: PendingConn[] = [];
   readonly active = new Set<MuxStream>();
   graceTimer: ReturnType<typeof setTimeout> | undefined;
@@ -330,6 +334,7 @@ export class TunnelRegistry {
     const tunnel = new Tunnel(session, req, listener, publicHost);
     tunnel.session = session;
     tunnel.heldSince = now;
+    tunnel.openedAt = now;
     this.#tunnels.set(key, tunnel);
     this.#stats.tunnelsCreated++;
     this.#stats.tunnelsActive++;

@@ -341,6 +341,14 @@ export function controlPath(prefix: string): string {
   return `${prefix}/v${PROTOCOL_VERSION}/control`;
 }
 
+/**
+ * Base path of the live admin endpoints under a prefix (`…/clients`, `…/tunnels`): ordinary
+ * HTTP GETs with an admin user's bearer token.
+ */
+export function adminPath(prefix: string): string {
+  return `${prefix}/v${PROTOCOL_VERSION}/admin`;
+}
+
 /** Path of the stream endpoint under a prefix. */
 export function streamPath(prefix: string): string {
   return `${prefix}/v${PROTOCOL_VERSION}/stream`;

@@ -27,6 +27,9 @@ export type AuthResult =
 
 const WRONG_TOKEN = "the server rejected the token (wrong or revoked): check --token / MPORT_TOKEN";
 
+/** A static-token login waits this long for the store before using the last known admin. */
+export const STATIC_LOOKUP_MS = 1_000;
+
 /** Label of the token that the first start creates. */
 export const FIRST_TOKEN_LABEL = "first token";
 
@@ -42,6 +45,9 @@ export class Accounts {
   readonly store: Store;
   readonly #static: Buffer[];
   readonly #now: () => number;
+  /** The last admin user static tokens resolved to, for when the store is down. */
+  #admin: User | null = null;
+  #adminKnown = false;
 
   constructor(store: Store, staticTokens: readonly Secret[], now: () => number = Date.now) {
     this.store = store;
@@ -81,9 +87,29 @@ export class Accounts {
     return { user: "admin", token };
   }
 
-  async #staticAdmin(): Promise<User | null> {
-    const users = await this.store.listUsers();
-    return users.find((u) => u.role === "admin" && !u.disabled) ?? null;
+  /**
+   * The user static tokens act as: the first enabled admin. When the store fails or takes longer
+   * than {@link STATIC_LOOKUP_MS}, the last one found stands in, so that static-token logins keep
+   * working while the database is down (throws only when none was ever found).
+   */
+  async staticAdmin(): Promise<User | null> {
+    const lookup = this.store.listUsers().then((users) => {
+      this.#admin = users.find((u) => u.role === "admin" && !u.disabled) ?? null;
+      this.#adminKnown = true;
+      return this.#admin;
+    });
+    if (!this.#adminKnown) return await lookup;
+    lookup.catch(() => {}); // it still refreshes the last known admin when it completes
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), STATIC_LOOKUP_MS);
+    });
+    try {
+      const found = await Promise.race([lookup, late]).catch(() => "late" as const);
+      return found === "late" ? this.#admin : found;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Checks a bearer token. Failure messages say what is wrong without revealing anything. */
@@ -96,7 +122,7 @@ export class Accounts {
       if (timingSafeEqual(s, h) && staticIndex < 0) staticIndex = i;
     });
     if (staticIndex >= 0) {
-      const admin = await this.#staticAdmin();
+      const admin = await this.staticAdmin();
       if (!admin) {
         return { ok: false, message: "no enabled admin user owns the static --token tokens" };
       }

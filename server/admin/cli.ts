@@ -3,7 +3,9 @@ import { parsePortRange } from "../../shared/address.ts";
 import { closest, parseFlags, UsageError } from "../../shared/cli_args.ts";
 import { formatSize, parseDuration, parseSince, parseSize } from "../../shared/units.ts";
 import { hashPassword, hashToken, newToken } from "../accounts/secrets.ts";
-import { reservationTtl, SERVER_DEFAULTS } from "../config.ts";
+import { parsePublicUrl, reservationTtl, type ServerConfig, serverConfig } from "../config.ts";
+import { clientCommand } from "../first_start.ts";
+import { humanAgo, humanBytes, humanTime } from "./human.ts";
 import type { PortReservation, Store, User, UserLimits } from "../store/store.ts";
 
 /** Where admin commands read and write; injectable for tests. */
@@ -12,6 +14,11 @@ export interface AdminIo {
   /** Reads a password: from stdin when `fromStdin`, else from an interactive prompt. */
   readPassword(fromStdin: boolean): Promise<string>;
   now(): number;
+  /**
+   * The server's settings from `--config FILE` (its port range, reservation TTL, public URL, …);
+   * absent: the server's defaults.
+   */
+  readonly server?: ServerConfig;
 }
 
 /** Names of the admin command groups, to tell them apart from server flags. */
@@ -33,9 +40,16 @@ export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPO
   mport-server events [--user NAME] [--since 24h] [--limit N]
 LIMITS: --max-tunnels N --max-connections N --port-range LOW-HIGH --quota 10GB
         --max-reserved-ports N (use "default" to clear)
+Live view of the running server (over its HTTP port, with an admin user's token):
+  mport-server clients [--server URL] [--token T | --token-file F] [--json]
+  mport-server tunnels [--server URL] [--token T | --token-file F] [--json]
 Every listing takes --json. Help on one command: mport-server COMMAND [ACTION] --help.`;
 
-const DB_LINE = "  --db PATH|URL        the store (default ./data/mport.db, or MPORT_DB)";
+const DB_LINE = `  --db PATH|URL        the store (default ./data/mport.db, or MPORT_DB)
+  --data-dir DIR       the SQLite store DIR/mport.db (instead of --db)`;
+const CONFIG_LINE =
+  `  --config FILE        the server's config file: its store, port range, reservation TTL and
+                       public URL (flags given here win)`;
 const JSON_LINE = "  --json               machine-readable output";
 const LIMITS_LINES =
   `  --max-tunnels N      tunnels at once ("default": the server's --max-tunnels-per-client)
@@ -90,11 +104,15 @@ ${DB_LINE}`,
 ${DB_LINE}
 Help on one action: mport-server token ACTION --help.`,
     create: `Usage: mport-server token create --user NAME [--label LABEL] [--expires DURATION]
-Creates a client token for a user and prints it once (only its hash is stored).
+Creates a client token for a user and prints it once (only its hash is stored), with a client
+command line that uses it.
   --user NAME          owner of the token (required)
   --label LABEL        what it is for, e.g. laptop
   --expires DURATION   e.g. 90d, 12h (default: never)
+  --public-url URL     how clients reach the server, for the printed client command
+                       (default: the server's --public-url from --config, else a guess)
 ${DB_LINE}
+${CONFIG_LINE}
 ${JSON_LINE}`,
     list: `Usage: mport-server token list [--user NAME] [--json]
 Lists tokens: id, user, label, state, created, expires, last used.
@@ -117,8 +135,11 @@ Reserves a public port for a user (and one of their tunnels); nobody else gets i
 reservation never expires and is never recycled (tunnels' automatic ones do, see port list).
   --user NAME          owner (required)
   --tunnel NAME        the tunnel name that gets this port
+  --port-range LOW-HIGH  the server's --port-range: a port outside it is refused (default: from
+                       --config, else 10000-10999)
 ${TTL_LINE}
-${DB_LINE}`,
+${DB_LINE}
+${CONFIG_LINE}`,
     release: `Usage: mport-server port release PORT
 Frees a reserved port.
 ${DB_LINE}`,
@@ -189,8 +210,8 @@ function iso(t: number | null): string {
 }
 
 /** `--reservation-ttl` of an admin command (the server's default when absent). */
-function reservationTtlOf(text: string | undefined): number {
-  return text === undefined ? SERVER_DEFAULTS.reservationTtlMs : reservationTtl(text);
+function reservationTtlOf(text: string | undefined, server: ServerConfig): number {
+  return text === undefined ? server.reservationTtlMs : reservationTtl(text);
 }
 
 function limitText(v: number | null, size = false): string {
@@ -314,7 +335,10 @@ function parseAdminFlags(args: readonly string[]) {
       limit: { type: "string" },
       json: { type: "boolean" },
       db: { type: "string" },
+      "data-dir": { type: "string" },
       "reservation-ttl": { type: "string" },
+      config: { type: "string" },
+      "public-url": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -358,6 +382,7 @@ export async function runAdmin(
   const print = (headers: string[], rows: string[][], data: unknown) =>
     io.out(json ? JSON.stringify(data, null, 2) : formatTable(headers, rows));
   const now = io.now();
+  const server = io.server ?? serverConfig({ tokens: [] });
 
   switch (group) {
     case "user": {
@@ -457,7 +482,23 @@ export async function runAdmin(
             }`,
           );
           io.out(`${token}`);
-          io.out("This token is shown only once; store it now.");
+          io.out("This token is shown only once; store it now. Connect a client with it:");
+          // --public-url of this command, else the server's (--config), else the first start's guess.
+          const cfg = values["public-url"]
+            ? { ...server, publicUrl: parsePublicUrl(values["public-url"]) }
+            : server;
+          const addr = {
+            transport: "tcp",
+            hostname: cfg.listenHost,
+            port: cfg.listenPort,
+          } as const;
+          io.out(`  ${clientCommand(cfg, addr, token)}`);
+          if (cfg.publicUrl === null) {
+            io.out(
+              "  (the --server URL is a guess: pass --public-url wss://HOST[:PORT][/PREFIX], or " +
+                "--config with the server's config file, to print the one clients use)",
+            );
+          }
         }
         return 0;
       }
@@ -519,7 +560,25 @@ export async function runAdmin(
           throw new TypeError("port reserve needs a PORT");
         }
         const user = await needUser(store, values.user);
-        const ttl = reservationTtlOf(values["reservation-ttl"]);
+        // A port the server never listens on would be reserved for nothing.
+        const range = values["port-range"]
+          ? parsePortRange(values["port-range"])
+          : server.portRange;
+        if (port < range.low || port > range.high) {
+          throw new TypeError(
+            `port ${port} is outside the server's port range ${range.low}-${range.high}: ` +
+              "choose a port in it (if the server runs with another --port-range, pass it here " +
+              "or --config FILE)",
+          );
+        }
+        const { portLow, portHigh } = user.limits;
+        if (portLow !== null && portHigh !== null && (port < portLow || port > portHigh)) {
+          throw new TypeError(
+            `port ${port} is outside ${user.name}'s port range ${portLow}-${portHigh} ` +
+              `(change it with: mport-server user set ${user.name} --port-range LOW-HIGH)`,
+          );
+        }
+        const ttl = reservationTtlOf(values["reservation-ttl"], server);
         const r = await store.reservePort({
           userId: user.id,
           tunnel: values.tunnel ?? null,
@@ -571,7 +630,7 @@ export async function runAdmin(
         const user = values.user ? await needUser(store, values.user) : null;
         const list = await store.listReservations(user?.id);
         const names = await userNames(store);
-        const ttl = reservationTtlOf(values["reservation-ttl"]);
+        const ttl = reservationTtlOf(values["reservation-ttl"], server);
         const expiresAt = (r: PortReservation) =>
           r.explicit || ttl === 0 ? null : r.lastUsedAt + ttl;
         const expiry = (r: PortReservation) => {
@@ -608,11 +667,11 @@ export async function runAdmin(
       print(
         ["HOUR", "USER", "TUNNEL", "BYTES IN", "BYTES OUT", "CONNS", "ERRORS"],
         rows.map((r) => [
-          iso(r.hour),
+          humanTime(r.hour),
           names.get(r.userId) ?? String(r.userId),
           r.tunnel,
-          String(r.bytesIn),
-          String(r.bytesOut),
+          humanBytes(r.bytesIn),
+          humanBytes(r.bytesOut),
           String(r.connections),
           String(r.errors),
         ]),
@@ -630,9 +689,10 @@ export async function runAdmin(
       const events = await store.events({ since, userId: user?.id, limit });
       const names = await userNames(store);
       print(
-        ["TIME", "EVENT", "USER", "DETAIL"],
+        ["TIME", "AGO", "EVENT", "USER", "DETAIL"],
         events.map((e) => [
-          iso(e.at),
+          humanTime(e.at),
+          humanAgo(e.at, now),
           e.kind,
           e.userId === null ? "-" : names.get(e.userId) ?? String(e.userId),
           Object.entries(e.detail).map(([k, v]) =>

@@ -56,6 +56,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   limits: UserLimits;
   readonly principal: Principal;
   readonly remote: string;
+  /** When the control channel was accepted. */
+  readonly startedAt: number;
   /** Open data connections of this session. */
   readonly muxes = new Set<Mux>();
   /** The client installation's id from `hello`; until then (or without one) unique to this session. */
@@ -90,6 +92,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.limits = principal.limits;
     this.principal = principal;
     this.remote = remote;
+    this.startedAt = deps.now();
     this.#clientId = `anonymous-${this.id}`;
     this.#fallbackHost = fallbackHost;
     this.#deps = deps;
@@ -184,7 +187,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   shutdown(): void {
     this.#fail(
       "shutting_down",
-      "the server is shutting down; reconnect later",
+      // The client adds what it does about it ("; reconnecting in 0.4 s").
+      "the server is shutting down",
       CloseCode.goingAway,
     );
   }

@@ -3,6 +3,7 @@
 import { log } from "../../shared/log.ts";
 import { openPostgresStore, redactPostgresUrl } from "./postgres_store.ts";
 import { openSqliteStore } from "./sqlite_store.ts";
+import { openSqliteWorkerStore, SqliteWorkerFailed } from "./sqlite_worker_store.ts";
 import type { Store } from "./store.ts";
 
 const ACCEPTED = "expected postgres://user:password@host:port/database, " +
@@ -48,22 +49,36 @@ export function parseDbTarget(db: string): DbTarget {
   return { kind: "sqlite", path: value };
 }
 
-/**
- * Opens the store a `--db` value names (see {@link parseDbTarget}) and migrates it. `warn` gets
- * the SQLite store's warning about database files that were readable by other users.
- */
-export function openStore(
-  db: string,
-  opts: { readonly warn?: (message: string) => void } = {},
-): Promise<Store> {
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /** Gets the SQLite store's warning about database files that were readable by other users. */
+  readonly warn?: (message: string) => void;
+  /**
+   * Run SQLite in a Worker, off the caller's event loop (the server: a locked or slow disk must
+   * not stall tunnels). Admin commands use it in-thread.
+   */
+  readonly offThread?: boolean;
+  /** With `offThread`: how long a call retries a locked database before failing. */
+  readonly callTimeoutMs?: number;
+}
+
+/** Opens the store a `--db` value names (see {@link parseDbTarget}) and migrates it. */
+export function openStore(db: string, opts: OpenStoreOptions = {}): Promise<Store> {
   let t: DbTarget;
   try {
     t = parseDbTarget(db);
   } catch (e) {
     return Promise.reject(e);
   }
-  return t.kind === "postgres" ? openPostgresStore(t.url) : openSqliteStore(t.path, {
-    warn: opts.warn ?? ((m) => log("store").warning("{message}", { message: m })),
+  if (t.kind === "postgres") return openPostgresStore(t.url);
+  const warn = opts.warn ?? ((m: string) => log("store").warning("{message}", { message: m }));
+  if (!opts.offThread) return openSqliteStore(t.path, { warn });
+  const path = t.path;
+  return openSqliteWorkerStore(path, { warn, callTimeoutMs: opts.callTimeoutMs }).catch((e) => {
+    if (!(e instanceof SqliteWorkerFailed)) throw e;
+    // A build that left the worker module out (a bundle without it) still runs, in-thread.
+    warn(`${e.message}; running SQLite on the main thread (a locked database stalls tunnels)`);
+    return openSqliteStore(path, { warn });
   });
 }
 

@@ -155,10 +155,12 @@ export class Broker {
     const hooks = {
       onSent: (n) => {
         stats.bytesIn += n;
+        tunnel.bytesIn += n;
         meter.bytesIn(n);
       },
       onReceived: (n) => {
         stats.bytesOut += n;
+        tunnel.bytesOut += n;
         meter.bytesOut(n);
       },
       onEnd: (end) => {

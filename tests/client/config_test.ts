@@ -208,11 +208,13 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["tcp", "22", "--token", TOKEN],
-      message: "no server: pass --server wss://HOST or set MPORT_SERVER",
+      message: "no server: pass --server wss://HOST, set MPORT_SERVER, or save one with " +
+        "`mport login TOKEN --server URL`",
     },
     {
       args: ["tcp", "22", "--server", "vps.example.com"],
-      message: "no token: pass --token TOKEN or set MPORT_TOKEN",
+      message: "no token: pass --token-file FILE (or --token TOKEN), set MPORT_TOKEN, or save " +
+        "one with `mport login TOKEN --server URL`",
     },
     {
       args: ["tcp", "22", "--server", "ftp://vps.example.com", "--token", TOKEN],
@@ -259,7 +261,7 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     {
       args: ["start", "--config", "t.toml"],
       toml: 'max_connections = "9"',
-      message: 't.toml: "max_connections" must be a number',
+      message: 't.toml:1: "max_connections" must be a number',
     },
     {
       args: ["tcp", "22", "--ca", "missing.pem", ...BASE],
@@ -295,23 +297,45 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["serve", ...BASE],
-      message: 'unknown command "serve": use "mport tcp PORT" or "mport start --config FILE"',
+      message: 'unknown command "serve": use "mport tcp PORT", "mport start --config FILE" or ' +
+        '"mport login TOKEN --server URL"',
     },
-    { args: ["start", "--config", "t.toml"], toml: "server = ", message: "cannot parse t.toml:" },
+    { args: ["start", "--config", "t.toml"], toml: "server = ", message: "cannot parse t.toml:1:" },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: '# client\nserver = "wss://a"\n\ntoken = "abc\n',
+      message: "cannot parse t.toml:4:",
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: '# client\nserver = "wss://a"\ntoken = "secret-1"\n  tokn = "x"',
+      message: 't.toml:4: unknown key "tokn"',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml:
+        'server = "wss://a"\n\n[[tunnels]]\nlocal = 22\n\n[[tunnels]]\nlocal = 23\nremote_port = "x"',
+      message: 't.toml:8: invalid remote_port "x": expected a number from 1 to 65535',
+    },
+    {
+      args: ["start", "--config", "t.toml"],
+      toml: 'server = "wss://a"\n[[tunnels]]\nlocal = 22\n[[tunnels]]\nname = "b"',
+      message: 't.toml:4: tunnels[1] needs local = "HOST:PORT"',
+    },
     {
       args: ["start", "--config", "t.toml"],
       toml: 'servr = "x"',
-      message: 't.toml: unknown key "servr"',
+      message: 't.toml:1: unknown key "servr"',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: "server = 5",
-      message: 't.toml: "server" must be a string',
+      message: 't.toml:1: "server" must be a string',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: 'pool = "4"',
-      message: 't.toml: "pool" must be a number',
+      message: 't.toml:1: "pool" must be a number',
     },
     {
       args: ["start", "--config", "t.toml", ...BASE],
@@ -321,37 +345,37 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     {
       args: ["start", "--config", "t.toml"],
       toml: "tunnels = 5",
-      message: 't.toml: "tunnels" must be an array of tables ([[tunnels]])',
+      message: 't.toml:1: "tunnels" must be an array of tables ([[tunnels]])',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: "tunnels = [1]",
-      message: "t.toml: tunnels[0] must be a table",
+      message: "t.toml:1: tunnels[0] must be a table",
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: "[[tunnels]]\nlocal = 22\nremote = 5",
-      message: 't.toml: tunnels[0]: unknown key "remote"',
+      message: 't.toml:3: tunnels[0]: unknown key "remote"',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: '[[tunnels]]\nlocal = 22\n[[tunnels]]\nlocal = 53\ntype = "udp"',
-      message: 't.toml: tunnels[1]: type must be "tcp"',
+      message: 't.toml:5: tunnels[1]: type must be "tcp"',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: '[[tunnels]]\nname = "x"',
-      message: 't.toml: tunnels[0] needs local = "HOST:PORT"',
+      message: 't.toml:1: tunnels[0] needs local = "HOST:PORT"',
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: "[[tunnels]]\nlocal = 22\nname = 7",
-      message: "t.toml: tunnels[0]: name must be a string",
+      message: "t.toml:3: tunnels[0]: name must be a string",
     },
     {
       args: ["start", "--config", "t.toml"],
       toml: "[[tunnels]]\nlocal = 22\nremote_port = 65536",
-      message: 'invalid remote_port "65536": expected a number from 1 to 65535',
+      message: 't.toml:3: invalid remote_port "65536": expected a number from 1 to 65535',
     },
     {
       args: ["start", "--config", "t.toml", ...BASE],
@@ -702,7 +726,7 @@ Deno.test("an IPv6 local address gets a tunnel name that starts with a letter", 
     {},
     () => "",
   );
-  if (parsed.help || parsed.version) throw new Error("unexpected help");
+  if (parsed.help || parsed.version || parsed.login) throw new Error("unexpected help");
   assert.equal(parsed.config.tunnels[0]!.name, "ip6__1-22");
 });
 
@@ -755,3 +779,263 @@ Deno.test("the client id file is --client-id-file, else in the user's config dir
     Deno.build.os === "windows" ? null : "/home/a/.config/mport/client-id",
   );
 });
+
+// Tokens off the command line: --token-file, `mport login` and its saved file, precedence, and
+// the warning for a token about to travel in clear text.
+
+const HOME = "/home/alice";
+const LOGIN_PATH = `${HOME}/.config/mport/config.toml`;
+const LOGIN_TOML = 'server = "ws://127.0.0.1:8080"\ntoken = "saved-token-0001"\n';
+const TOKEN_FILES: Record<string, string> = {
+  "tok.txt": "\n  file-flag-token-1  \r\nsecond-line\n",
+  "empty.txt": "\n  \n",
+};
+
+/** readFile over FILES, the token files, `t.toml` and (when given) the saved login. */
+function tokenSources(login?: string, toml?: string, loginPath = LOGIN_PATH) {
+  return (path: string): string => {
+    if (path === loginPath && login !== undefined) return login;
+    if (path === "t.toml" && toml !== undefined) return toml;
+    return TOKEN_FILES[path] ?? readFile(path);
+  };
+}
+
+const TOKEN_PRECEDENCE: {
+  name: string;
+  args: string[];
+  env?: Record<string, string>;
+  toml?: string;
+  login?: string;
+  want: { server: string; token: string };
+}[] = [
+  {
+    name: "--token beats MPORT_TOKEN, --config and the saved login",
+    args: ["--server", "ws://127.0.0.1:8080", "--token", "flag-token-01", "-c", "t.toml"],
+    env: { MPORT_TOKEN: "env-token-01" },
+    toml: 'token = "toml-token-01"',
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "flag-token-01" },
+  },
+  {
+    name: "--token-file (its first non-empty line) beats MPORT_TOKEN",
+    args: ["--server", "ws://127.0.0.1:8080", "--token-file", "tok.txt"],
+    env: { MPORT_TOKEN: "env-token-01" },
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "file-flag-token-1" },
+  },
+  {
+    name: "MPORT_TOKEN beats --config and the saved login",
+    args: ["-c", "t.toml"],
+    env: { MPORT_TOKEN: "env-token-01" },
+    toml: 'server = "ws://127.0.0.1:8080"\ntoken = "toml-token-01"',
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "env-token-01" },
+  },
+  {
+    name: "--config beats the saved login",
+    args: ["-c", "t.toml"],
+    toml: 'server = "wss://toml.example.com"\ntoken = "toml-token-01"',
+    login: LOGIN_TOML,
+    want: { server: "wss://toml.example.com/", token: "toml-token-01" },
+  },
+  {
+    name: "the saved login alone gives server and token",
+    args: [],
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "saved-token-0001" },
+  },
+  {
+    name: "the saved token goes to its server however --server spells it",
+    args: ["--server", "http://127.0.0.1:8080/_mport/"],
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "saved-token-0001" },
+  },
+  {
+    name: "MPORT_SERVER naming the saved server takes the saved token",
+    args: [],
+    env: { MPORT_SERVER: "ws://127.0.0.1:8080" },
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "saved-token-0001" },
+  },
+  {
+    name: "a flag token with the saved server",
+    args: ["--token", "flag-token-01"],
+    login: LOGIN_TOML,
+    want: { server: "ws://127.0.0.1:8080/", token: "flag-token-01" },
+  },
+];
+
+for (const c of TOKEN_PRECEDENCE) {
+  Deno.test(`client token precedence: ${c.name}`, () => {
+    const r = parseClientArgs(
+      ["tcp", "22", ...c.args],
+      { HOME, ...c.env },
+      tokenSources(c.login, c.toml),
+      () => 0o600,
+      "linux",
+    );
+    if (r.help || r.version || r.login) throw new Error("expected a config");
+    assert.equal(r.config.server.href, c.want.server);
+    assert.equal(r.config.token.reveal(), c.want.token);
+  });
+}
+
+Deno.test("client reads the saved login from $XDG_CONFIG_HOME/mport/config.toml when set", () => {
+  const read = tokenSources(LOGIN_TOML, undefined, "/cfg/mport/config.toml");
+  const c = parse(["tcp", "22"], { HOME, XDG_CONFIG_HOME: "/cfg" }, read);
+  assert.equal(c.token.reveal(), "saved-token-0001");
+  // With flags for both, the saved login is not even read: a broken one does not matter.
+  const broken = tokenSources("server = ", undefined);
+  assert.equal(parse(["tcp", "22", ...BASE], { HOME }, broken).token.reveal(), TOKEN);
+});
+
+const TOKEN_INVALID: {
+  args: string[];
+  env?: Record<string, string>;
+  login?: string;
+  message: string;
+}[] = [
+  {
+    args: ["tcp", "22", "--server", "wss://other.example.com"],
+    login: LOGIN_TOML,
+    message: "no token for wss://other.example.com (the saved login is for " +
+      "ws://127.0.0.1:8080): pass --token-file FILE, set MPORT_TOKEN, or run " +
+      "`mport login TOKEN --server URL`",
+  },
+  {
+    args: ["tcp", "22", ...BASE, "--token-file", "tok.txt"],
+    message: "--token and --token-file both give the token: pass one of them",
+  },
+  {
+    args: ["tcp", "22", "--server", "h", "--token-file", "empty.txt"],
+    message: "the token file empty.txt is empty",
+  },
+  {
+    args: ["tcp", "22", "--server", "h", "--token-file", "missing.txt"],
+    message: "cannot read the token file missing.txt: no such file: missing.txt",
+  },
+  {
+    args: ["tcp", "22"],
+    login: 'server = "ws://h"\ntoken = "t"\nuser = "x"',
+    message: `${LOGIN_PATH}: unknown key "user" (run \`mport login TOKEN --server URL\` again ` +
+      "to rewrite it)",
+  },
+  {
+    args: ["tcp", "22"],
+    login: 'server = "ws://h"',
+    message: `${LOGIN_PATH}: "token" must be a string (run \`mport login TOKEN --server URL\` ` +
+      "again to rewrite it)",
+  },
+  {
+    args: ["login", "mp_abc"],
+    message: "mport login needs --server URL: the server TOKEN is for",
+  },
+  { args: ["login", "--server", "h"], message: "usage: mport login TOKEN --server URL" },
+  {
+    args: ["login", "mp_a", "mp_b", "--server", "h"],
+    message: "usage: mport login TOKEN --server URL (or --token-file FILE for TOKEN)",
+  },
+  {
+    args: ["login", "mp_abc", "--server", "h"],
+    env: { HOME: "" },
+    message:
+      "cannot tell where to save the login: set HOME (XDG_CONFIG_HOME, or APPDATA on Windows)",
+  },
+  {
+    args: ["login", "mp_abc", "--server", "ftp://h"],
+    message: 'invalid --server "ftp://h": the scheme must be wss://, ws://, https:// or http://',
+  },
+];
+
+for (const c of TOKEN_INVALID) {
+  Deno.test(`client rejects ${c.args.join(" ")}${c.login ? " with a saved login" : ""}`, () => {
+    assert.throws(
+      () => parseClientArgs(c.args, { HOME, ...c.env }, tokenSources(c.login), () => null, "linux"),
+      (e: unknown) => {
+        assert.ok(e instanceof Error);
+        assert.equal(e.message, c.message);
+        return true;
+      },
+    );
+  });
+}
+
+const LOGINS: {
+  args: string[];
+  env?: Record<string, string>;
+  os?: typeof Deno.build.os;
+  want: { file: string; server: string; token: string };
+}[] = [
+  {
+    args: ["login", "mp_abc", "--server", "vps.example.com"],
+    want: { file: LOGIN_PATH, server: "wss://vps.example.com", token: "mp_abc" },
+  },
+  {
+    args: ["login", "--token-file", "tok.txt", "--server", "https://vps.example.com:8443/t/"],
+    want: { file: LOGIN_PATH, server: "wss://vps.example.com:8443/t", token: "file-flag-token-1" },
+  },
+  {
+    args: ["login", "mp_abc"],
+    env: { MPORT_SERVER: "ws://127.0.0.1:8080/_mport", XDG_CONFIG_HOME: "/cfg" },
+    want: { file: "/cfg/mport/config.toml", server: "ws://127.0.0.1:8080", token: "mp_abc" },
+  },
+  {
+    args: ["login", "mp_abc", "--server", "wss://vps"],
+    env: { APPDATA: "C:\\Users\\alice\\AppData\\Roaming" },
+    os: "windows",
+    want: {
+      file: "C:\\Users\\alice\\AppData\\Roaming\\mport\\config.toml",
+      server: "wss://vps",
+      token: "mp_abc",
+    },
+  },
+];
+
+for (const c of LOGINS) {
+  Deno.test(`client ${c.args.join(" ")} saves the login to ${c.want.file}`, () => {
+    const r = parseClientArgs(c.args, { HOME, ...c.env }, tokenSources(), () => 0o600, c.os);
+    if (!("login" in r) || !r.login) throw new Error("expected a login");
+    assert.equal(r.login.file, c.want.file);
+    assert.equal(r.login.login.server, c.want.server);
+    assert.equal(r.login.login.token.reveal(), c.want.token);
+    assert.doesNotMatch(JSON.stringify(r) + Deno.inspect(r, { depth: 9 }), /mp_abc|file-flag/);
+  });
+}
+
+const WARNINGS: { args: string[]; mode: number | null; want: string[] }[] = [
+  {
+    args: ["--server", "ws://vps.example.com:8080", "--token", TOKEN],
+    mode: null,
+    want: [
+      "the token travels unencrypted to vps.example.com over ws://; use wss:// (TLS) for " +
+      "anything but a trusted network",
+    ],
+  },
+  { args: ["--server", "ws://127.0.0.1:8080", "--token", TOKEN], mode: null, want: [] },
+  { args: ["--server", "ws://127.8.9.10", "--token", TOKEN], mode: null, want: [] },
+  { args: ["--server", "ws://localhost:8080", "--token", TOKEN], mode: null, want: [] },
+  { args: ["--server", "ws://[::1]:8080", "--token", TOKEN], mode: null, want: [] },
+  { args: ["--server", "wss://vps.example.com", "--token", TOKEN], mode: null, want: [] },
+  { args: ["--server", "wss://vps", "--token-file", "tok.txt"], mode: 0o100600, want: [] },
+  { args: ["--server", "wss://vps", "--token-file", "tok.txt"], mode: 0o100400, want: [] },
+  {
+    args: ["--server", "wss://vps", "--token-file", "tok.txt"],
+    mode: 0o100644,
+    want: ["the token file tok.txt is readable by other users (mode 0644): run chmod 600 tok.txt"],
+  },
+  {
+    args: ["--server", "wss://vps", "--token-file", "tok.txt"],
+    mode: 0o100640,
+    want: ["the token file tok.txt is readable by other users (mode 0640): run chmod 600 tok.txt"],
+  },
+  { args: ["--server", "wss://vps", "--token-file", "tok.txt"], mode: null, want: [] },
+];
+
+for (const c of WARNINGS) {
+  const label = `${c.args.join(" ")}${c.mode === null ? "" : ` (mode ${c.mode.toString(8)})`}`;
+  Deno.test(`client warns ${c.want.length === 0 ? "nothing" : "once"} for ${label}`, () => {
+    const r = parseClientArgs(["tcp", "22", ...c.args], {}, tokenSources(), () => c.mode, "linux");
+    if (r.help || r.version || r.login) throw new Error("expected a config");
+    assert.deepEqual(r.warnings, c.want);
+  });
+}

@@ -63,6 +63,8 @@ Deno.test("a wrong token makes the client exit non-zero saying the server reject
 Deno.test("without a token the client exits 2 before connecting and says there is no token", async () => {
   const env = Deno.env.toObject();
   delete env.MPORT_TOKEN;
+  // No saved login (`mport login`) either.
+  env.XDG_CONFIG_HOME = "/nonexistent/mport-test-config";
   const client = new Proc(
     new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", CLIENT_MAIN, "tcp", "127.0.0.1:9", "--server", "ws://127.0.0.1:9"],
@@ -77,7 +79,10 @@ Deno.test("without a token the client exits 2 before connecting and says there i
     const status = await exitWithin(client, 10_000);
     assertEquals(status.code, 2, client.output());
     ok(
-      client.stderr.lines.includes("mport: no token: pass --token TOKEN or set MPORT_TOKEN"),
+      client.stderr.lines.includes(
+        "mport: no token: pass --token-file FILE (or --token TOKEN), set MPORT_TOKEN, or save " +
+          "one with `mport login TOKEN --server URL`",
+      ),
       client.output(),
     );
   } finally {

@@ -103,7 +103,12 @@ Deno.test("after a server restart on the same address the client returns with th
     const errFrom = client.stderr.lines.length;
     const stopped = await server.stop("SIGTERM");
     assertEquals(stopped.code, 0, server.output());
-    await client.stderr.wait(/reconnecting in \d+(\.\d+)? s/, 10_000, errFrom);
+    // One sentence: what happened, then what the client does about it.
+    await client.stderr.wait(
+      /^mport: the server is shutting down; reconnecting in \d+\.\d s$/,
+      10_000,
+      errFrom,
+    );
 
     server = await startServer(serverArgs);
     assertEquals(await tunnelPort(client, outFrom, 20_000), port, client.output());

@@ -183,3 +183,45 @@ Deno.test("recheck returns the user's current limits", async () => {
     await store.close();
   }
 });
+
+Deno.test("a static --token keeps logging in as the last known admin while the store fails or hangs", async () => {
+  const { store, accounts } = await setup();
+  let mode: "up" | "failing" | "hanging" = "up";
+  const flaky = new Proxy(store, {
+    get(target, key) {
+      const v = Reflect.get(target, key, target);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) =>
+        mode === "failing"
+          ? Promise.reject(new Error("database unavailable"))
+          : mode === "hanging"
+          ? new Promise(() => {})
+          : v.apply(target, args);
+    },
+  });
+  const viaFlaky = new Accounts(flaky, [new Secret(STATIC)]);
+  try {
+    const up = await viaFlaky.authenticate(STATIC);
+    assert.ok(up.ok);
+    mode = "failing";
+    const failing = await viaFlaky.authenticate(STATIC);
+    assert.ok(failing.ok && failing.principal.userId === up.principal.userId);
+    mode = "hanging";
+    const t0 = performance.now();
+    const hanging = await viaFlaky.authenticate(STATIC);
+    assert.ok(hanging.ok && hanging.principal.userName === "admin");
+    assert.ok(performance.now() - t0 < 3_000);
+    // A stored token still needs the store.
+    await assert.rejects(
+      Promise.race([
+        viaFlaky.authenticate("mp_not-a-static-token-000000000000000"),
+        new Promise((_, reject) => setTimeout(() => reject(new Error("waits for the store")), 50)),
+      ]),
+      /waits for the store/,
+    );
+  } finally {
+    mode = "up";
+    await store.close();
+    void accounts;
+  }
+});

@@ -1,6 +1,7 @@
 // Admin commands against a real (in-memory SQLite) store: output, and clear errors for bad input.
 import assert from "node:assert/strict";
 import { adminHelpCommand, adminPreflight, runAdmin } from "../../server/admin/cli.ts";
+import { serverConfig } from "../../server/config.ts";
 import { openSqliteStore } from "../../server/store/sqlite_store.ts";
 import type { Store } from "../../server/store/store.ts";
 import { parseDuration, parseSize } from "../../shared/units.ts";
@@ -140,4 +141,117 @@ Deno.test("duration and size parsers accept the documented forms", () => {
     message: 'invalid duration "0d": must be greater than zero',
   });
   assert.throws(() => parseSize("5 parsecs"), /^TypeError: invalid size "5 parsecs"/);
+});
+
+Deno.test("port reserve refuses a port outside the server's range, naming the range", async () => {
+  await withStore(async (_store, run) => {
+    await run("user", "add", "alice");
+    await assert.rejects(run("port", "reserve", "22", "--user", "alice"), {
+      name: "TypeError",
+      message: "port 22 is outside the server's port range 10000-10999: choose a port in it " +
+        "(if the server runs with another --port-range, pass it here or --config FILE)",
+    });
+    // The server's range as given to the command (or from its config file).
+    assert.equal(
+      await run("port", "reserve", "20005", "--user", "alice", "--port-range", "20000-20099"),
+      "port 20005 reserved for alice",
+    );
+    await assert.rejects(
+      run("port", "reserve", "10005", "--user", "alice", "--port-range", "20000-20099"),
+      { message: /^port 10005 is outside the server's port range 20000-20099:/ },
+    );
+    await run("user", "add", "bob", "--port-range", "10100-10199");
+    await assert.rejects(run("port", "reserve", "10005", "--user", "bob"), {
+      message: "port 10005 is outside bob's port range 10100-10199 " +
+        "(change it with: mport-server user set bob --port-range LOW-HIGH)",
+    });
+  });
+});
+
+Deno.test("port reserve takes the server's range from its config file", async () => {
+  const store = await openSqliteStore(":memory:");
+  try {
+    const out: string[] = [];
+    const io = {
+      out: (l: string) => out.push(l),
+      readPassword: () => Promise.resolve("password-1234"),
+      now: () => NOW,
+      server: serverConfig({ tokens: [], portRange: { low: 30000, high: 30009 } }),
+    };
+    await runAdmin(["user", "add", "alice"], store, io);
+    await runAdmin(["port", "reserve", "30001", "--user", "alice"], store, io);
+    assert.equal(out.at(-1), "port 30001 reserved for alice");
+    await assert.rejects(runAdmin(["port", "reserve", "10001", "--user", "alice"], store, io), {
+      message: /outside the server's port range 30000-30009/,
+    });
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("events and usage tables show human times and sizes; --json keeps raw values", async () => {
+  await withStore(async (store, run) => {
+    await run("user", "add", "alice");
+    const alice = (await store.userByName("alice"))!;
+    await store.addEvent({
+      at: NOW - 3 * 60_000,
+      kind: "tunnel_opened",
+      userId: alice.id,
+      detail: { tunnel: "web" },
+    });
+    const hour = NOW - 3_600_000;
+    await store.addUsage([{
+      hour,
+      userId: alice.id,
+      tunnel: "web",
+      bytesIn: 1536 * 1024,
+      bytesOut: 512,
+      connections: 3,
+      errors: 0,
+    }]);
+    const events = (await run("events", "--user", "alice")).split("\n");
+    assert.match(events[0]!, /^TIME\s+AGO\s+EVENT\s+USER\s+DETAIL$/);
+    assert.match(events[1]!, /^2026-11-22 12:00 UTC\s+just now\s+user_created\s+alice\s/);
+    assert.match(
+      events[2]!,
+      /^2026-11-22 11:57 UTC\s+3 min ago\s+tunnel_opened\s+alice\s+tunnel=web$/,
+    );
+    const usage = (await run("usage")).split("\n");
+    assert.match(usage[0]!, /^HOUR\s+USER\s+TUNNEL\s+BYTES IN\s+BYTES OUT\s+CONNS\s+ERRORS$/);
+    assert.match(usage[1]!, /^2026-11-22 11:00 UTC\s+alice\s+web\s+1\.5 MiB\s+512 B\s+3\s+0$/);
+    const raw = JSON.parse(await run("usage", "--json")) as { hour: number; bytesIn: number }[];
+    assert.deepEqual([raw[0]!.hour, raw[0]!.bytesIn], [hour, 1536 * 1024]);
+    const rawEvents = JSON.parse(await run("events", "--json")) as { at: number }[];
+    assert.ok(rawEvents.some((e) => e.at === NOW - 3 * 60_000));
+  });
+});
+
+Deno.test("token create prints a ready client command", async () => {
+  await withStore(async (_store, run) => {
+    await run("user", "add", "alice");
+    const guessed = (await run("token", "create", "--user", "alice")).split("\n");
+    const token = guessed[1]!;
+    assert.equal(
+      guessed[2],
+      "This token is shown only once; store it now. Connect a client with it:",
+    );
+    assert.equal(guessed[3], `  mport tcp 22 --server ws://localhost:8080 --token ${token}`);
+    assert.match(guessed[4]!, /^ {2}\(the --server URL is a guess: pass --public-url/);
+    const given = (await run(
+      "token",
+      "create",
+      "--user",
+      "alice",
+      "--public-url",
+      "https://vps.example.com/tunnel/",
+    )).split("\n");
+    assert.equal(
+      given[3],
+      `  mport tcp 22 --server wss://vps.example.com/tunnel --token ${given[1]}`,
+    );
+    assert.equal(given.length, 4);
+    // --json stays as it was: the token and its record only.
+    const json = JSON.parse(await run("token", "create", "--user", "alice", "--json"));
+    assert.deepEqual(Object.keys(json).sort(), ["expiresAt", "id", "label", "token", "user"]);
+  });
 });

@@ -88,6 +88,16 @@ const VALID: { args: string[]; env?: Record<string, string>; want: Partial<Serve
   { args: ["--log-level", "warn"], want: { logLevel: "warning" } },
   { args: ["--log-level", "DEBUG"], want: { logLevel: "debug" } },
   { args: ["--log-file", "/var/log/mport.jsonl"], want: { logFile: "/var/log/mport.jsonl" } },
+  { args: [], want: { db: "./data/mport.db" } },
+  { args: ["--data-dir", "/var/lib/mport"], want: { db: "/var/lib/mport/mport.db" } },
+  { args: ["--data-dir", "state/"], want: { db: "state/mport.db" } },
+  { args: ["--data-dir", "/"], want: { db: "/mport.db" } },
+  {
+    args: ["--data-dir", "/var/lib/mport"],
+    env: { MPORT_DB: "/elsewhere.db" },
+    want: { db: "/var/lib/mport/mport.db" },
+  },
+  { args: ["--db", "/x.db"], env: { MPORT_DB: "/elsewhere.db" }, want: { db: "/x.db" } },
   {
     args: ["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
     want: { tlsCert: FILES["cert.pem"] },
@@ -148,6 +158,11 @@ Deno.test("server --version asks for the version instead of a config", () => {
 
 const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
   { args: ["--token", "short"], message: "every token must be at least 8 characters long" },
+  {
+    args: ["--db", "/x.db", "--data-dir", "/var/lib/mport"],
+    message: "--db and --data-dir both name the store: give one of them",
+  },
+  { args: ["--data-dir", " "], message: "--data-dir needs a directory" },
   {
     args: ["--token", TOKEN],
     env: { MPORT_TOKENS: "tiny" },
@@ -328,4 +343,165 @@ Deno.test("server config never prints its tokens or TLS key", () => {
     }
     assert.ok(text.includes("***"));
   }
+});
+
+/** `parse` with a `server.toml` holding `toml` next to the fixed files. */
+function parseWithFile(
+  toml: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): ServerConfig {
+  const r = parseServerArgs(
+    ["--config", "server.toml", ...args],
+    env,
+    (p) => p === "server.toml" ? toml : readFile(p),
+  );
+  assert.equal(r.help, false);
+  return (r as { config: ServerConfig }).config;
+}
+
+const VALID_FILES: {
+  name: string;
+  toml: string;
+  args?: string[];
+  env?: Record<string, string>;
+  want: Partial<ServerConfig>;
+  tokens?: string[];
+}[] = [
+  {
+    name: "every kind of key",
+    toml: `# /etc/mport/server.toml
+listen = "127.0.0.1:8080"
+trusted-proxy = ["127.0.0.1/32", "10.0.0.0/8"]
+port-range = "20000-20099"
+grace = 30
+reservation-ttl = "12h"
+max-pending = 8
+buffer-budget = "4MiB"
+public-url = "wss://vps.example.com/_mport"
+log-level = "debug"
+`,
+    want: {
+      listenHost: "127.0.0.1",
+      listenPort: 8080,
+      trustedProxies: ["127.0.0.1/32", "10.0.0.0/8"],
+      portRange: { low: 20000, high: 20099 },
+      graceMs: 30_000,
+      reservationTtlMs: 12 * 3_600_000,
+      maxPending: 8,
+      bufferBudgetBytes: 4 * 1024 * 1024,
+      publicUrl: "wss://vps.example.com/_mport",
+      logLevel: "debug",
+    },
+  },
+  {
+    name: "a single string for a repeatable key",
+    toml: 'trusted-proxy = "192.168.0.0/16"',
+    want: { trustedProxies: ["192.168.0.0/16"] },
+  },
+  {
+    name: "flags over the file",
+    toml: 'listen = "127.0.0.1:8080"\ngrace = 30\ntrusted-proxy = ["10.0.0.0/8"]',
+    args: ["--listen", "127.0.0.1:9090", "--trusted-proxy", "127.0.0.1/32"],
+    want: { listenPort: 9090, graceMs: 30_000, trustedProxies: ["127.0.0.1/32"] },
+  },
+  {
+    name: "the file's db over MPORT_DB",
+    toml: 'db = "/var/lib/mport/mport.db"',
+    env: { MPORT_DB: "/elsewhere.db" },
+    want: { db: "/var/lib/mport/mport.db" },
+  },
+  {
+    name: "MPORT_DB when the file names no store",
+    toml: "grace = 5",
+    env: { MPORT_DB: "/elsewhere.db" },
+    want: { db: "/elsewhere.db" },
+  },
+  {
+    name: "--db over the file's data-dir",
+    toml: 'data-dir = "/var/lib/mport"',
+    args: ["--db", "/tmp/x.db"],
+    want: { db: "/tmp/x.db" },
+  },
+  {
+    name: "tokens from the file, the tokens file and MPORT_TOKENS",
+    toml: 'token = ["file-static-1"]\ntokens-file = "tokens.txt"',
+    env: { MPORT_TOKENS: "env-token-1" },
+    want: {},
+    tokens: ["file-static-1", "file-token-1", "file-token-2", "env-token-1"],
+  },
+  { name: "an empty file", toml: "", want: {} },
+];
+
+for (const c of VALID_FILES) {
+  Deno.test(`server config file: ${c.name}`, () => {
+    const got = parseWithFile(c.toml, c.args, c.env);
+    for (const [k, v] of Object.entries(c.want)) {
+      assert.deepEqual(got[k as keyof ServerConfig], v, k);
+    }
+    if (c.tokens) assert.deepEqual(tokensOf(got), c.tokens);
+  });
+}
+
+const INVALID_FILES: { name: string; toml: string; args?: string[]; message: string }[] = [
+  {
+    name: "a TOML syntax error",
+    toml: 'listen = "127.0.0.1:8080"\ngrace = = 3',
+    message: "cannot parse server.toml:2:9: invalid value",
+  },
+  {
+    name: "an unknown key",
+    toml: '# comment\nlisten = "127.0.0.1:8080"\n\nlisen = "x"',
+    message: 'server.toml:4: unknown key "lisen": did you mean listen?',
+  },
+  {
+    name: "a table",
+    toml: 'listen = "127.0.0.1:8080"\n[limits]\nx = 1',
+    message: 'server.toml:2: unknown key "limits"',
+  },
+  {
+    name: "help as a key",
+    toml: "help = true",
+    message: 'server.toml:1: unknown key "help"',
+  },
+  {
+    name: "a boolean for a string",
+    toml: 'db = "x.db"\nlisten = true',
+    message: 'server.toml:2: "listen" must be a string or a number',
+  },
+  {
+    name: "an array for a single value",
+    toml: "grace = [1, 2]",
+    message: 'server.toml:1: "grace" must be a string or a number',
+  },
+  {
+    name: "a number in a list of CIDRs",
+    toml: '\n"trusted-proxy" = ["127.0.0.1/32", true]',
+    message: 'server.toml:2: "trusted-proxy" must be a string or an array of strings',
+  },
+  {
+    name: "a bad value",
+    toml: 'listen = "127.0.0.1:8080"\ngrace = "soon"',
+    message: 'server.toml:2: invalid --grace "soon": expected a number of seconds',
+  },
+  {
+    name: "a bad value that a flag does not replace",
+    toml: "max-pending = 0\ngrace = 3",
+    args: ["--grace", "4"],
+    message: 'server.toml:1: invalid --max-pending "0": expected a whole number >= 1',
+  },
+];
+
+for (const c of INVALID_FILES) {
+  Deno.test(`server config file rejects ${c.name}`, () => {
+    assert.throws(() => parseWithFile(c.toml, c.args), (e: unknown) => {
+      assert.ok(e instanceof TypeError);
+      assert.equal(e.message, c.message);
+      return true;
+    });
+  });
+}
+
+Deno.test("server config file that a flag fixes is accepted", () => {
+  assert.equal(parseWithFile('grace = "soon"', ["--grace", "4"]).graceMs, 4000);
 });

@@ -39,6 +39,7 @@ Deno.test("first start shows the new admin token once, with a client command", a
     assert.match(token, /^mp_/);
     assert.equal(out[3], `  mport tcp 22 --server ws://localhost:8080 --token ${token}`);
     assert.match(out[4]!, /is a guess: start mport-server with --public-url/);
+    assert.equal(out[6], `  mport login ${token} --server ws://localhost:8080`);
     assert.equal((await store.listTokens()).length, 1);
     // Never again; until a client uses it, a restart says how to replace it if it was lost.
     const again = await lines(store);
