@@ -185,3 +185,43 @@ Deno.test("--remote-port inside the range gets exactly that port; outside it the
     await echoService.close();
   }
 });
+
+Deno.test("a wrong path prefix makes the client exit 1 naming the 404 and --server's path", async () => {
+  const server = await startServer();
+  const client = startClient(["tcp", "127.0.0.1:9", "--server", `${server.wsUrl}/not-mport`]);
+  try {
+    const status = await exitWithin(client, 10_000);
+    assertEquals(status.code, 1, client.output());
+    ok(
+      client.stderr.lines.some((l) =>
+        l.startsWith(`mport: 127.0.0.1:${server.port} answered HTTP 404 Not Found`) &&
+        l.includes("check --server and its path")
+      ),
+      client.output(),
+    );
+  } finally {
+    await client.stop("SIGKILL");
+    await server.stop();
+  }
+});
+
+Deno.test("wss:// to a plain server fails at once with a TLS hint and keeps retrying", async () => {
+  const server = await startServer();
+  const client = startClient([
+    "tcp",
+    "127.0.0.1:9",
+    "--server",
+    `wss://127.0.0.1:${server.port}`,
+  ]);
+  try {
+    const started = Date.now();
+    await client.stderr.wait(/reconnecting in /, 5_000);
+    ok(Date.now() - started < 3_000, "the TLS failure was not reported at once");
+    const expected = `mport: TLS handshake with 127.0.0.1:${server.port} failed: the server ` +
+      "does not speak TLS; is it a plain ws:// server (then use ws://)?; reconnecting in ";
+    ok(client.stderr.lines.some((l) => l.startsWith(expected)), client.output());
+  } finally {
+    await client.stop("SIGKILL");
+    await server.stop();
+  }
+});
