@@ -31,14 +31,12 @@ export const CloseCode = {
   goingAway: 4002,
   protocolError: 4000,
   unauthorized: 4001,
-  forbidden: 4003,
   versionMismatch: 4005,
+  /** Too many failed attempts, or too many data connections for one session. */
   tooManyAttempts: 4029,
   handshakeTimeout: 4008,
   heartbeatTimeout: 4009,
   replaced: 4010,
-  localDialFailed: 4502,
-  streamReset: 4100,
   tooLarge: 4013,
   internal: 4500,
 } as const;
@@ -55,7 +53,6 @@ export type ErrorCode =
   | "tunnel_limit"
   | "rate_limited"
   | "name_in_use"
-  | "unknown_claim"
   | "local_dial_failed"
   | "shutting_down"
   | "quota_exceeded"
@@ -72,7 +69,6 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "tunnel_limit",
   "rate_limited",
   "name_in_use",
-  "unknown_claim",
   "local_dial_failed",
   "shutting_down",
   "quota_exceeded",
