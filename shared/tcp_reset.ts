@@ -145,30 +145,30 @@ const TCP_NOTSENT_LOWAT = 25;
  */
 export function limitUnsentBytes(conn: Deno.Conn, bytes: number): boolean {
   try {
-    const { libc } = init();
-    if (!libc) return false;
-    const local = netAddr(conn.localAddr);
-    const remote = netAddr(conn.remoteAddr);
-    if (!local || !remote) return false;
-    const fd = findFd(libc, conn, local, remote);
-    if (fd === undefined) return false;
+    const sock = socketOf(conn);
+    if (!sock) return false;
     const value = new Int32Array([bytes]);
-    return libc.setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, new Uint8Array(value.buffer), 4) ===
-      0;
+    const optval = new Uint8Array(value.buffer);
+    return sock.libc.setsockopt(sock.fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, optval, 4) === 0;
   } catch {
     return false;
   }
 }
 
 function disconnectWithReset(conn: Deno.Conn): boolean {
+  const sock = socketOf(conn);
+  return sock !== null && sock.libc.connect(sock.fd, UNSPEC, UNSPEC.byteLength) === 0;
+}
+
+/** libc and the descriptor of `conn`'s socket; null without FFI or when it cannot be found. */
+function socketOf(conn: Deno.Conn): { libc: Libc; fd: number } | null {
   const { libc } = init();
-  if (!libc) return false;
+  if (!libc) return null;
   const local = netAddr(conn.localAddr);
   const remote = netAddr(conn.remoteAddr);
-  if (!local || !remote) return false;
+  if (!local || !remote) return null;
   const fd = findFd(libc, conn, local, remote);
-  if (fd === undefined) return false;
-  return libc.connect(fd, UNSPEC, UNSPEC.byteLength) === 0;
+  return fd === undefined ? null : { libc, fd };
 }
 
 interface Endpoint {

@@ -9,7 +9,8 @@ import {
 import { parseProxyUrl } from "../../client/config.ts";
 import type { WsConn } from "../../shared/ws_conn.ts";
 import { acceptKey } from "../../shared/ws_handshake.ts";
-import { freePort, makeCert, startNginx, waitForPort } from "../e2e/services.ts";
+import { makeCert, startNginx, waitForPort } from "../e2e/services.ts";
+import { freePort } from "../support/net.ts";
 
 const TOKEN = "tok_9f8e7d6c5b4a39281706f5e4d3c2b1a0";
 const AUTH = { authorization: `Bearer ${TOKEN}` };

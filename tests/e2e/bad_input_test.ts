@@ -5,7 +5,8 @@ import {
   legacyStreamPath,
   MUX_MAX_MESSAGE_BYTES,
 } from "../../shared/protocol.ts";
-import { readExactly } from "../support/tcp_services.ts";
+import { readExactly, readToEnd } from "../support/tcp_services.ts";
+import { sampleRss } from "../support/processes.ts";
 import { within } from "../support/wait.ts";
 import {
   connect,
@@ -501,25 +502,6 @@ Deno.test("--max-pending 2: a 3rd user connection waiting for a client without d
   }
 });
 
-/** Peak VmRSS (bytes) of a process, sampled every 50 ms until `stop()`. */
-function sampleRss(pid: number): { stop(): number } {
-  let peak = 0;
-  const read = () => {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
-    peak = Math.max(peak, kb * 1024);
-  };
-  read();
-  const timer = setInterval(read, 50);
-  return {
-    stop() {
-      clearInterval(timer);
-      read();
-      return peak;
-    },
-  };
-}
-
 /**
  * Writes as fast as `conn` accepts for up to `ms` or `limit` bytes; stops when one write has not
  * completed for `stallMs`. Returns the bytes accepted and the still-pending write, if it stalled.
@@ -550,17 +532,6 @@ async function pushUntilStalled(
   return { accepted, stalled: null };
 }
 
-/** Reads `conn` to EOF and returns the byte count. */
-async function countToEof(conn: Deno.Conn): Promise<number> {
-  const buf = new Uint8Array(MiB);
-  let total = 0;
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) return total;
-    total += n;
-  }
-}
-
 const RSS_LIMIT = 300 * MiB;
 const ACCEPTED_LIMIT = 64 * MiB;
 
@@ -586,10 +557,12 @@ Deno.test("a local service that never reads stalls the user's writes; server mem
     assert.ok(clientPeak < RSS_LIMIT, `client RSS peaked at ${clientPeak} bytes`);
 
     // Once the service reads, everything accepted arrives: backpressure lost nothing.
-    const received = countToEof(service);
+    const received = readToEnd(service);
     const last = await within(stalled, 10_000, "stalled write completes");
     await user.closeWrite();
-    assert.equal(await within(received, 10_000, "service reads to EOF"), accepted + last);
+    const got = await within(received, 10_000, "service reads to EOF");
+    assert.equal(got.end, "EOF");
+    assert.equal(got.bytes, accepted + last);
   } finally {
     user?.close();
     service?.close();
@@ -619,10 +592,12 @@ Deno.test("a user who never reads stalls the local service's writes; server memo
     assert.ok(serverPeak < RSS_LIMIT, `server RSS peaked at ${serverPeak} bytes`);
     assert.ok(clientPeak < RSS_LIMIT, `client RSS peaked at ${clientPeak} bytes`);
 
-    const received = countToEof(user);
+    const received = readToEnd(user);
     const last = await within(stalled, 10_000, "stalled write completes");
     await service.closeWrite();
-    assert.equal(await within(received, 10_000, "user reads to EOF"), accepted + last);
+    const got = await within(received, 10_000, "user reads to EOF");
+    assert.equal(got.end, "EOF");
+    assert.equal(got.bytes, accepted + last);
   } finally {
     user?.close();
     service?.close();

@@ -6,7 +6,6 @@ import {
   connect,
   metric,
   type Proc,
-  sha256,
   startClient,
   startEcho,
   startServer,
@@ -15,27 +14,13 @@ import {
 import { closedByServer, ControlPeer, echoRoundTrip, metricReaches } from "./raw_peers.ts";
 import {
   closeQuietly,
+  echoInHalves,
   exitWithin,
   randomBytes,
+  refusesConnections,
   until,
   within,
-  writeAll,
 } from "./scripted_services.ts";
-
-/**
- * Resolves once connecting to the port is refused, failing after `ms`. A listener closed a moment
- * ago can still complete a handshake from its backlog (closed at once), hence the short poll.
- */
-async function refusesConnections(port: number, ms: number): Promise<void> {
-  await until(`port ${port} refuses connections`, async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return false;
-    } catch (e) {
-      return e instanceof Deno.errors.ConnectionRefused;
-    }
-  }, ms);
-}
 
 Deno.test("SIGTERM: the client says bye and within 2 s its port refuses connections; the port comes back for the same name", async () => {
   const echo = startEcho();
@@ -92,40 +77,13 @@ Deno.test("after a bye, a transfer already under way finishes byte-exact while n
   try {
     const port = await tunnelPort(client);
     const data = randomBytes(4 * 1024 * 1024);
-    const half = data.byteLength / 2;
     conn = await connect(port);
-    const c = conn;
-    let received = 0;
-    const chunks: Uint8Array[] = [];
-    const reading = (async () => {
-      const buf = new Uint8Array(256 * 1024);
-      for (;;) {
-        const n = await c.read(buf);
-        if (n === null) return;
-        chunks.push(buf.slice(0, n));
-        received += n;
-      }
-    })();
-    reading.catch(() => {}); // awaited below
-    await writeAll(c, data.subarray(0, half));
-    await until("first echoed bytes", () => received > 0);
-
-    const errFrom = server.stderr.lines.length;
-    client.child.kill("SIGTERM");
-    await server.stderr.wait(/said bye/, 5_000, errFrom);
-    await refusesConnections(port, 2_000);
-
-    await writeAll(c, data.subarray(half));
-    await c.closeWrite();
-    await within(reading, 15_000, "the rest of the echo");
-    const got = new Uint8Array(received);
-    let off = 0;
-    for (const chunk of chunks) {
-      got.set(chunk, off);
-      off += chunk.byteLength;
-    }
-    assert.equal(got.byteLength, data.byteLength);
-    assert.equal(await sha256(got), await sha256(data));
+    await echoInHalves(conn, data, async () => {
+      const errFrom = server.stderr.lines.length;
+      client.child.kill("SIGTERM");
+      await server.stderr.wait(/said bye/, 5_000, errFrom);
+      await refusesConnections(port, 2_000);
+    });
     const status = await exitWithin(client, 10_000);
     assert.equal(status.code, 0, client.output());
     await metricReaches(server, "mport_data_connections", 0);

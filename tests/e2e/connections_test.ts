@@ -11,7 +11,7 @@ import {
   startServer,
   tunnelPort,
 } from "./harness.ts";
-import { freePort } from "./services.ts";
+import { freePort } from "../support/net.ts";
 import {
   closeQuietly,
   echo,

@@ -2,23 +2,12 @@
 import assert from "node:assert/strict";
 import { LineReader, SERVER_MAIN } from "../../scripts/mport_procs.ts";
 import { connect, startClient, startEcho, TEST_TOKEN, tunnelPort } from "./harness.ts";
+import { within } from "../support/wait.ts";
 
 /** Descriptor limit of the server process under test (`ulimit -n`, soft and hard). */
 const FD_LIMIT = 300;
 /** Silent connections opened against it: well past the limit. */
 const FLOOD = 450;
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 Deno.test(`a server at its descriptor limit (ulimit -n ${FD_LIMIT}) keeps accepting: after ${FLOOD} silent connections a client connects and its tunnel works`, async () => {
   const echo = startEcho();

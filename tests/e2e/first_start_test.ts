@@ -13,28 +13,15 @@ import {
   Teardown,
 } from "./accounts_harness.ts";
 import { startClient, startServer, tunnelPort } from "./harness.ts";
+import { runToExit } from "../support/processes.ts";
 import { randomBytes } from "./scripted_services.ts";
 
 /** Makes the harness start the server without a static token (an empty tokens file). */
 const NO_STATIC_TOKENS = ["--tokens-file", "/dev/null"];
 
-/** Runs `mport ARGS` until it exits (killed, and rejecting, after 20 s). */
-async function runClientMain(args: string[]): Promise<AdminResult> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLIENT_MAIN, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  try {
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
+/** Runs `mport ARGS` until it exits (killed after 20 s). */
+function runClientMain(args: string[]): Promise<AdminResult> {
+  return runToExit(Deno.execPath(), ["run", "-A", CLIENT_MAIN, ...args], { timeoutMs: 20_000 });
 }
 
 /** A fresh SQLite store path in a temp directory (the file does not exist yet). */

@@ -1,6 +1,7 @@
 // End-to-end harness: spawns the real mport-server and mport client processes and TCP test services.
 
 import { CLIENT_MAIN, LineReader, SERVER_MAIN } from "../../scripts/mport_procs.ts";
+import { echo, readToEnd, startService, type TcpService } from "../support/tcp_services.ts";
 
 /** A spawned mport process. */
 export class Proc {
@@ -143,90 +144,19 @@ export async function tunnelPort(client: Proc, from = 0, timeoutMs = 15_000): Pr
 }
 
 /** A TCP echo service that honours half-close: echoes, then closes its write side at EOF. */
-export interface EchoServer {
-  readonly port: number;
-  /** Connections accepted so far. */
-  accepted: number;
-  close(): Promise<void>;
-}
+export type EchoServer = TcpService;
 
 /** Starts an in-process TCP echo service on 127.0.0.1. */
 export function startEcho(): EchoServer {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
-  const state = { port: (listener.addr as Deno.NetAddr).port, accepted: 0 };
-  const loop = (async () => {
-    while (true) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      state.accepted++;
-      conns.add(conn);
-      const task = (async () => {
-        const buf = new Uint8Array(64 * 1024);
-        try {
-          while (true) {
-            const n = await conn.read(buf);
-            if (n === null) {
-              await conn.closeWrite();
-              break;
-            }
-            let off = 0;
-            while (off < n) off += await conn.write(buf.subarray(off, n));
-          }
-        } catch {
-          // peer reset
-        }
-        conns.delete(conn);
-        try {
-          conn.close();
-        } catch {
-          // closed
-        }
-      })();
-      tasks.add(task);
-      task.finally(() => tasks.delete(task));
-    }
-  })();
-  return Object.assign(state, {
-    async close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // closed
-        }
-      }
-      await loop;
-      await Promise.all([...tasks]);
-    },
-  });
+  return startService(echo);
 }
 
-/** Reads until EOF, returning every byte (bounded by `limit`). */
+/** Reads until EOF, returning every byte (bounded by `limit`); rejects on a reset or past `limit`. */
 export async function readAll(conn: Deno.Conn, limit = 512 * 1024 * 1024): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const buf = new Uint8Array(256 * 1024);
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-    total += n;
-    if (total > limit) throw new Error(`more than ${limit} bytes`);
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.byteLength;
-  }
-  return out;
+  const r = await readToEnd(conn, { keep: true, limit });
+  if (r.end === "limit") throw new Error(`more than ${limit} bytes`);
+  if (r.end !== "EOF") throw new Error(`read ended with ${r.end} after ${r.bytes} bytes`);
+  return r.data ?? new Uint8Array();
 }
 
 /** SHA-256 of bytes, hex. */

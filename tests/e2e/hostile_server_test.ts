@@ -1,7 +1,8 @@
 // End to end: the real client against a scripted hostile server — an OPEN flood, terminal escapes.
 import assert from "node:assert/strict";
 import { FakeServer, welcome } from "../support/fake_server.ts";
-import { closeQuietly } from "../support/tcp_services.ts";
+import { startService, type TcpService, writeAll } from "../support/tcp_services.ts";
+import { rssBytes } from "../support/processes.ts";
 import { Notifier, within } from "../support/wait.ts";
 import { type Proc, startClient } from "./harness.ts";
 
@@ -19,71 +20,40 @@ const FLOOD = 10_000;
 const MAX_RSS_GROWTH_BYTES = 64 * 1024 * 1024;
 
 /** A local echo service that counts the connections open at once. */
-interface CountingService {
-  readonly port: number;
-  accepted: number;
+interface CountingService extends TcpService {
   open: number;
   peak: number;
   readonly changed: Notifier;
-  close(): Promise<void>;
 }
 
 function startCountingEcho(): CountingService {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
   const changed = new Notifier();
-  const state = { port: listener.addr.port, accepted: 0, open: 0, peak: 0, changed };
-  const loop = (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
+  // The handler runs only once a connection is accepted, after `state` exists.
+  const service = startService(async (conn) => {
+    state.open++;
+    state.peak = Math.max(state.peak, state.open);
+    changed.notify();
+    const buf = new Uint8Array(4096);
+    try {
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+        await writeAll(conn, buf.subarray(0, n));
       }
-      state.accepted++;
-      state.open++;
-      state.peak = Math.max(state.peak, state.open);
-      conns.add(conn);
+    } finally {
+      state.open--;
       changed.notify();
-      const task = (async () => {
-        const buf = new Uint8Array(4096);
-        try {
-          for (;;) {
-            const n = await conn.read(buf);
-            if (n === null) break;
-            let off = 0;
-            while (off < n) off += await conn.write(buf.subarray(off, n));
-          }
-        } catch {
-          // reset by the client
-        }
-        conns.delete(conn);
-        closeQuietly(conn);
-        state.open--;
-        changed.notify();
-      })();
-      tasks.add(task);
-      task.finally(() => tasks.delete(task));
     }
-  })();
-  return Object.assign(state, {
-    async close() {
-      listener.close();
-      for (const c of conns) closeQuietly(c);
-      await loop;
-      await Promise.all([...tasks]);
-    },
   });
-}
-
-/** Resident memory of a process, from /proc. */
-async function rssBytes(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const kb = /^VmRSS:\s+(\d+) kB/m.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(kb) * 1024;
+  const state: CountingService = {
+    port: service.port,
+    get accepted() {
+      return service.accepted;
+    },
+    open: 0,
+    peak: 0,
+    changed,
+    close: () => service.close(),
+  };
+  return state;
 }
 
 /** Everything the client printed, both streams. */
@@ -110,14 +80,14 @@ Deno.test("a flood of 10,000 OPENs: the client bridges --max-connections, refuse
     control.send(welcome({ flood: "tcp://fake.example:10000" }));
     await client.stdout.wait(/^flood tcp:\/\/fake\.example:10000 -> /);
     const data = await fake.data();
-    const rssBefore = await rssBytes(client.child.pid);
+    const rssBefore = rssBytes(client.child.pid);
     let rssPeak = rssBefore;
 
     for (let id = 1; id <= FLOOD; id++) {
       data.open(id, "flood");
       if (id % 500 === 0) {
         await data.ws.drained(64 * 1024);
-        rssPeak = Math.max(rssPeak, await rssBytes(client.child.pid));
+        rssPeak = Math.max(rssPeak, rssBytes(client.child.pid));
       }
     }
     await data.changed.until(
@@ -128,7 +98,7 @@ Deno.test("a flood of 10,000 OPENs: the client bridges --max-connections, refuse
     await local.changed.until("the cap's worth of local connections", () => {
       return local.open >= MAX_CONNECTIONS;
     }, 30_000);
-    rssPeak = Math.max(rssPeak, await rssBytes(client.child.pid));
+    rssPeak = Math.max(rssPeak, rssBytes(client.child.pid));
 
     assert.equal(data.resets.get("rate_limited"), FLOOD - MAX_CONNECTIONS, [...data.resets].join());
     assert.equal(data.resetCount, FLOOD - MAX_CONNECTIONS);

@@ -10,14 +10,15 @@ import {
   startServer,
   tunnelPort,
 } from "./harness.ts";
-import { freeStablePort } from "./services.ts";
+import { freeStablePort } from "../support/net.ts";
 import {
   closeQuietly,
+  echoInHalves,
   portRange,
   randomBytes,
+  refusesConnections,
   until,
   within,
-  writeAll,
 } from "./scripted_services.ts";
 
 /** Sends `data` through the public port and checks that the echo is byte-exact. */
@@ -30,21 +31,6 @@ async function assertEchoes(port: number, data: Uint8Array): Promise<void> {
   } finally {
     closeQuietly(conn);
   }
-}
-
-/**
- * Resolves once connecting to the port is refused. A listener closed a moment ago can still
- * complete a handshake or two from its backlog (those are closed at once), hence the short poll.
- */
-async function refusesConnections(port: number): Promise<void> {
-  await until(`port ${port} refuses connections`, async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return false;
-    } catch (e) {
-      return e instanceof Deno.errors.ConnectionRefused;
-    }
-  }, 2_000);
 }
 
 Deno.test("a connection held while the client was killed is bridged by its successor on the same port", async () => {
@@ -148,42 +134,14 @@ Deno.test("SIGTERM lets a transfer in flight finish byte-exact within --drain, t
   try {
     const port = await tunnelPort(client);
     const data = randomBytes(16 * 1024 * 1024);
-    const half = data.byteLength / 2;
     conn = await connect(port);
-    const c = conn;
-    // Read the echo by hand so the test can tell when bytes have made the full circle.
-    let received = 0;
-    const chunks: Uint8Array[] = [];
-    const reading = (async () => {
-      const buf = new Uint8Array(256 * 1024);
-      while (true) {
-        const n = await c.read(buf);
-        if (n === null) return;
-        chunks.push(buf.slice(0, n));
-        received += n;
-      }
-    })();
-    reading.catch(() => {});
-    await writeAll(c, data.subarray(0, half));
-    await until("first echoed bytes", () => received > 0);
-
-    const errFrom = server.stderr.lines.length;
-    server.child.kill("SIGTERM");
-    await server.stderr.wait(/shutting down/, 5_000, errFrom);
-    // New users are turned away; only the open transfer is waited for.
-    await refusesConnections(port);
-
-    await writeAll(c, data.subarray(half));
-    await c.closeWrite();
-    await within(reading, 15_000, "the rest of the echo");
-    const got = new Uint8Array(received);
-    let off = 0;
-    for (const chunk of chunks) {
-      got.set(chunk, off);
-      off += chunk.byteLength;
-    }
-    assertEquals(got.byteLength, data.byteLength);
-    assertEquals(await sha256(got), await sha256(data));
+    await echoInHalves(conn, data, async () => {
+      const errFrom = server.stderr.lines.length;
+      server.child.kill("SIGTERM");
+      await server.stderr.wait(/shutting down/, 5_000, errFrom);
+      // New users are turned away; only the open transfer is waited for.
+      await refusesConnections(port);
+    });
     const status = await within(server.status(), 10_000, "server exit");
     assertEquals(status.code, 0, server.output());
   } finally {

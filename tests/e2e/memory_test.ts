@@ -1,29 +1,14 @@
 // End to end: users that never read cost bounded server memory, and idle connections time out.
 import assert from "node:assert/strict";
 import { connect, startClient, startServer, tunnelPort } from "./harness.ts";
+import { closeQuietly } from "../../shared/net.ts";
+import { rssBytes } from "../support/processes.ts";
+import { within } from "../support/wait.ts";
 
 const MiB = 1024 * 1024;
 const STALLED_USERS = 100;
 /** The issue's bound: 100 stalled readers may add at most this much to the server's RSS. */
 const RSS_GROWTH_LIMIT = 64 * MiB;
-
-function rssOf(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-}
-
-/** Resolves `p`, or rejects naming `what` after `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * A local service that writes to every connection as fast as it is allowed and reports how many
@@ -72,13 +57,7 @@ function floodingService(stallMs = 1000) {
     },
     async close() {
       listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // already closed
-        }
-      }
+      for (const c of conns) closeQuietly(c);
       await serve;
     },
   };
@@ -95,10 +74,10 @@ Deno.test(`${STALLED_USERS} users that never read add less than 64 MiB to the se
     const warm = await connect(port);
     await within(warm.read(new Uint8Array(1024)), 5000, "first bytes");
     warm.close();
-    const idle = rssOf(server.child.pid);
+    const idle = rssBytes(server.child.pid);
     for (let i = 0; i < STALLED_USERS; i++) users.push(await connect(port));
     await within(service.stalled(STALLED_USERS), 30_000, `${STALLED_USERS} stalled writers`);
-    const grown = rssOf(server.child.pid) - idle;
+    const grown = rssBytes(server.child.pid) - idle;
     console.log(`server RSS grew by ${(grown / MiB).toFixed(1)} MiB`);
     assert.ok(
       grown < RSS_GROWTH_LIMIT,
@@ -168,13 +147,7 @@ Deno.test("--idle-timeout resets a user connection that stays silent, and spares
     await client.stop();
     await server.stop();
     echo.close();
-    for (const c of accepted) {
-      try {
-        c.close();
-      } catch {
-        // already closed
-      }
-    }
+    for (const c of accepted) closeQuietly(c);
     await serve;
   }
 });

@@ -7,40 +7,20 @@ import { ROOT } from "../../scripts/mport_procs.ts";
 import { assertReaches, startTaggedEcho, stopped, Teardown } from "./accounts_harness.ts";
 import { Proc, tunnelPort } from "./harness.ts";
 import { randomBytes } from "./scripted_services.ts";
+import { type Ran, runToExit } from "../support/processes.ts";
 
 const REPO = new URL(".", ROOT).pathname;
 /** Longest any one command of this test may run. */
 const COMMAND_TIMEOUT_MS = 30_000;
 
-interface Ran {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 /** Runs `program ARGS` in `cwd` with `env` (over the inherited one) until it exits. */
-async function run(
+function run(
   program: string,
   args: string[],
   cwd: string,
   env: Record<string, string>,
 ): Promise<Ran> {
-  const child = new Deno.Command(program, {
-    args,
-    cwd,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), COMMAND_TIMEOUT_MS);
-  try {
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
+  return runToExit(program, args, { cwd, env, timeoutMs: COMMAND_TIMEOUT_MS });
 }
 
 /** Starts a long-running `program ARGS` in `cwd`. */

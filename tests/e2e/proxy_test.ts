@@ -11,7 +11,8 @@ import {
   startServer,
   tunnelPort,
 } from "./harness.ts";
-import { freePort, makeCert, startNginx, startTinyproxy } from "./services.ts";
+import { makeCert, startNginx, startTinyproxy } from "./services.ts";
+import { freePort } from "../support/net.ts";
 
 /** Environment that switches off any proxy settings inherited from the test runner. */
 const NO_INHERITED_PROXY = {

@@ -13,6 +13,7 @@ import {
   writeMuxHeader,
 } from "../../shared/protocol.ts";
 import { type WsCloseInfo, WsConn } from "../../shared/ws_conn.ts";
+import { errorText, readEach } from "../support/ws_reader.ts";
 import { clientHandshake, WsHandshakeError } from "../../shared/ws_handshake.ts";
 import { RawPeer as MuxPeer } from "../support/mux_pair.ts";
 import { randomBytes } from "../support/tcp_services.ts";
@@ -129,25 +130,20 @@ export class ControlPeer {
   }
 
   async #read(): Promise<void> {
-    try {
-      for (;;) {
-        const msg = await this.ws.read();
-        if (msg === null) break;
-        if (!msg.text) {
-          this.problems.push(`binary message of ${msg.data.byteLength} bytes`);
-          continue;
-        }
-        const text = new TextDecoder().decode(msg.data);
-        try {
-          this.messages.push(JSON.parse(text));
-        } catch {
-          this.problems.push(`not JSON: ${text.slice(0, 80)}`);
-        }
-        this.changed.notify();
+    const failed = await readEach(this.ws, (msg) => {
+      if (!msg.text) {
+        this.problems.push(`binary message of ${msg.data.byteLength} bytes`);
+        return;
       }
-    } catch (e) {
-      this.problems.push(`reader: ${e instanceof Error ? e.message : String(e)}`);
-    }
+      const text = new TextDecoder().decode(msg.data);
+      try {
+        this.messages.push(JSON.parse(text));
+      } catch {
+        this.problems.push(`not JSON: ${text.slice(0, 80)}`);
+      }
+      this.changed.notify();
+    });
+    if (failed) this.problems.push(`reader: ${errorText(failed.error)}`);
     this.#ended = true;
     this.changed.notify();
   }

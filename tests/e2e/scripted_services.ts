@@ -1,95 +1,22 @@
-// Helpers for the lifecycle e2e tests: scripted local TCP services, deadlines, polling, port ranges.
-import { closeQuietly, writeAll } from "../../shared/net.ts";
+// Helpers for the lifecycle e2e tests: polling, refused ports, an echo sent in halves, port ranges
+// (and the shared local TCP services and deadlines, re-exported).
+import assert from "node:assert/strict";
+import { writeAll } from "../../shared/net.ts";
+import { readToEnd, sha256 } from "../support/tcp_services.ts";
+import { within } from "../support/wait.ts";
 import type { Proc } from "./harness.ts";
 
-/** `n` random bytes (getRandomValues fills at most 64 KiB per call). */
-export function randomBytes(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let off = 0; off < n; off += 65536) {
-    crypto.getRandomValues(out.subarray(off, Math.min(n, off + 65536)));
-  }
-  return out;
-}
-
-/** A local TCP service whose per-connection behaviour is a function. */
-export interface ScriptedService {
-  readonly port: number;
-  /** Connections accepted so far. */
-  accepted: number;
-  /** Stops accepting, closes every connection and waits for the handlers to finish. */
-  close(): Promise<void>;
-}
-
-/**
- * Starts a TCP service on 127.0.0.1:`port` (0 = any) that runs `handle` for every connection.
- * A handler's errors (the peer reset, the service was closed) end only that connection.
- */
-export function startService(
-  handle: (conn: Deno.TcpConn) => Promise<void>,
-  port = 0,
-): ScriptedService {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  const conns = new Set<Deno.TcpConn>();
-  const tasks = new Set<Promise<void>>();
-  const state = { port: (listener.addr as Deno.NetAddr).port, accepted: 0 };
-  const loop = (async () => {
-    while (true) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return;
-      }
-      state.accepted++;
-      conns.add(conn);
-      const task = (async () => {
-        try {
-          await handle(conn);
-        } catch {
-          // peer reset or service closed
-        }
-        conns.delete(conn);
-        closeQuietly(conn);
-      })();
-      tasks.add(task);
-      task.finally(() => tasks.delete(task));
-    }
-  })();
-  return Object.assign(state, {
-    async close() {
-      listener.close();
-      for (const c of conns) closeQuietly(c);
-      await loop;
-      await Promise.all([...tasks]);
-    },
-  });
-}
-
-/** Echoes every byte, then closes its write side at EOF (like the harness's echo). */
-export async function echo(conn: Deno.TcpConn): Promise<void> {
-  const buf = new Uint8Array(64 * 1024);
-  while (true) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    await writeAll(conn, buf.subarray(0, n));
-  }
-  await conn.closeWrite();
-}
+// The shared test services, re-exported for the lifecycle tests that import them from here.
+export {
+  echo,
+  randomBytes,
+  startService,
+  type TcpService as ScriptedService,
+} from "../support/tcp_services.ts";
 
 // The project's own helpers, re-exported for the tests that import them from here.
 export { closeQuietly, writeAll } from "../../shared/net.ts";
-/** Resolves like `p`, or rejects after `ms` naming `what` (the caller cleans up in `finally`). */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { within } from "../support/wait.ts";
 
 /** Polls `check` every 50 ms until it returns true; rejects after `timeoutMs`. */
 export async function until(
@@ -102,6 +29,45 @@ export async function until(
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Resolves once connecting to the port is refused, failing after `ms`. A listener closed a moment
+ * ago can still complete a handshake from its backlog (closed at once), hence the short poll.
+ */
+export async function refusesConnections(port: number, ms = 2_000): Promise<void> {
+  await until(`port ${port} refuses connections`, async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return false;
+    } catch (e) {
+      return e instanceof Deno.errors.ConnectionRefused;
+    }
+  }, ms);
+}
+
+/**
+ * Sends `data` over `conn` to an echo service in two halves, running `midway` once the first echoed
+ * bytes are back, and asserts that the whole echo then arrives byte-exact and ends with a clean EOF.
+ */
+export async function echoInHalves(
+  conn: Deno.Conn,
+  data: Uint8Array,
+  midway: () => Promise<void>,
+): Promise<void> {
+  const half = Math.floor(data.byteLength / 2);
+  // Count the echo as it comes so we can tell when bytes have made the full circle.
+  let received = 0;
+  const reading = readToEnd(conn, { onProgress: (total) => received = total });
+  await writeAll(conn, data.subarray(0, half));
+  await until("first echoed bytes", () => received > 0);
+  await midway();
+  await writeAll(conn, data.subarray(half));
+  await conn.closeWrite();
+  const echoed = await within(reading, 15_000, "the rest of the echo");
+  assert.equal(echoed.end, "EOF");
+  assert.equal(echoed.bytes, data.byteLength);
+  assert.equal(echoed.sha256, sha256(data));
 }
 
 /** Waits for a process to exit on its own; kills it and rejects if it is still running. */

@@ -1,4 +1,4 @@
-// End-to-end test helpers: free ports, a self-signed TLS certificate, nginx and tinyproxy children.
+// End-to-end test helpers: a self-signed TLS certificate, nginx and tinyproxy children.
 
 /** How long a spawned service gets to start accepting connections. */
 const START_TIMEOUT_MS = 10_000;
@@ -7,33 +7,11 @@ const STOP_TIMEOUT_MS = 5_000;
 /** Tries when a service loses the race for the port {@link freePort} picked. */
 const START_ATTEMPTS = 3;
 
+import { freePort } from "../support/net.ts";
+
+export { makeCert, type TestCert } from "../support/tls_cert.ts";
+
 const NGINX_EXAMPLE = new URL("../../scripts/nginx.conf.example", import.meta.url);
-
-/**
- * A free port below Linux's ephemeral range (32768+), for a listener that must be bound again
- * later: a port from the ephemeral range may meanwhile become the source port of an outgoing
- * connection (even a client's own reconnect attempt to it, a TCP self-connect).
- */
-export function freeStablePort(): number {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 15000 + Math.floor(Math.random() * 5000);
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return port;
-    } catch {
-      // taken: try another
-    }
-  }
-  throw new Error("no free port found in 15000-19999");
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago (bound on port 0, then released). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /**
  * Resolves once `127.0.0.1:port` accepts a TCP connection; rejects after `timeoutMs`.
@@ -60,73 +38,6 @@ export async function waitForPort(
   }
   const why = dead ? "the process exited" : `not within ${timeoutMs} ms`;
   throw new Error(`Port 127.0.0.1:${port} did not accept connections: ${why} (${lastError})`);
-}
-
-/** Files of a self-signed certificate made by {@link makeCert}. */
-export interface TestCert {
-  /** Path of the PEM certificate. */
-  certFile: string;
-  /** Path of the PEM private key (unencrypted). */
-  keyFile: string;
-  /** The certificate's PEM text, for `Deno.createHttpClient({ caCerts: [certPem] })`. */
-  certPem: string;
-}
-
-/**
- * Writes a self-signed certificate for `localhost` / `127.0.0.1` into `dir` using `openssl`.
- * It is a leaf (`basicConstraints=critical,CA:FALSE`), which is what lets Deno (rustls) accept it
- * as its own trust anchor.
- */
-export async function makeCert(dir: string): Promise<TestCert> {
-  const certFile = `${dir}/cert.pem`;
-  const keyFile = `${dir}/key.pem`;
-  const configFile = `${dir}/openssl.cnf`;
-  // An explicit config, so the system openssl.cnf (which adds CA:TRUE) plays no part.
-  await Deno.writeTextFile(
-    configFile,
-    [
-      "[req]",
-      "distinguished_name = dn",
-      "x509_extensions = ext",
-      "prompt = no",
-      "[dn]",
-      "CN = localhost",
-      "[ext]",
-      "basicConstraints = critical,CA:FALSE",
-      "subjectAltName = DNS:localhost,IP:127.0.0.1",
-      "keyUsage = critical,digitalSignature,keyEncipherment",
-      "extendedKeyUsage = serverAuth",
-      "subjectKeyIdentifier = hash",
-      "",
-    ].join("\n"),
-  );
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "2",
-      "-config",
-      configFile,
-      "-keyout",
-      keyFile,
-      "-out",
-      certFile,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    const stderr = new TextDecoder().decode(out.stderr);
-    throw new Error(`openssl could not make a test certificate (exit ${out.code}): ${stderr}`);
-  }
-  return { certFile, keyFile, certPem: await Deno.readTextFile(certFile) };
 }
 
 /** A running service started by {@link startNginx} or {@link startTinyproxy}. */

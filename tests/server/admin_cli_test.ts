@@ -3,30 +3,8 @@ import assert from "node:assert/strict";
 import { adminHelpCommand, adminPreflight, runAdmin } from "../../server/admin/cli.ts";
 import { serverConfig } from "../../server/config.ts";
 import { openSqliteStore } from "../../server/store/sqlite_store.ts";
-import type { Store } from "../../server/store/store.ts";
+import { ADMIN_NOW as NOW, withAdminStore as withStore } from "../support/admin_store.ts";
 import { parseDuration, parseSize } from "../../shared/units.ts";
-
-const NOW = Date.UTC(2026, 10, 22, 12);
-
-async function withStore(
-  fn: (store: Store, run: (...args: string[]) => Promise<string>) => Promise<void>,
-) {
-  const store = await openSqliteStore(":memory:");
-  const run = async (...args: string[]) => {
-    const out: string[] = [];
-    await runAdmin(args, store, {
-      out: (l) => out.push(l),
-      readPassword: () => Promise.resolve("password-1234"),
-      now: () => NOW,
-    });
-    return out.join("\n");
-  };
-  try {
-    await fn(store, run);
-  } finally {
-    await store.close();
-  }
-}
 
 const INVALID: { args: string[]; message: string | RegExp }[] = [
   { args: ["user", "add"], message: "user add needs a NAME of letters, digits, '.', '_' or '-'" },

@@ -1,32 +1,9 @@
 // Admin commands for port reservations with a lifetime: explicit `port reserve`, `port list` with
 // kind, last use and expiry, and the per-user cap `user set --max-reserved-ports`.
 import assert from "node:assert/strict";
-import { runAdmin } from "../../server/admin/cli.ts";
-import { openSqliteStore } from "../../server/store/sqlite_store.ts";
-import type { Store } from "../../server/store/store.ts";
+import { ADMIN_NOW as NOW, withAdminStore as withStore } from "../support/admin_store.ts";
 
-const NOW = Date.UTC(2026, 10, 22, 12);
 const DAY = 86_400_000;
-
-async function withStore(
-  fn: (store: Store, run: (...args: string[]) => Promise<string>) => Promise<void>,
-) {
-  const store = await openSqliteStore(":memory:");
-  const run = async (...args: string[]) => {
-    const out: string[] = [];
-    await runAdmin(args, store, {
-      out: (l) => out.push(l),
-      readPassword: () => Promise.resolve("password-1234"),
-      now: () => NOW,
-    });
-    return out.join("\n");
-  };
-  try {
-    await fn(store, run);
-  } finally {
-    await store.close();
-  }
-}
 
 function iso(t: number): string {
   return new Date(t).toISOString().replace(/\.\d{3}Z$/, "Z");

@@ -28,7 +28,8 @@ import {
   writeAll,
 } from "../support/tcp_services.ts";
 import { Notifier, ticks, within } from "../support/wait.ts";
-import { freeRange } from "./free_ports.ts";
+import { freeRange, portFree } from "../support/net.ts";
+import { assertRefused } from "../support/refusals.ts";
 
 const HOST = "127.0.0.1";
 /** Client id of the fake sessions unless a test names another. */
@@ -269,33 +270,6 @@ function assertEchoed(got: ReadResult, data: Uint8Array): void {
   assert.equal(got.end, "EOF", "the reply ends with a clean FIN");
   assert.equal(got.bytes, data.byteLength);
   assert.equal(got.sha256, sha256(data));
-}
-
-async function assertRefused(p: Promise<unknown>, code: string, message: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof TunnelRefused, `expected TunnelRefused, got ${e}`);
-    assert.equal(e.code, code);
-    assert.equal(e.message, message);
-    return true;
-  });
-}
-
-/**
- * Resolves once `port` can be bound again. A listener closed while its accept loop waits is only
- * gone from the OS on a later turn of the event loop (there is no event for it), so tests that
- * bind the same port again right after a release try once per turn, for at most two seconds.
- */
-async function portFree(port: number): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline) {
-    try {
-      Deno.listen({ hostname: HOST, port }).close();
-      return;
-    } catch {
-      await ticks(1);
-    }
-  }
-  throw new Error(`port ${port} was not free within 2000 ms`);
 }
 
 /** The port the store holds for a user's named tunnel, or null. */

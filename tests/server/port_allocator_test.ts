@@ -1,18 +1,14 @@
 // Tests for public port allocation over real listeners: range checks, conflicts, release.
 import assert from "node:assert/strict";
-import { PortAllocator, TunnelRefused } from "../../server/listeners/port_allocator.ts";
-import { freeRange } from "./free_ports.ts";
+import { PortAllocator } from "../../server/listeners/port_allocator.ts";
+import { freeRange } from "../support/net.ts";
+import { isRefusal } from "../support/refusals.ts";
 
 const HOST = "127.0.0.1";
 
 /** Asserts that `fn` throws a TunnelRefused with this code and exact message. */
 function assertRefused(fn: () => unknown, code: string, message: string): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof TunnelRefused, `expected TunnelRefused, got ${e}`);
-    assert.equal(e.code, code);
-    assert.equal(e.message, message);
-    return true;
-  });
+  assert.throws(fn, isRefusal(code, message));
 }
 
 const portOf = (l: Deno.TcpListener) => l.addr.port;

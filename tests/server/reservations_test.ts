@@ -8,7 +8,7 @@ import {
 } from "../../server/accounts/port_book.ts";
 import { parseServerArgs, serverConfig } from "../../server/config.ts";
 import type { ServerConfig } from "../../server/config.ts";
-import { PortAllocator, TunnelRefused } from "../../server/listeners/port_allocator.ts";
+import { PortAllocator } from "../../server/listeners/port_allocator.ts";
 import { Stats } from "../../server/stats.ts";
 import { openSqliteStore } from "../../server/store/sqlite_store.ts";
 import type { PortReservation, User, UserLimits } from "../../server/store/store.ts";
@@ -17,7 +17,8 @@ import { log } from "../../shared/log.ts";
 import type { PortRange } from "../../shared/address.ts";
 import { Secret } from "../../shared/secret.ts";
 import { ticks } from "../support/wait.ts";
-import { freeRange } from "./free_ports.ts";
+import { freeRange, portFree } from "../support/net.ts";
+import { assertRefused } from "../support/refusals.ts";
 
 const HOST = "127.0.0.1";
 const DAY = 86_400_000;
@@ -103,7 +104,7 @@ async function harness(range: PortRange, book: PortBookOptions = {}) {
     /** Releases the tunnel and waits until its port can be bound again. */
     async release(t: Tunnel): Promise<void> {
       registry.release(t, "client went away");
-      await portBound(t.port);
+      await portFree(t.port);
     },
     /** The user's reservations, by port. */
     async reservations(u: User): Promise<PortReservation[]> {
@@ -116,32 +117,6 @@ async function harness(range: PortRange, book: PortBookOptions = {}) {
       await ticks(3);
     },
   };
-}
-
-/**
- * Resolves once `port` can be bound again: a closed listener whose accept was pending is gone
- * from the OS only on a later turn of the event loop. One try per turn, for at most two seconds.
- */
-async function portBound(port: number): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline) {
-    try {
-      Deno.listen({ hostname: HOST, port }).close();
-      return;
-    } catch {
-      await ticks(1);
-    }
-  }
-  throw new Error(`port ${port} was not free within 2000 ms`);
-}
-
-async function assertRefused(p: Promise<unknown>, code: string, message: string): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof TunnelRefused, `expected TunnelRefused, got ${e}`);
-    assert.equal(e.code, code);
-    assert.equal(e.message, message);
-    return true;
-  });
 }
 
 Deno.test("one user cycling 100 tunnel names over a range of 100 ports leaves ports for a new user", async () => {

@@ -1,6 +1,7 @@
 // Tests for resetConn: over real loopback sockets the peer sees ConnectionReset, never a clean EOF.
 import assert from "node:assert/strict";
 import { parseIp, resetConn, resetSupport } from "../../shared/tcp_reset.ts";
+import { makeCert } from "../support/tls_cert.ts";
 
 // Loads libc once for the life of the process, before any test, so the resource sanitizer does not
 // count the library as leaked by whichever test first resets a connection.
@@ -232,36 +233,8 @@ Deno.test("resetConn on a conn the peer already reset just closes it", async () 
 async function selfSigned(): Promise<{ cert: string; key: string } | undefined> {
   const dir = await Deno.makeTempDir({ prefix: "mport_tcp_reset_" });
   try {
-    const out = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
+    const made = await makeCert(dir);
+    return { cert: made.certPem, key: await Deno.readTextFile(made.keyFile) };
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;

@@ -1,4 +1,5 @@
 // Loopback fixtures for the WebSocket tests: our server and client, raw frame peers, deadlines.
+import { closeQuietly } from "../../shared/net.ts";
 import { WsConn, type WsConnOptions } from "../../shared/ws_conn.ts";
 import {
   encodeHeader,
@@ -16,31 +17,18 @@ import {
   type RequestHead,
   serverHandshakeResponse,
 } from "../../shared/ws_handshake.ts";
+import { within as withinMs } from "../support/wait.ts";
 
 export const LOOPBACK = "127.0.0.1";
 /** Upper bound for any single wait in these tests; a hang fails instead of blocking CI. */
 export const WAIT_MS = 10_000;
 
-/** Closes a connection or listener that may already be closed. */
-export function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch {
-    // already closed
-  }
-}
+// The shared helpers, re-exported for the WebSocket tests that import them from here.
+export { closeQuietly };
 
 /** Rejects with a message naming `what` when `p` has not settled within `ms`. */
-export async function within<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export function within<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  return withinMs(p, ms, what);
 }
 
 /** True when `p` is still pending after `ms` (for asserting that something does NOT happen). */

@@ -16,6 +16,7 @@ import {
   writeMuxHeader,
 } from "../../shared/protocol.ts";
 import { WsConn } from "../../shared/ws_conn.ts";
+import { errorText, readEach } from "./ws_reader.ts";
 import {
   checkUpgradeRequest,
   parseRequestHead,
@@ -52,18 +53,13 @@ export class FakeControl {
   }
 
   async #read(): Promise<void> {
-    try {
-      for (;;) {
-        const msg = await this.ws.read();
-        if (msg === null) break;
-        if (!msg.text) continue;
-        this.messages.push(JSON.parse(new TextDecoder().decode(msg.data)));
-        if (this.messages.length > MAX_KEPT_MESSAGES) this.messages.shift();
-        this.changed.notify();
-      }
-    } catch {
-      // the connection failed; `done` resolves all the same
-    }
+    // A failed connection (or a message that is not JSON) ends reading; `done` resolves all the same.
+    await readEach(this.ws, (msg) => {
+      if (!msg.text) return;
+      this.messages.push(JSON.parse(new TextDecoder().decode(msg.data)));
+      if (this.messages.length > MAX_KEPT_MESSAGES) this.messages.shift();
+      this.changed.notify();
+    });
     this.changed.notify();
   }
 
@@ -104,19 +100,11 @@ export class FakeData {
   }
 
   async #read(): Promise<void> {
-    try {
-      for (;;) {
-        const msg = await this.ws.read();
-        if (msg === null) {
-          this.readEnd = "closed";
-          break;
-        }
-        this.#onFrame(decodeMuxFrame(msg.data));
-        this.changed.notify();
-      }
-    } catch (e) {
-      this.readEnd = e instanceof Error ? e.message : String(e);
-    }
+    const failed = await readEach(this.ws, (msg) => {
+      this.#onFrame(decodeMuxFrame(msg.data));
+      this.changed.notify();
+    });
+    this.readEnd = failed ? errorText(failed.error) : "closed";
     this.changed.notify();
   }
 

@@ -16,6 +16,7 @@ import {
 } from "../../shared/protocol.ts";
 import { resetConn } from "../../shared/tcp_reset.ts";
 import { WsConn } from "../../shared/ws_conn.ts";
+import { errorText, readEach } from "./ws_reader.ts";
 import {
   checkUpgradeRequest,
   clientHandshake,
@@ -137,25 +138,17 @@ export class RawPeer {
   }
 
   async #read(): Promise<void> {
-    try {
-      for (;;) {
-        const msg = await this.ws.read();
-        if (msg === null) {
-          this.readEnd = "closed";
-          break;
-        }
-        const frame = decodeMuxFrame(msg.data);
-        if (frame.type === "window") {
-          this.granted.set(frame.id, (this.granted.get(frame.id) ?? 0) + frame.bytes);
-          this.windows++;
-        } else {
-          this.#queue.push(frame);
-        }
-        this.changed.notify();
+    const failed = await readEach(this.ws, (msg) => {
+      const frame = decodeMuxFrame(msg.data);
+      if (frame.type === "window") {
+        this.granted.set(frame.id, (this.granted.get(frame.id) ?? 0) + frame.bytes);
+        this.windows++;
+      } else {
+        this.#queue.push(frame);
       }
-    } catch (e) {
-      this.readEnd = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-    }
+      this.changed.notify();
+    });
+    this.readEnd = failed ? errorText(failed.error, true) : "closed";
     this.changed.notify();
   }
 

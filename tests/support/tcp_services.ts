@@ -1,6 +1,7 @@
 // Real local TCP services for tests (echo, hashing sink, source) and ways to read a socket to its end.
 import { createHash } from "node:crypto";
 import { closeQuietly, writeAll } from "../../shared/net.ts";
+import { freePort } from "./net.ts";
 
 export { closeQuietly, writeAll };
 
@@ -120,11 +121,14 @@ export interface TcpService {
 }
 
 /**
- * Starts a TCP service on 127.0.0.1, port 0, that runs `handle` for every connection. A handler's
- * errors end only that connection (tests observe what they need through the handler itself).
+ * Starts a TCP service on 127.0.0.1:`port` (0 = any) that runs `handle` for every connection. A
+ * handler's errors end only that connection (tests observe what they need through the handler).
  */
-export function startService(handle: (conn: Deno.TcpConn) => Promise<void>): TcpService {
-  const listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
+export function startService(
+  handle: (conn: Deno.TcpConn) => Promise<void>,
+  port = 0,
+): TcpService {
+  const listener = Deno.listen({ hostname: LOOPBACK, port });
   const conns = new Set<Deno.TcpConn>();
   const tasks = new Set<Promise<void>>();
   let accepted = 0;
@@ -211,10 +215,7 @@ export function source(
 
 /** A loopback port that refuses connections (bound, then closed). */
 export function closedPort(): number {
-  const listener = Deno.listen({ hostname: LOOPBACK, port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
+  return freePort();
 }
 
 /** Both ends of one loopback TCP connection. */

@@ -1,6 +1,7 @@
 // Throwaway PostgreSQL for tests: initdb + pg_ctl into a temp directory, and fresh databases in it.
 
 import postgres from "postgres";
+import { freePort } from "../../support/net.ts";
 
 /** A running throwaway PostgreSQL server. */
 export interface PostgresServer {
@@ -73,13 +74,6 @@ async function runPg(bin: string, args: string[]): Promise<{ ok: boolean; output
   }).output();
   const dec = new TextDecoder();
   return { ok: out.success, output: dec.decode(out.stdout) + dec.decode(out.stderr) };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /**
