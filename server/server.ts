@@ -8,7 +8,7 @@ import { Accounts } from "./accounts/accounts.ts";
 import { PortBook } from "./accounts/port_book.ts";
 import { UsageMeter } from "./accounts/usage.ts";
 import { AuthFailureAudit, AuthLimiter } from "./auth.ts";
-import { TrustedProxies } from "./client_address.ts";
+import { normalizeIp, TrustedProxies } from "./client_address.ts";
 import { StoreTimeout } from "./store/deadline_store.ts";
 import type { Store } from "./store/store.ts";
 import type { ServerConfig } from "./config.ts";
@@ -199,6 +199,10 @@ export async function startServer(
       },
       fetch: (req, remote) =>
         app.fetch(req, { ip: proxies.clientIp(req.headers, remote.hostname) }),
+      sharedPeer: (host) => {
+        const ip = normalizeIp(host);
+        return ip !== null && proxies.trusts(ip);
+      },
       log: logger,
       counters: {
         refusal: (kind) => stats.refusal(kind),

@@ -90,6 +90,12 @@ export interface FrontOptions {
   onUpgrade(head: RequestHead, conn: Deno.Conn, leftover: Uint8Array, slot: FrontSlot): void;
   /** Ordinary HTTP (healthz, metrics, API…), told the real client address. */
   fetch: FrontFetch;
+  /**
+   * Peers that carry many clients' connections (trusted reverse proxies such as nginx on the same
+   * host): the per-address caps do not apply to them, only the global one. The login limiter
+   * still sees each real client through `X-Forwarded-For`.
+   */
+  readonly sharedPeer?: (hostname: string) => boolean;
   readonly log: Logger;
   readonly counters?: FrontCounters;
 }
@@ -262,7 +268,7 @@ class Front implements HttpFront {
   #admit(conn: Deno.Conn): void {
     const remote = conn.remoteAddr as Deno.NetAddr;
     const ip = addressKey(remote.hostname);
-    const per = this.#perIp.get(ip);
+    const per = this.#opts.sharedPeer?.(remote.hostname) ? undefined : this.#perIp.get(ip);
     const l = this.#limits;
     const kind: FrontRefusalKind | null = (per?.open ?? 0) >= l.maxConnectionsPerIp
       ? "max_connections_per_ip"

@@ -54,7 +54,7 @@ interface TestFront {
 async function withFront(
   limits: Partial<FrontLimits>,
   fn: (t: TestFront) => Promise<void>,
-  opts: { tls?: { cert: string; key: string } } = {},
+  opts: { tls?: { cert: string; key: string }; sharedPeer?: (host: string) => boolean } = {},
 ): Promise<void> {
   const counts = new Map<string, number>();
   const bump = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
@@ -86,6 +86,7 @@ async function withFront(
     },
     log: log("test", "front"),
     counters: { refusal: bump, listenerRestart: () => bump("listener_restart") },
+    sharedPeer: opts.sharedPeer,
   });
   const t: TestFront = {
     front,
@@ -270,6 +271,25 @@ Deno.test("front answers 429 past the per-address unauthenticated cap, and takes
     fresh.close();
     idle[1]!.close();
   });
+});
+
+Deno.test("a trusted reverse proxy's address is held only to the global cap, not the per-address ones", async () => {
+  await withFront(
+    { maxUnauthenticatedPerIp: 2, maxConnectionsPerIp: 2, maxConnections: 4 },
+    async (t) => {
+      // nginx on the same host carries every client: four at once from 127.0.0.1 are fine.
+      const idle = [];
+      for (let i = 0; i < 4; i++) idle.push(await connect(t.port));
+      await until(() => t.front.stats().unauthenticated === 4, "four unauthenticated");
+      const fifth = await connect(t.port);
+      assert.match(await readToEnd(fifth), refusalText("max_connections"));
+      fifth.close();
+      assert.equal(t.counts.get("max_unauthenticated_per_ip"), undefined);
+      assert.equal(t.counts.get("max_connections_per_ip"), undefined);
+      for (const c of idle) c.close();
+    },
+    { sharedPeer: (host) => host === HOST },
+  );
 });
 
 Deno.test("front answers 503 past the per-address cap; authenticated upgrades count toward it", async () => {
