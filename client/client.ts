@@ -67,16 +67,13 @@ export function runClient(
   const done = (async (): Promise<{ fatal: string | null }> => {
     try {
       while (!stopping) {
-        // The session has made every server text printable; printing it again here is cheap.
+        // The session has made every server text it passes on printable.
         const session = new ClientSession(config, clientId, ports, counters, gates, {
           onReady: (grant, spec) => events.ready(grant, spec),
-          onRefused: (r: TunnelRefusal) =>
-            events.problem(`tunnel ${printable(r.name, 64)} refused: ${printable(r.message)}`),
-          onNotice: (message) => events.problem(printable(message)),
+          onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
+          onNotice: (message) => events.problem(message),
           onTunnelClosed: (name, reason) =>
-            events.problem(
-              `tunnel ${printable(name, 64)} closed by the server: ${printable(reason)}`,
-            ),
+            events.problem(`tunnel ${name} closed by the server: ${reason}`),
         }, logger);
         current = session;
         sessions.add(session);

@@ -1,6 +1,6 @@
 // The client's configuration: subcommands, flags, environment and the TOML file, built once in main.ts.
 import type { LogLevel } from "@logtape/logtape";
-import { formatHostPort, parseHostPort, parsePort } from "../shared/address.ts";
+import { formatHostPort, parseHostPort, parsePort, unbracket } from "../shared/address.ts";
 import { parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import {
@@ -141,7 +141,7 @@ export function formatServerUrl(server: URL, pathPrefix: string): string {
 
 /** True for a host name that stays on this machine (localhost, 127.0.0.0/8, ::1). */
 export function isLoopbackHost(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  const h = unbracket(hostname.toLowerCase());
   return h === "localhost" || h.endsWith(".localhost") || h === "::1" ||
     /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
 }
@@ -221,7 +221,7 @@ export function parseProxyUrl(text: string): ProxySpec {
     throw new TypeError(`invalid proxy "${text}": only http:// CONNECT proxies are supported`);
   }
   const port = url.port ? Number(url.port) : 80;
-  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const host = unbracket(url.hostname);
   return {
     url: `http://${formatHostPort(host, port)}`,
     host,
@@ -281,7 +281,7 @@ export function resolveProxy(
   if (fromEnv === undefined || isNoProxy(fromEnv)) return null;
   const noProxy = env.NO_PROXY ?? env.no_proxy ?? "";
   const port = server.port ? Number(server.port) : secure ? 443 : 80;
-  if (noProxyMatches(noProxy, server.hostname.replace(/^\[|\]$/g, ""), port)) return null;
+  if (noProxyMatches(noProxy, unbracket(server.hostname), port)) return null;
   return parseProxyUrl(fromEnv);
 }
 

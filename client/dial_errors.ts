@@ -2,6 +2,7 @@
 import { printable } from "../shared/sanitize.ts";
 import { HttpHeadError, WsHandshakeError } from "../shared/ws_handshake.ts";
 import type { ProxySpec } from "./config.ts";
+import { errorText } from "../shared/error_text.ts";
 
 /** Longest server- or proxy-supplied text quoted in a message. */
 const MAX_QUOTED_CHARS = 160;
@@ -144,10 +145,6 @@ function timeoutError(phase: DialPhase, target: DialContext, cause: unknown): Di
       `is it an mport server${target.secure ? "" : " (a TLS port needs wss://)"}?`,
   }[phase];
   return new DialError("timeout", message, { cause });
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 function connectFailure(

@@ -1,7 +1,7 @@
 // One control-channel connection of the client: hello, welcome, stream requests, heartbeat.
 // Every text the server sends passes through `printable` here, before anything can print it.
 import type { Logger } from "@logtape/logtape";
-import { formatHostPort } from "../shared/address.ts";
+import { formatHostPort, unbracket } from "../shared/address.ts";
 import {
   type ClientControlMessage,
   CloseCode,
@@ -14,7 +14,6 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerControlMessage,
-  SUBPROTOCOL,
   truncateReason,
   type TunnelGrant,
   type TunnelRefusal,
@@ -24,7 +23,7 @@ import type { WsConn } from "../shared/ws_conn.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { DataPool, type StreamCounters } from "./streams.ts";
 import type { TunnelGates } from "./tunnel_gate.ts";
-import { DialError, dialWebSocket } from "./ws_dial.ts";
+import { DialError, dialServer } from "./ws_dial.ts";
 
 /** How a session ended. */
 export interface SessionEnd {
@@ -99,18 +98,14 @@ export class ClientSession {
 
   /** Connects and runs until the channel closes. */
   async run(): Promise<SessionEnd> {
-    const url = new URL(controlPath(this.#config.pathPrefix), this.#config.server);
     let ws: WsConn;
     try {
-      ({ ws } = await dialWebSocket({
-        url,
-        headers: { authorization: `Bearer ${this.#config.token.reveal()}` },
-        protocols: [SUBPROTOCOL],
-        caCert: this.#config.caCert,
-        proxy: this.#config.proxy,
-        timeoutMs: this.#config.dialTimeoutMs,
-        maxMessageBytes: MAX_CONTROL_MESSAGE_BYTES,
-      }));
+      ws = await dialServer(
+        this.#config,
+        controlPath(this.#config.pathPrefix),
+        this.#config.token.reveal(),
+        MAX_CONTROL_MESSAGE_BYTES,
+      );
     } catch (e) {
       return dialFailure(e);
     }
@@ -129,7 +124,7 @@ export class ClientSession {
       type: "hello",
       version: PROTOCOL_VERSION,
       tunnels,
-      host: this.#config.server.hostname.replace(/^\[|\]$/g, ""),
+      host: unbracket(this.#config.server.hostname),
       clientId: this.#clientId,
     }));
     let welcomed = false;

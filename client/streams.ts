@@ -4,17 +4,14 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import { Mux } from "../shared/mux.ts";
 import type { MuxStream, WindowBudget } from "../shared/mux_stream.ts";
-import {
-  MUX_KERNEL_UNSENT_BYTES,
-  MUX_MAX_MESSAGE_BYTES,
-  streamPath,
-  SUBPROTOCOL,
-} from "../shared/protocol.ts";
+import { MUX_KERNEL_UNSENT_BYTES, MUX_MAX_MESSAGE_BYTES, streamPath } from "../shared/protocol.ts";
 import { printable } from "../shared/sanitize.ts";
 import { limitUnsentBytes } from "../shared/tcp_reset.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import type { TunnelGates } from "./tunnel_gate.ts";
-import { DialError, dialWebSocket } from "./ws_dial.ts";
+import { dialServer } from "./ws_dial.ts";
+import { Backoff } from "../shared/backoff.ts";
+import { errorText } from "../shared/error_text.ts";
 
 /** Counters the client keeps about its streams. */
 export interface StreamCounters {
@@ -31,7 +28,7 @@ export interface StreamCounters {
 const CLIENT_BUDGET_BYTES = 64 * 1024 * 1024;
 
 /** A process-wide budget for grown receive windows. */
-export class SimpleBudget implements WindowBudget {
+class SimpleBudget implements WindowBudget {
   #left: number;
   constructor(bytes: number) {
     this.#left = bytes;
@@ -49,7 +46,7 @@ export class SimpleBudget implements WindowBudget {
 const budget = new SimpleBudget(CLIENT_BUDGET_BYTES);
 
 /** Connects to a local service, giving up after `timeoutMs`. */
-export async function dialLocal(spec: TunnelSpec, timeoutMs: number): Promise<Deno.TcpConn> {
+async function dialLocal(spec: TunnelSpec, timeoutMs: number): Promise<Deno.TcpConn> {
   const addr = formatHostPort(spec.localHost, spec.localPort);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const attempt = Deno.connect({ hostname: spec.localHost, port: spec.localPort });
@@ -81,7 +78,8 @@ export class DataPool {
   #dialing = 0;
   #closed = false;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
-  #failures = 0;
+  /** Re-dials after a failure back off, never at once, so a refusing server is not hammered. */
+  readonly #retries = new Backoff({ baseMs: 250, capMs: 30_000, minFraction: 0.5 });
 
   constructor(
     config: ClientConfig,
@@ -132,22 +130,16 @@ export class DataPool {
   }
 
   async #open(): Promise<void> {
-    const url = new URL(streamPath(this.#config.pathPrefix), this.#config.server);
     let ws;
     try {
-      ({ ws } = await dialWebSocket({
-        url,
-        headers: { authorization: `Bearer ${this.#credential}` },
-        protocols: [SUBPROTOCOL],
-        caCert: this.#config.caCert,
-        proxy: this.#config.proxy,
-        timeoutMs: this.#config.dialTimeoutMs,
-        maxMessageBytes: MUX_MAX_MESSAGE_BYTES,
-      }));
-    } catch (e) {
-      const message = printable(
-        e instanceof DialError || e instanceof Error ? e.message : String(e),
+      ws = await dialServer(
+        this.#config,
+        streamPath(this.#config.pathPrefix),
+        this.#credential,
+        MUX_MAX_MESSAGE_BYTES,
       );
+    } catch (e) {
+      const message = printable(errorText(e));
       this.#log.warn("cannot open a data connection: {message}", { message });
       this.#retryLater();
       return;
@@ -156,7 +148,7 @@ export class DataPool {
       ws.close(1000, "session closed").catch(() => {});
       return;
     }
-    this.#failures = 0;
+    this.#retries.reset();
     limitUnsentBytes(ws.conn, MUX_KERNEL_UNSENT_BYTES);
     const mux: Mux = new Mux(ws, {
       role: "client",
@@ -178,11 +170,10 @@ export class DataPool {
   /** Re-dials after a failure, backing off so a refusing server is not hammered. */
   #retryLater(): void {
     if (this.#closed || this.#retryTimer !== undefined) return;
-    const wait = Math.min(30_000, 250 * 2 ** Math.min(this.#failures++, 7));
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.fill();
-    }, wait * (0.5 + Math.random() / 2));
+    }, this.#retries.next());
   }
 
   /**

@@ -1,9 +1,11 @@
 // Opens the client's WebSockets: TCP (TCP_NODELAY), optional HTTP CONNECT proxy, optional TLS, upgrade.
-import { formatHostPort } from "../shared/address.ts";
+import { formatHostPort, unbracket } from "../shared/address.ts";
+import { isFieldValue, isToken } from "../shared/http_head.ts";
 import { closeQuietly, writeAll } from "../shared/net.ts";
 import { WsConn } from "../shared/ws_conn.ts";
 import { clientHandshake } from "../shared/ws_handshake.ts";
-import type { ProxySpec } from "./config.ts";
+import { SUBPROTOCOL } from "../shared/protocol.ts";
+import type { ClientConfig, ProxySpec } from "./config.ts";
 import { describeDialFailure, DialError, type DialPhase, quoted } from "./dial_errors.ts";
 
 export { DialError, type DialErrorKind } from "./dial_errors.ts";
@@ -66,7 +68,7 @@ function targetOf(url: URL): Target {
     throw new TypeError(`cannot dial ${url.href}: the scheme must be ws:// or wss://`);
   }
   const secure = url.protocol === "wss:";
-  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const host = unbracket(url.hostname);
   // ws: and wss: are special schemes, so URL drops a default port (80/443) from `port` and `host`.
   const port = url.port ? Number(url.port) : secure ? 443 : 80;
   return {
@@ -120,6 +122,28 @@ class Deadline {
   clear(): void {
     clearTimeout(this.#timer);
   }
+}
+
+/**
+ * Opens a WebSocket to one of the configured server's endpoints (`path` under its origin), with
+ * its CA, its proxy and its dial timeout, authenticated with `bearer`.
+ */
+export async function dialServer(
+  config: ClientConfig,
+  path: string,
+  bearer: string,
+  maxMessageBytes: number,
+): Promise<WsConn> {
+  const { ws } = await dialWebSocket({
+    url: new URL(path, config.server),
+    headers: { authorization: `Bearer ${bearer}` },
+    protocols: [SUBPROTOCOL],
+    caCert: config.caCert,
+    proxy: config.proxy,
+    timeoutMs: config.dialTimeoutMs,
+    maxMessageBytes,
+  });
+  return ws;
 }
 
 /**
@@ -199,11 +223,9 @@ export async function dialWebSocket(opts: DialOptions): Promise<DialResult> {
 /** Rejects, before dialling, header fields that cannot go into an HTTP/1.1 head. */
 function checkHeaders(headers: Record<string, string> | undefined): void {
   for (const [name, value] of Object.entries(headers ?? {})) {
-    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) {
-      throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
-    }
+    if (!isToken(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
     // The value is not quoted: it may be a token.
-    if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(value)) {
+    if (!isFieldValue(value)) {
       throw new TypeError(`the value of header ${name} has characters HTTP cannot carry`);
     }
   }
@@ -226,7 +248,7 @@ async function connectTcp(
 }
 
 /** What a successful `CONNECT` left behind. */
-export interface ProxyTunnel {
+interface ProxyTunnel {
   /** Bytes read past the proxy's answer (none from a well-behaved proxy and server). */
   readonly leftover: Uint8Array;
 }
@@ -237,7 +259,7 @@ export interface ProxyTunnel {
  * {@link DialError} of kind "proxy" with the proxy's status line when it refuses. Replaces
  * the v1 client's `connectViaProxy`.
  */
-export async function proxyConnect(
+async function proxyConnect(
   conn: Deno.Conn,
   proxy: ProxySpec,
   targetHost: string,

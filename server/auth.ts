@@ -14,7 +14,7 @@ export function secretsEqual(a: string, b: string): boolean {
 const WINDOW_MS = 60_000;
 
 /** Characters of a presented credential that tell its failures apart from other credentials'. */
-export const CREDENTIAL_KEY_CHARS = 8;
+const CREDENTIAL_KEY_CHARS = 8;
 
 /** An address is blocked outright after this many times the per-credential limit of failures. */
 export const ADDRESS_CEILING_FACTOR = 5;

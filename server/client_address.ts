@@ -1,5 +1,6 @@
 // The address a request is charged to: the socket peer, or X-Forwarded-For from a --trusted-proxy.
 import { BlockList, isIP } from "node:net";
+import { unbracket } from "../shared/address.ts";
 
 /** Forwarded hops looked at, right to left, before giving up (a header can list many). */
 export const MAX_FORWARDED_HOPS = 16;
@@ -45,7 +46,7 @@ export function parseCidr(text: string, flag = "--trusted-proxy"): Cidr {
   if (address === null) throw bad();
   const family = isIP(address) === 4 ? "ipv4" : "ipv6";
   // ::ffff:10.0.0.0/104 is 10.0.0.0/8 in disguise: peers are compared in their IPv4 form.
-  const mapped = family === "ipv4" && isIP(addressText.replace(/^\[|\]$/g, "")) === 6;
+  const mapped = family === "ipv4" && isIP(unbracket(addressText)) === 6;
   const width = family === "ipv4" && !mapped ? 32 : 128;
   if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) throw bad();
   const prefix = prefixText === undefined ? width : Number(prefixText);

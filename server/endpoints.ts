@@ -19,12 +19,17 @@ import {
   truncateReason,
 } from "../shared/protocol.ts";
 import { WsConn } from "../shared/ws_conn.ts";
-import { checkUpgradeRequest, serverHandshakeResponse } from "../shared/ws_handshake.ts";
+import {
+  checkUpgradeRequest,
+  offeredProtocols,
+  serverHandshakeResponse,
+} from "../shared/ws_handshake.ts";
 import type { Accounts } from "./accounts/accounts.ts";
 import { type AuthFailureAudit, type AuthLimiter, blockMessage, secretsEqual } from "./auth.ts";
 import type { TrustedProxies } from "./client_address.ts";
 import { ControlSession, type SessionDeps } from "./control/session.ts";
 import type { FrontSlot, RequestHead } from "./listeners/http_front.ts";
+import { httpResponse } from "./listeners/http_refusals.ts";
 import type { OwnerBudgets } from "./streams/budgets.ts";
 
 /** Parts the endpoints need beyond a session's. */
@@ -51,15 +56,6 @@ export function upgradeEndpoint(
   return null;
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  426: "Upgrade Required",
-  429: "Too Many Requests",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
-
 /** Answers with a plain-text refusal and closes: our client shows the body and the error code. */
 async function refuse(
   conn: Deno.Conn,
@@ -69,13 +65,11 @@ async function refuse(
   message: string,
   extraHeaders = "",
 ): Promise<void> {
-  const body = new TextEncoder().encode(message + "\n");
-  const head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
-    "content-type: text/plain; charset=utf-8\r\n" +
-    `x-mport-error: ${code}\r\n` + extraHeaders +
-    `content-length: ${body.byteLength}\r\nconnection: close\r\n\r\n`;
   try {
-    await writeAll(conn, new Uint8Array([...new TextEncoder().encode(head), ...body]));
+    await writeAll(
+      conn,
+      httpResponse(status, message, `x-mport-error: ${code}\r\n` + extraHeaders),
+    );
   } catch {
     // the peer left
   }
@@ -91,10 +85,7 @@ async function accept(
   slot: FrontSlot,
   maxMessageBytes: number,
 ): Promise<WsConn> {
-  const offered = (head.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) =>
-    p.trim()
-  );
-  const protocol = offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : null;
+  const protocol = offeredProtocols(head.headers).includes(SUBPROTOCOL) ? SUBPROTOCOL : null;
   await writeAll(
     conn,
     await serverHandshakeResponse(head.headers.get("sec-websocket-key")!, protocol),

@@ -1,6 +1,7 @@
 // Composition root of mport-server: wires auth, tunnels, broker, sessions and the HTTP app.
 import { formatHostPort } from "../shared/address.ts";
 import { log } from "../shared/log.ts";
+import { closeQuietly } from "../shared/net.ts";
 import { CloseCode } from "../shared/protocol.ts";
 import { buildApp } from "./app.ts";
 import { authorizeAdmin, liveClients, liveTunnels } from "./admin/live.ts";
@@ -189,11 +190,7 @@ export async function startServer(
             remote: head.remote.hostname,
             error: String(e),
           });
-          try {
-            conn.close();
-          } catch {
-            // already closed
-          }
+          closeQuietly(conn);
           slot.release();
         });
       },
@@ -282,9 +279,9 @@ export async function startServer(
     : undefined;
   const idleTimer = config.idleTimeoutMs > 0
     ? setInterval(() => {
-      const cutoff = now() - config.idleTimeoutMs;
+      const t = now();
       for (const s of [...broker.bridges]) {
-        if (s.lastActive < cutoff) {
+        if (s.quietFor(t) >= config.idleTimeoutMs) {
           stats.refusal("idle_timeout");
           s.reset("internal", `idle for ${config.idleTimeoutMs / 1000} s`, "idle_timeout");
         }

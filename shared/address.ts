@@ -37,6 +37,11 @@ export function parseHostPort(text: string, defaultHost: string, allowZero = fal
   return { host: m[1]!, port: parsePort(m[2]!, "port", allowZero) };
 }
 
+/** A host name or IP literal without the brackets URLs put around IPv6 (`[::1]` → `::1`). */
+export function unbracket(host: string): string {
+  return host.replace(/^\[|\]$/g, "");
+}
+
 /** Formats a host and port, bracketing IPv6 literals. */
 export function formatHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

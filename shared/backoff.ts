@@ -6,6 +6,11 @@ export interface BackoffOptions {
   readonly capMs: number;
   /** Source of randomness in [0, 1); injectable for tests. */
   readonly random?: () => number;
+  /**
+   * Shortest delay as a fraction of the ceiling (default 0, full jitter). 0.5 keeps a retry from
+   * coming back at once, for a peer that refuses quickly.
+   */
+  readonly minFraction?: number;
 }
 
 /** Default reconnect backoff: first retry within 1 s, never more than 30 s apart. */
@@ -13,7 +18,8 @@ export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 1000, capMs: 30_000 };
 
 /**
  * Exponential backoff with "full jitter" (AWS architecture blog): the n-th delay is uniform in
- * [0, min(cap, base * 2^n)). `reset()` after a healthy session starts over.
+ * [0, min(cap, base * 2^n)) (from `minFraction` of it when set). `reset()` after a healthy
+ * session starts over.
  */
 export class Backoff {
   readonly #opts: BackoffOptions;
@@ -37,7 +43,8 @@ export class Backoff {
     const ceiling = this.ceiling();
     this.#attempt++;
     const r = (this.#opts.random ?? Math.random)();
-    return Math.floor(r * ceiling);
+    const min = this.#opts.minFraction ?? 0;
+    return Math.floor(ceiling * (min + r * (1 - min)));
   }
   /** Starts over from the base delay. */
   reset(): void {

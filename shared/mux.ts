@@ -22,6 +22,7 @@ import {
 } from "./mux_stream.ts";
 import { type WsConn, WsProtocolError } from "./ws_conn.ts";
 import { MAX_WS_HEADER_BYTES } from "./ws_frames.ts";
+import { errorText } from "./error_text.ts";
 
 /** Stream ids are 32 bits and never reused on one data connection. */
 const MAX_STREAM_ID = 0xffff_ffff;
@@ -58,7 +59,6 @@ export class Mux implements StreamLink {
   /** Server: the last id handed out. Client: the highest id the server has opened. */
   #lastId = 0;
   #closed = false;
-  #closeReason = "";
   /** Senders waiting for the socket's queue to drain, resolved together once it has. */
   #waiters: (() => void)[] = [];
   #draining = false;
@@ -83,11 +83,6 @@ export class Mux implements StreamLink {
   /** True once the connection is gone. */
   get closed(): boolean {
     return this.#closed;
-  }
-
-  /** Every open stream (for shutdown). */
-  streams(): IterableIterator<MuxStream> {
-    return this.#streams.values();
   }
 
   /**
@@ -197,7 +192,7 @@ export class Mux implements StreamLink {
         }
         return;
       }
-      this.#shut(`data connection failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.#shut(`data connection failed: ${errorText(e)}`);
       this.ws.abort();
       return;
     }
@@ -243,12 +238,12 @@ export class Mux implements StreamLink {
     if (this.#opts.role !== "client") throw new ProtocolError("only the server opens streams");
     if (id <= this.#lastId) throw new ProtocolError(`stream ${id} opened twice or out of order`);
     this.#lastId = id;
-    const stream = new MuxStream(id, this, this.#opts.budget);
     if (this.#streams.size >= (this.#opts.maxStreams ?? MUX_MAX_STREAMS)) {
       // Not a protocol error: the server may have raced our own closes. Refuse this one.
       this.sendReset(id, "rate_limited", "the client has too many open connections");
       return;
     }
+    const stream = new MuxStream(id, this, this.#opts.budget);
     this.#streams.set(id, stream);
     this.#opts.onOpen?.(stream, tunnel, remote);
   }
@@ -256,7 +251,6 @@ export class Mux implements StreamLink {
   #shut(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#closeReason = reason;
     for (const s of [...this.#streams.values()]) s.lost(reason);
     this.#streams.clear();
     const waiters = this.#waiters;
@@ -264,10 +258,5 @@ export class Mux implements StreamLink {
     for (const w of waiters) w();
     this.#opts.onClose?.(reason);
     this.#resolveDone(reason);
-  }
-
-  /** Why the connection ended ("" while open). */
-  get closeReason(): string {
-    return this.#closeReason;
   }
 }

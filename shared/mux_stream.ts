@@ -11,6 +11,7 @@ import {
 import { closeQuietly, freeBuffer } from "./net.ts";
 import { resetConn } from "./tcp_reset.ts";
 import { COPIED_FRAME_BYTES } from "./ws_conn.ts";
+import { errorText } from "./error_text.ts";
 
 /** How a stream ended, for logs and counters. */
 export interface StreamEnd {
@@ -94,8 +95,9 @@ export class MuxStream {
   #hooks: StreamHooks;
   #conn: Deno.Conn | null = null;
   #ended = false;
-  /** `Date.now()` of the last byte either way (for `--idle-timeout`). */
-  lastActive = Date.now();
+  /** A byte moved either way since the last `quietFor()` (a flag, not a clock read per chunk). */
+  #moved = true;
+  #quietSince = 0;
 
   // TCP → peer
   #credit = MUX_INITIAL_WINDOW;
@@ -127,9 +129,17 @@ export class MuxStream {
     return this.#ended;
   }
 
-  /** True while no TCP connection is attached (the client is still dialing). */
-  get attached(): boolean {
-    return this.#conn !== null;
+  /**
+   * For `--idle-timeout`, called by a periodic sweep: how long no byte has moved either way, as
+   * far as the sweeps can tell (0 when something moved since the last call).
+   */
+  quietFor(now: number): number {
+    if (this.#moved) {
+      this.#moved = false;
+      this.#quietSince = now;
+      return 0;
+    }
+    return now - this.#quietSince;
   }
 
   /** Replaces the hooks. */
@@ -261,13 +271,13 @@ export class MuxStream {
         if (this.#ended) return;
         this.#queued -= len;
         this.#consumed += len;
-        this.lastActive = Date.now();
+        this.#moved = true;
         this.#hooks.onReceived?.(len);
         this.#maybeGrant();
       }
     } catch (e) {
       this.#writing = false;
-      this.reset("internal", `write to TCP failed: ${errMessage(e)}`);
+      this.reset("internal", `write to TCP failed: ${errorText(e)}`);
     }
   }
 
@@ -315,7 +325,7 @@ export class MuxStream {
           return;
         }
         this.#credit -= n;
-        this.lastActive = Date.now();
+        this.#moved = true;
         this.#hooks.onSent?.(n);
         const full = n === max && max === size;
         let wait: Promise<void> | void;
@@ -339,7 +349,7 @@ export class MuxStream {
         if (wait) await wait;
       }
     } catch (e) {
-      this.reset("internal", `read from TCP failed: ${errMessage(e)}`);
+      this.reset("internal", `read from TCP failed: ${errorText(e)}`);
     }
   }
 
@@ -373,8 +383,4 @@ export class MuxStream {
     this.#link.forget(this.id);
     this.#hooks.onEnd?.(end);
   }
-}
-
-function errMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

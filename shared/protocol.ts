@@ -160,20 +160,25 @@ function parseObject(text: string, limit: number, channel: string): Json {
       CloseCode.tooLarge,
     );
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new ProtocolError(`${channel} message is not valid JSON`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ProtocolError(`${channel} message must be a JSON object`);
-  }
-  const obj = value as Json;
+  const obj = jsonObject(text, `${channel} message`, "must be a JSON object");
   if (typeof obj.type !== "string") {
     throw new ProtocolError(`${channel} message has no "type"`);
   }
   return obj;
+}
+
+/** Parses `text` as a JSON object; errors name `subject` ("control message", "open frame"). */
+function jsonObject(text: string, subject: string, objectRule: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError(`${subject} is not valid JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError(`${subject} ${objectRule}`);
+  }
+  return value as Json;
 }
 
 function str(obj: Json, key: string, max = 1024): string {
@@ -430,16 +435,7 @@ function muxJson(payload: Uint8Array, what: string): Json {
   } catch {
     throw new ProtocolError(`${what} frame is not valid UTF-8`);
   }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new ProtocolError(`${what} frame is not valid JSON`);
-  }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ProtocolError(`${what} frame must carry a JSON object`);
-  }
-  return value as Json;
+  return jsonObject(text, `${what} frame`, "must carry a JSON object");
 }
 
 /** Decodes one binary message of a data connection; throws `ProtocolError`. */

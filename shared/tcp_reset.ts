@@ -8,6 +8,8 @@
 // Deno offers neither call, so they go through FFI into libc, on the descriptor Deno keeps on an
 // accepted TcpConn, or one found by matching getsockname/getpeername against the conn's addresses.
 
+import { errorText } from "./error_text.ts";
+
 /** Whether {@link resetConn} can send a real RST in this process, and how or why not. */
 export interface ResetSupport {
   readonly ok: boolean;
@@ -60,7 +62,7 @@ function load(): Ready {
     // querySync, not request: a permission prompt must never appear on an abort path.
     ffi = Deno.permissions.querySync({ name: "ffi" }).state;
   } catch (e) {
-    return unsupported(`cannot query the FFI permission: ${message(e)}`);
+    return unsupported(`cannot query the FFI permission: ${errorText(e)}`);
   }
   if (ffi !== "granted") {
     return unsupported("no FFI permission (run with --allow-ffi, unscoped)");
@@ -73,16 +75,12 @@ function load(): Ready {
       support: { ok: true, how: "connect(fd, AF_UNSPEC) through libc.so.6 (FFI), then close()" },
     };
   } catch (e) {
-    return unsupported(`cannot load libc.so.6 through FFI: ${message(e)}`);
+    return unsupported(`cannot load libc.so.6 through FFI: ${errorText(e)}`);
   }
 }
 
 function unsupported(reason: string): Ready {
   return { support: { ok: false, why: `${reason}; aborted connections close with a FIN instead` } };
-}
-
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 function init(): Ready {

@@ -11,7 +11,9 @@ import {
   WsProtocolError,
 } from "./ws_frames.ts";
 import { DEFAULT_READ_BUFFER_BYTES, EndOfStream, FrameReader } from "./ws_reader.ts";
+import { closeQuietly } from "./net.ts";
 import { FrameWriter, SMALL_FRAME_BYTES } from "./ws_writer.ts";
+import { errorText } from "./error_text.ts";
 
 /**
  * A binary frame smaller than this (header included) is copied by `sendBinary` and
@@ -269,7 +271,7 @@ export class WsConn {
       if (!this.#closeSent) this.#sendClose(e.closeCode, truncateCloseReason(e.message));
       this.#closing ??= this.#completeClose(DEFAULT_CLOSE_TIMEOUT_MS);
     } else {
-      const reason = e instanceof EndOfStream ? e.message : errorMessage(e);
+      const reason = e instanceof EndOfStream ? e.message : errorText(e);
       this.#endRead({ kind: "ended", reason });
       // While close() waits for the peer it finishes the connection itself.
       if (!this.#closing) this.#finish({ code: WsCloseCode.Abnormal, reason, clean: false });
@@ -382,7 +384,7 @@ export class WsConn {
     }
     this.#finish({
       code: WsCloseCode.Abnormal,
-      reason: `write failed: ${errorMessage(e)}`,
+      reason: `write failed: ${errorText(e)}`,
       clean: false,
     });
   }
@@ -453,11 +455,7 @@ export class WsConn {
 
   /** The one place the socket is closed, so a reset-on-close variant can replace it. */
   #closeTransport(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(this.conn);
   }
 }
 
@@ -473,8 +471,4 @@ function setNoDelay(conn: Deno.Conn): void {
   } catch {
     // not a TCP socket after all
   }
-}
-
-function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

@@ -26,6 +26,7 @@ export {
   type RequestHead,
   type ResponseHead,
 } from "./http_head.ts";
+import { closeQuietly, writeAll } from "./net.ts";
 
 /** The GUID RFC 6455 appends to the client's key to compute Sec-WebSocket-Accept. */
 export const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -215,7 +216,7 @@ export async function clientHandshake(
   const started = Date.now();
   try {
     const expected = await acceptKey(key);
-    await writeFully(conn, latin1Bytes(request));
+    await writeAll(conn, latin1Bytes(request));
     let head: HttpHead;
     let res: ResponseHead;
     try {
@@ -259,16 +260,7 @@ export async function clientHandshake(
     }
     return { leftover: head.leftover, protocol, headers: res.headers };
   } catch (e) {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
+    closeQuietly(conn);
     throw e;
   }
-}
-
-async function writeFully(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.byteLength) off += await conn.write(data.subarray(off));
 }

@@ -105,14 +105,6 @@ export class PortBook {
     return r && !this.expired(r) ? r : null;
   }
 
-  /** Ports reserved (and not expired) for other users, to skip when picking a free port. */
-  async reservedForOthers(userId: number): Promise<Set<number>> {
-    const all = await this.#store.listReservations();
-    return new Set(
-      all.filter((r) => r.userId !== userId && !this.expired(r)).map((r) => r.port),
-    );
-  }
-
   /** Where a new tunnel of `userId` named `tunnel` that asked for no port may go. */
   async pick(userId: number, tunnel: string): Promise<PortPick> {
     const avoid = new Set<number>();

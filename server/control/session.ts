@@ -27,6 +27,8 @@ import type { Stats } from "../stats.ts";
 import type { Broker, BrokerSession } from "../streams/broker.ts";
 import type { Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
 
+const TEXT = new TextDecoder();
+
 /** Shared parts every session uses. */
 export interface SessionDeps {
   readonly config: ServerConfig;
@@ -113,17 +115,11 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       while (!this.#closed) {
         const msg = await this.#ws.read();
         if (msg === null) break;
-        this.#onMessage(msg.text ? new TextDecoder().decode(msg.data) : msg.data);
+        this.#onMessage(msg.text ? TEXT.decode(msg.data) : msg.data);
       }
     } catch (e) {
       if (e instanceof WsProtocolError) {
-        this.#deps.stats.error("protocol");
-        this.#deps.stats.refusal("bad_message");
-        this.#deps.log.warn("session {id} from {remote}: {error}", {
-          id: this.id,
-          remote: this.remote,
-          error: e.message,
-        });
+        this.#countBadMessage(e.message);
       } else {
         this.#deps.log.debug("control channel of session {id} failed: {error}", {
           id: this.id,
@@ -213,6 +209,17 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.#onClose();
   }
 
+  /** Counts and logs a malformed message from the client. */
+  #countBadMessage(error: string): void {
+    this.#deps.stats.error("protocol");
+    this.#deps.stats.refusal("bad_message");
+    this.#deps.log.warn("session {id} from {remote}: {error}", {
+      id: this.id,
+      remote: this.remote,
+      error,
+    });
+  }
+
   #onMessage(data: unknown): void {
     if (this.#closed) return;
     this.#lastSeen = this.#deps.now();
@@ -224,13 +231,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       msg = decodeClientControl(data);
     } catch (e) {
       const err = e instanceof ProtocolError ? e : new ProtocolError(String(e));
-      this.#deps.stats.error("protocol");
-      this.#deps.stats.refusal("bad_message");
-      this.#deps.log.warn("session {id} from {remote}: {error}", {
-        id: this.id,
-        remote: this.remote,
-        error: err.message,
-      });
+      this.#countBadMessage(err.message);
       this.#fail("bad_message", err.message, err.closeCode);
       return;
     }

@@ -3,6 +3,7 @@
 import type { Logger } from "@logtape/logtape";
 import { closeQuietly } from "../../shared/net.ts";
 import type { FdReserve } from "./fd_limits.ts";
+import { errorText } from "../../shared/error_text.ts";
 
 const BACKOFF_MIN_MS = 50;
 const BACKOFF_MAX_MS = 1000;
@@ -259,8 +260,4 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | null> {
     timer = setTimeout(() => resolve(null), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

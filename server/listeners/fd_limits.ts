@@ -1,4 +1,5 @@
 // File-descriptor headroom for the HTTP front: a reserve of spare descriptors and RLIMIT_NOFILE.
+import { errorText } from "../../shared/error_text.ts";
 
 /**
  * A handful of descriptors (opened `/dev/null` files) held back so that, when `accept` fails
@@ -140,13 +141,13 @@ export function raiseNofileLimit(): NofileRaise | string {
       return "not raised: FFI is not permitted (run with --allow-ffi)";
     }
   } catch (e) {
-    return `not raised: cannot query the FFI permission: ${message(e)}`;
+    return `not raised: cannot query the FFI permission: ${errorText(e)}`;
   }
   let lib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
   try {
     lib = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
   } catch (e) {
-    return `not raised: cannot load libc.so.6: ${message(e)}`;
+    return `not raised: cannot load libc.so.6: ${errorText(e)}`;
   }
   try {
     // struct rlimit { rlim_t rlim_cur; rlim_t rlim_max; } with a 64-bit rlim_t (64-bit Linux).
@@ -162,7 +163,7 @@ export function raiseNofileLimit(): NofileRaise | string {
     if (lib.symbols.getrlimit(RLIMIT_NOFILE, now) !== 0) return "raised, but getrlimit failed";
     return { before, after: toLimit(now) };
   } catch (e) {
-    return `not raised: ${message(e)}`;
+    return `not raised: ${errorText(e)}`;
   } finally {
     lib.close();
   }
@@ -171,8 +172,4 @@ export function raiseNofileLimit(): NofileRaise | string {
 function toLimit(lim: BigUint64Array): NofileLimit {
   const n = (v: bigint) => (v === RLIM_INFINITY ? Infinity : Number(v));
   return { soft: n(lim[0]!), hard: n(lim[1]!) };
-}
-
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

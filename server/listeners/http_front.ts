@@ -9,19 +9,11 @@ import { FdReserve, initSignalHandling } from "./fd_limits.ts";
 import { type FrontRefusalKind, Refuser } from "./http_refusals.ts";
 import { type FrontFetch, InnerHttp, splice, type SpliceActivity } from "./http_splice.ts";
 import { LoopbackTls } from "./tls_loopback.ts";
+import { errorText } from "../../shared/error_text.ts";
+import { unbracket } from "../../shared/address.ts";
 
-export {
-  initSignalHandling,
-  type NofileLimit,
-  type NofileRaise,
-  raiseNofileLimit,
-} from "./fd_limits.ts";
-export {
-  FRONT_REFUSALS,
-  type FrontRefusalCounter,
-  type FrontRefusalKind,
-} from "./http_refusals.ts";
-export type { FrontFetch } from "./http_splice.ts";
+export { initSignalHandling, raiseNofileLimit } from "./fd_limits.ts";
+export { FRONT_REFUSALS, type FrontRefusalKind } from "./http_refusals.ts";
 
 /** Caps and timeouts the front enforces on every connection. */
 export interface FrontLimits {
@@ -535,7 +527,7 @@ export function addressKey(hostname: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(hostname);
   if (mapped) return mapped[1]!;
   if (!hostname.includes(":")) return hostname;
-  const addr = hostname.replace(/^\[|\]$/g, "").split("%")[0]!.toLowerCase();
+  const addr = unbracket(hostname).split("%")[0]!.toLowerCase();
   const width = (part: string) => (part.includes(".") ? 2 : 1); // an embedded IPv4 is 2 groups
   const groups = (text: string) => (text ? text.split(":") : []);
   const [left = "", right] = addr.split("::");
@@ -556,8 +548,4 @@ function peerIp(conn: Deno.Conn): string {
   } catch {
     return "unknown";
   }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

@@ -42,7 +42,9 @@ export type FrontRefusalCounter = FrontRefusalKind | "idle_timeout";
 
 const REASONS: Record<number, string> = {
   400: "Bad Request",
+  401: "Unauthorized",
   408: "Request Timeout",
+  426: "Upgrade Required",
   429: "Too Many Requests",
   431: "Request Header Fields Too Large",
   503: "Service Unavailable",
@@ -166,11 +168,14 @@ export class Refuser {
   }
 }
 
-/** A complete `Connection: close` response with a one-line text body. */
-export function httpResponse(status: number, message: string): Uint8Array {
+/**
+ * A complete `Connection: close` response with a one-line text body; `extraHeaders` are whole
+ * header lines, each ending in CRLF.
+ */
+export function httpResponse(status: number, message: string, extraHeaders = ""): Uint8Array {
   const body = message + "\n";
   const head = `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}\r\n` +
-    "content-type: text/plain; charset=utf-8\r\n" +
+    "content-type: text/plain; charset=utf-8\r\n" + extraHeaders +
     `content-length: ${new TextEncoder().encode(body).byteLength}\r\n` +
     "connection: close\r\n\r\n";
   return new TextEncoder().encode(head + body);

@@ -1,5 +1,6 @@
 // Private modes for the SQLite database (token and password hashes, client addresses): the
 // directory mport-server creates for it is 0700, the database and its -wal and -shm files 0600.
+import { errorText } from "../../shared/error_text.ts";
 
 /** Mode of a directory created for the database. */
 export const DATA_DIR_MODE = 0o700;
@@ -60,7 +61,7 @@ export async function secureDatabaseFiles(
       await Deno.chmod(file, DATA_FILE_MODE);
       loose.push(`${file} (was ${was})`);
     } catch (e) {
-      failed.push(`${file} (${was}: ${e instanceof Error ? e.message : String(e)})`);
+      failed.push(`${file} (${was}: ${errorText(e)})`);
     }
   }
   if (loose.length > 0) {

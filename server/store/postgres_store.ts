@@ -8,6 +8,7 @@ import {
   SCHEMA_MIGRATIONS_DDL,
 } from "./migrations.ts";
 import {
+  byPort,
   checkId,
   checkKeep,
   checkLimits,
@@ -42,6 +43,7 @@ import {
   type User,
   type UserLimits,
 } from "./store.ts";
+import { errorText } from "../../shared/error_text.ts";
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions {
@@ -163,7 +165,7 @@ function explainConnectError(
 ): Error {
   const at = `PostgreSQL at ${where.hostPort}`;
   const code = typeof e === "object" && e !== null && "code" in e ? String(e.code) : "";
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = errorText(e);
   let text: string;
   switch (code) {
     case "ECONNREFUSED":
@@ -559,10 +561,6 @@ async function trim(tx: Tx, userId: number, keep: number, spare: number) {
       ORDER BY last_used_at DESC, created_at DESC, port DESC OFFSET ${Math.max(0, keep)}
     ) RETURNING *`;
   return byPort(rows.map((r) => toReservation(r as Row)));
-}
-
-function byPort(list: PortReservation[]): PortReservation[] {
-  return list.sort((a, b) => a.port - b.port);
 }
 
 /** Sums rows with the same (user, tunnel, hour), sorted by that key. */

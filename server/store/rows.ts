@@ -253,6 +253,11 @@ export function decideReserve(held: PortReservation | null, r: ReserveRequest): 
  */
 export const MRU_ORDER = "last_used_at DESC, created_at DESC, port DESC";
 
+/** Sorts reservations by port (in place), the order the store's deleting calls return them in. */
+export function byPort(list: PortReservation[]): PortReservation[] {
+  return list.sort((a, b) => a.port - b.port);
+}
+
 /** Default and maximum number of events one `events()` call returns. */
 export const EVENTS_DEFAULT_LIMIT = 1000;
 

@@ -10,6 +10,7 @@ import {
   SCHEMA_MIGRATIONS_DDL,
 } from "./migrations.ts";
 import {
+  byPort,
   checkId,
   checkKeep,
   checkLimits,
@@ -45,6 +46,7 @@ import {
   type User,
   type UserLimits,
 } from "./store.ts";
+import { errorText } from "../../shared/error_text.ts";
 
 /** Options of {@link openSqliteStore}. */
 export interface SqliteStoreOptions {
@@ -55,6 +57,11 @@ export interface SqliteStoreOptions {
    * 0600). Default: a line on stderr (`openStore` passes the server's log).
    */
   readonly warn?: (message: string) => void;
+}
+
+/** The default of {@link SqliteStoreOptions.warn}: a line on stderr. */
+export function warnOnStderr(message: string): void {
+  console.warn(`mport-server: warning: ${message}`);
 }
 
 /** Default wait for a lock held by another connection or process. */
@@ -80,14 +87,11 @@ export async function openSqliteStore(
       await makeDataDir(dir);
     } catch (e) {
       throw new Error(
-        `Cannot create directory ${dir} for the SQLite database ${path}: ${errMessage(e)}`,
+        `Cannot create directory ${dir} for the SQLite database ${path}: ${errorText(e)}`,
         { cause: e },
       );
     }
-    await secureDatabaseFiles(
-      path,
-      opts.warn ?? ((m) => console.warn(`mport-server: warning: ${m}`)),
-    );
+    await secureDatabaseFiles(path, opts.warn ?? warnOnStderr);
   }
   let db: DatabaseSync;
   try {
@@ -146,10 +150,6 @@ function inTransaction<T>(db: DatabaseSync, f: () => T): T {
     if (db.isTransaction) db.exec("ROLLBACK");
     throw e;
   }
-}
-
-function errMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** Turns SQLite's terse errors into ones that say what is wrong with which file. */
@@ -611,10 +611,6 @@ function trim(db: DatabaseSync, userId: number, keep: number, spare: number): Po
      ) RETURNING *`,
   ).all(userId, spare, Math.max(0, keep));
   return byPort(mapAll(rows, toReservation));
-}
-
-function byPort(list: PortReservation[]): PortReservation[] {
-  return list.sort((a, b) => a.port - b.port);
 }
 
 function mapOne<T>(row: unknown, f: (r: Row) => T): T | null {

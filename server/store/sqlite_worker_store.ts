@@ -1,5 +1,5 @@
 // The SQLite Store run in a Worker: node:sqlite blocks its thread on disk and locks, never the server's.
-import { SQLITE_BUSY_TIMEOUT_MS, type SqliteStoreOptions } from "./sqlite_store.ts";
+import { SQLITE_BUSY_TIMEOUT_MS, type SqliteStoreOptions, warnOnStderr } from "./sqlite_store.ts";
 import { STORE_TIMEOUT_MS } from "./deadline_store.ts";
 import type { WorkerReply, WorkerRequest } from "./sqlite_worker_protocol.ts";
 import { ConflictError, type Store } from "./store.ts";
@@ -95,7 +95,7 @@ class WorkerStore {
     this.#worker = worker;
     this.description = `sqlite:${path}`;
     this.#callMs = opts.callTimeoutMs ?? STORE_TIMEOUT_MS;
-    this.#warn = opts.warn ?? ((m) => console.warn(`mport-server: warning: ${m}`));
+    this.#warn = opts.warn ?? warnOnStderr;
     worker.onmessage = (e: MessageEvent<WorkerReply>) => this.#onReply(e.data);
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();

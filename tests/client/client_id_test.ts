@@ -3,6 +3,16 @@ import assert from "node:assert/strict";
 import { loadClientId, newClientId } from "../../client/client_id.ts";
 import { validateClientId } from "../../shared/protocol.ts";
 
+/** Runs `fn` with a new temporary directory, removed afterwards. */
+function inTempDir(fn: (dir: string) => void): void {
+  const dir = Deno.makeTempDirSync();
+  try {
+    fn(dir);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
 Deno.test("a new client id is 128 random bits as 32 hex digits, valid on the wire", () => {
   const a = newClientId();
   assert.match(a, /^[0-9a-f]{32}$/);
@@ -11,8 +21,7 @@ Deno.test("a new client id is 128 random bits as 32 hex digits, valid on the wir
 });
 
 Deno.test("the first run creates the id file (and its directory) with mode 0600; later runs read the same id", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  inTempDir((dir) => {
     const path = `${dir}/config/mport/client-id`;
     const id = loadClientId(path);
     assert.match(id, /^[0-9a-f]{32}$/);
@@ -26,25 +35,19 @@ Deno.test("the first run creates the id file (and its directory) with mode 0600;
     assert.deepEqual([...Deno.readDirSync(`${dir}/config/mport`)].map((e) => e.name), [
       "client-id",
     ]);
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("an id file written by hand is used as it is, surrounding whitespace aside", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  inTempDir((dir) => {
     const path = `${dir}/client-id`;
     Deno.writeTextFileSync(path, "  laptop-of-alice-01\r\n");
     assert.equal(loadClientId(path), "laptop-of-alice-01");
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("an id file without a valid id is refused with advice, never silently replaced", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  inTempDir((dir) => {
     const path = `${dir}/client-id`;
     for (const text of ["", "short", "has spaces in the middle of it", "x".repeat(65)]) {
       Deno.writeTextFileSync(path, text);
@@ -54,9 +57,7 @@ Deno.test("an id file without a valid id is refused with advice, never silently 
       });
       assert.equal(Deno.readTextFileSync(path), text);
     }
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("without a known config directory the client says to set HOME or pass --client-id-file", () => {
@@ -67,8 +68,7 @@ Deno.test("without a known config directory the client says to set HOME or pass 
 });
 
 Deno.test("an id file that cannot be read names the path and what to do", () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  inTempDir((dir) => {
     // A regular file where the directory should be.
     Deno.writeTextFileSync(`${dir}/mport`, "");
     const path = `${dir}/mport/client-id`;
@@ -78,9 +78,7 @@ Deno.test("an id file that cannot be read names the path and what to do", () => 
       assert.ok(e.message.endsWith("(fix it or pass --client-id-file FILE)"), e.message);
       return true;
     });
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test({

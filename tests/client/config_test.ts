@@ -225,34 +225,14 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
       args: ["tcp", "22", "--server", "wss://", "--token", TOKEN],
       message: 'invalid --server "wss://": expected wss://host[:port] or ws://host[:port]',
     },
-    {
-      args: ["tcp", "22", "--pool", "9", ...BASE],
-      message: 'invalid --pool "9": expected a whole number from 1 to 8',
-    },
-    {
-      args: ["tcp", "22", "--pool", "0", ...BASE],
-      message: 'invalid --pool "0": expected a whole number from 1 to 8',
-    },
-    {
-      args: ["tcp", "22", "--pool", "two", ...BASE],
-      message: 'invalid --pool "two": expected a whole number from 1 to 8',
-    },
-    {
-      args: ["tcp", "22", "--max-connections", "0", ...BASE],
-      message: 'invalid --max-connections "0": expected a whole number from 1 to 16384',
-    },
-    {
-      args: ["tcp", "22", "--max-connections", "16385", ...BASE],
-      message: 'invalid --max-connections "16385": expected a whole number from 1 to 16384',
-    },
-    {
-      args: ["tcp", "22", "--max-connections", "1e3", ...BASE],
-      message: 'invalid --max-connections "1e3": expected a whole number from 1 to 16384',
-    },
-    {
-      args: ["tcp", "22", "--max-connections", "", ...BASE],
-      message: 'invalid --max-connections "": expected a whole number from 1 to 16384',
-    },
+    ...["9", "0", "two"].map((v) => ({
+      args: ["tcp", "22", "--pool", v, ...BASE],
+      message: `invalid --pool "${v}": expected a whole number from 1 to 8`,
+    })),
+    ...["0", "16385", "1e3", ""].map((v) => ({
+      args: ["tcp", "22", "--max-connections", v, ...BASE],
+      message: `invalid --max-connections "${v}": expected a whole number from 1 to 16384`,
+    })),
     {
       args: ["start", "--config", "t.toml", ...BASE],
       toml: "max_connections = 2.5\n[[tunnels]]\nlocal = 22",

@@ -6,7 +6,7 @@ import {
   type DialOptions,
   dialWebSocket,
 } from "../../client/ws_dial.ts";
-import { parseProxyUrl } from "../../client/config.ts";
+import { parseProxyUrl, type ProxySpec } from "../../client/config.ts";
 import type { WsConn } from "../../shared/ws_conn.ts";
 import { acceptKey } from "../../shared/ws_handshake.ts";
 import { makeCert, startNginx, waitForPort } from "../e2e/services.ts";
@@ -266,9 +266,17 @@ function startScripted(script: Script): Scripted {
   };
 }
 
-/** A scripted HTTP proxy that answers every CONNECT with `answer` (or never, when null). */
-function startFakeProxy(answer: string | null): Scripted {
-  return startScripted(answer === null ? {} : { reply: () => answer });
+/** Runs `fn` with a scripted HTTP proxy that answers every CONNECT with `answer` (or never, when null). */
+async function withFakeProxy(
+  answer: string | null,
+  fn: (proxy: Scripted, spec: ProxySpec) => Promise<void>,
+): Promise<void> {
+  const proxy = startScripted(answer === null ? {} : { reply: () => answer });
+  try {
+    await fn(proxy, parseProxyUrl(`http://127.0.0.1:${proxy.port}`));
+  } finally {
+    await proxy.close();
+  }
 }
 
 /** A real tinyproxy on a free port, optionally requiring `BasicAuth user password`. */
@@ -507,20 +515,19 @@ Deno.test("dials an IPv6 literal, ws:// and wss://, with a bracketed Host header
 
 Deno.test("default ports: ws:// goes to 80 and wss:// to 443, and Host carries no port", async () => {
   // A scripted proxy shows where the dial was headed without binding 80 or 443.
-  const proxy = startFakeProxy("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
-  try {
-    const spec = parseProxyUrl(`http://127.0.0.1:${proxy.port}`);
-    for (const url of ["ws://example.test/a", "wss://example.test/a", "ws://[2001:db8::1]/a"]) {
-      await dialFails(dialOptions(url, { proxy: spec }));
-    }
-    assert.deepEqual(proxy.heads.map((h) => h.split("\r\n")[0]), [
-      "CONNECT example.test:80 HTTP/1.1",
-      "CONNECT example.test:443 HTTP/1.1",
-      "CONNECT [2001:db8::1]:80 HTTP/1.1",
-    ]);
-  } finally {
-    await proxy.close();
-  }
+  await withFakeProxy(
+    "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+    async (proxy, spec) => {
+      for (const url of ["ws://example.test/a", "wss://example.test/a", "ws://[2001:db8::1]/a"]) {
+        await dialFails(dialOptions(url, { proxy: spec }));
+      }
+      assert.deepEqual(proxy.heads.map((h) => h.split("\r\n")[0]), [
+        "CONNECT example.test:80 HTTP/1.1",
+        "CONNECT example.test:443 HTTP/1.1",
+        "CONNECT [2001:db8::1]:80 HTTP/1.1",
+      ]);
+    },
+  );
 });
 
 Deno.test("ws:// and wss:// through tinyproxy use CONNECT, with TCP_NODELAY on the proxy socket", async () => {
@@ -890,11 +897,9 @@ Deno.test("HTTP refusals quote the body's first line, masked and cleaned; 401/40
 });
 
 Deno.test("a proxy that refuses CONNECT is named with its status line", async () => {
-  const proxy = startFakeProxy(
-    "HTTP/1.1 403 Filtered\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nnope!",
-  );
-  try {
-    const spec = parseProxyUrl(`http://127.0.0.1:${proxy.port}`);
+  const answer =
+    "HTTP/1.1 403 Filtered\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\nnope!";
+  await withFakeProxy(answer, async (proxy, spec) => {
     const e = await dialFails(dialOptions("wss://vps.example.com:8443/_mport", { proxy: spec }));
     assert.equal(e.kind, "proxy");
     assert.equal(e.status, 403);
@@ -904,9 +909,7 @@ Deno.test("a proxy that refuses CONNECT is named with its status line", async ()
       `proxy http://127.0.0.1:${proxy.port} refused CONNECT to vps.example.com:8443 with ` +
         `"HTTP/1.1 403 Filtered": the proxy does not allow this destination or port`,
     );
-  } finally {
-    await proxy.close();
-  }
+  });
 });
 
 Deno.test("a proxy that is down, or never answers CONNECT, is a proxy error or a timeout", async () => {
@@ -921,9 +924,7 @@ Deno.test("a proxy that is down, or never answers CONNECT, is a proxy error or a
       `check --proxy (or HTTPS_PROXY / HTTP_PROXY)`,
   );
 
-  const silent = startFakeProxy(null);
-  try {
-    const spec = parseProxyUrl(`http://127.0.0.1:${silent.port}`);
+  await withFakeProxy(null, async (silent, spec) => {
     const e = await dialFails(
       dialOptions("ws://vps.example.com/x", { proxy: spec, timeoutMs: 300 }),
     );
@@ -933,17 +934,12 @@ Deno.test("a proxy that is down, or never answers CONNECT, is a proxy error or a
       `timed out after 0.3 s waiting for proxy http://127.0.0.1:${silent.port} to open a tunnel ` +
         `to vps.example.com:80: is it an HTTP proxy?`,
     );
-  } finally {
-    await silent.close();
-  }
+  });
 });
 
 Deno.test("bytes after the proxy's 200 (before any request) are refused as a protocol error", async () => {
-  const proxy = startFakeProxy(
-    "HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n",
-  );
-  try {
-    const spec = parseProxyUrl(`http://127.0.0.1:${proxy.port}`);
+  const answer = "HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n";
+  await withFakeProxy(answer, async (proxy, spec) => {
     const e = await dialFails(dialOptions("ws://vps.example.com:22/x", { proxy: spec }));
     assert.equal(e.kind, "protocol");
     assert.equal(
@@ -951,7 +947,5 @@ Deno.test("bytes after the proxy's 200 (before any request) are refused as a pro
       `vps.example.com:22 sent 21 bytes through proxy http://127.0.0.1:${proxy.port} before the ` +
         `request: is it an mport server?`,
     );
-  } finally {
-    await proxy.close();
-  }
+  });
 });

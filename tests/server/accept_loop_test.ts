@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { AcceptLoop } from "../../server/listeners/accept_loop.ts";
 import { FdReserve } from "../../server/listeners/fd_limits.ts";
 import { log } from "../../shared/log.ts";
+import { ticks } from "../support/wait.ts";
 
 const HOST = "127.0.0.1";
 
@@ -76,7 +77,7 @@ Deno.test("accept loop waits at its gate before accepting, and stops while waiti
   const client = await Deno.connect({ hostname: HOST, port: loop.addr.port });
   try {
     // Connected (the kernel's backlog holds it) but not accepted while the gate is shut.
-    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+    await ticks(5);
     assert.equal(accepted.length, 0);
     const got = new Promise<void>((resolve) => (arrived = resolve));
     gated = false;
@@ -84,7 +85,7 @@ Deno.test("accept loop waits at its gate before accepting, and stops while waiti
     await got;
     assert.equal(accepted.length, 1);
     gated = true;
-    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+    await ticks(5);
   } finally {
     loop.stop(); // the loop is waiting at the shut gate: stop() must still end it
     await loop.done;

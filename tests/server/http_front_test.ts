@@ -13,6 +13,7 @@ import {
   startFront,
 } from "../../server/listeners/http_front.ts";
 import { log } from "../../shared/log.ts";
+import { sha256, writeAll } from "../support/tcp_services.ts";
 import { Proc } from "../../scripts/mport_procs.ts";
 import { makeCert } from "../e2e/services.ts";
 
@@ -80,7 +81,7 @@ async function withFront(
       }
       if (url.pathname === "/echo-hash") {
         const body = new Uint8Array(await req.arrayBuffer());
-        return new Response(`${body.byteLength} ${await sha256(body)}\n`);
+        return new Response(`${body.byteLength} ${sha256(body)}\n`);
       }
       return new Response("not found\n", { status: 404 });
     },
@@ -114,18 +115,12 @@ async function withFront(
   }
 }
 
-async function sha256(data: Uint8Array): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
-  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function connect(port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: HOST, port });
 }
 
-async function send(conn: Deno.Conn, text: string | Uint8Array): Promise<void> {
-  let data = typeof text === "string" ? enc.encode(text) : text;
-  while (data.byteLength > 0) data = data.subarray(await conn.write(data));
+function send(conn: Deno.Conn, text: string | Uint8Array): Promise<void> {
+  return writeAll(conn, typeof text === "string" ? enc.encode(text) : text);
 }
 
 /** Everything `conn` sends until EOF; rejects after `ms` (the test's bound, not a wait). */
@@ -391,7 +386,7 @@ Deno.test("front splices HTTP to the handler with the real client address, keep-
     );
     const third = await readResponse(c);
     await posting;
-    assert.deepEqual(third.body, `${big.byteLength} ${await sha256(big)}\n`);
+    assert.deepEqual(third.body, `${big.byteLength} ${sha256(big)}\n`);
     assert.deepEqual(t.front.stats(), { open: 1, unauthenticated: 0 });
     c.close();
     await until(() => t.front.stats().open === 0, "spliced connection released");

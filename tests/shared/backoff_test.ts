@@ -77,3 +77,12 @@ Deno.test("backoff rejects settings that cannot make progress", () => {
     });
   }
 });
+
+Deno.test("backoff with minFraction 0.5 waits between half the ceiling and the ceiling", () => {
+  const run = (random: number) => {
+    const b = new Backoff({ baseMs: 250, capMs: 30_000, minFraction: 0.5, random: () => random });
+    return Array.from({ length: 9 }, () => b.next());
+  };
+  assert.deepEqual(run(0), [125, 250, 500, 1000, 2000, 4000, 8000, 15000, 15000]);
+  assert.deepEqual(run(0.999), [249, 499, 999, 1999, 3998, 7996, 15992, 29985, 29985]);
+});

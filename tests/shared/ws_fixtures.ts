@@ -1,5 +1,5 @@
 // Loopback fixtures for the WebSocket tests: our server and client, raw frame peers, deadlines.
-import { closeQuietly } from "../../shared/net.ts";
+import { closeQuietly, writeAll } from "../../shared/net.ts";
 import { WsConn, type WsConnOptions } from "../../shared/ws_conn.ts";
 import {
   encodeHeader,
@@ -137,12 +137,6 @@ export async function ourClient(
     ...(protocols ? { protocols } : {}),
   });
   return new WsConn(conn, { role: "client", maxMessageBytes: 4 << 20, leftover, ...wsOpts });
-}
-
-/** Writes every byte. */
-export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.byteLength) off += await conn.write(data.subarray(off));
 }
 
 /** Bytes of one raw frame; `mask` is a big-endian key or null, `rsv` sets reserved bits. */
@@ -290,3 +284,5 @@ export function denoServer(
     return response;
   });
 }
+
+export { writeAll };

@@ -5,21 +5,10 @@ import { DatabaseSync } from "node:sqlite";
 import { openSqliteStore } from "../../../server/store/sqlite_store.ts";
 import { LATEST_VERSION } from "../../../server/store/migrations.ts";
 import { storeContract } from "./store_contract.ts";
+import { tempDir } from "./temp_dirs.ts";
 import { assertMigratedV1, v1Database } from "./v1_fixture.ts";
 
 const ROOT = new URL("../../../", import.meta.url).pathname;
-const tempDirs: string[] = [];
-
-async function tempDir(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "mport-sqlite-test-" });
-  tempDirs.push(dir);
-  return dir;
-}
-
-// Runs after the last test, also when a filter skipped some.
-globalThis.addEventListener("unload", () => {
-  for (const dir of tempDirs) Deno.removeSync(dir, { recursive: true });
-});
 
 storeContract("sqlite", async () => openSqliteStore(`${await tempDir()}/mport.db`));
 

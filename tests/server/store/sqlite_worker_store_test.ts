@@ -7,18 +7,7 @@ import {
   SqliteWorkerFailed,
 } from "../../../server/store/sqlite_worker_store.ts";
 import { storeContract } from "./store_contract.ts";
-
-const tempDirs: string[] = [];
-
-async function tempDir(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "mport-sqlite-worker-test-" });
-  tempDirs.push(dir);
-  return dir;
-}
-
-globalThis.addEventListener("unload", () => {
-  for (const dir of tempDirs) Deno.removeSync(dir, { recursive: true });
-});
+import { tempDir } from "./temp_dirs.ts";
 
 storeContract("sqlite worker", async () => openSqliteWorkerStore(`${await tempDir()}/mport.db`));
 
