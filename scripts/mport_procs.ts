@@ -287,8 +287,8 @@ export async function startClientProc(opts: ClientProcOptions): Promise<ClientPr
     opts.serverUrl,
     "--token",
     opts.token,
-    "--pool",
-    String(opts.pool ?? 4),
+    // The client's own default (1 data connection) unless a caller asks for more.
+    ...(opts.pool !== undefined ? ["--pool", String(opts.pool)] : []),
     "--log-level",
     opts.logLevel ?? "warning",
     ...(opts.name ? ["--name", opts.name] : []),
