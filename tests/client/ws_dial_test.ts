@@ -5,6 +5,7 @@ import {
   type DialError as DialErrorType,
   type DialOptions,
   dialWebSocket,
+  MAX_PROXY_RESPONSE_BYTES,
 } from "../../client/ws_dial.ts";
 import { parseProxyUrl, type ProxySpec } from "../../client/config.ts";
 import type { WsConn } from "../../shared/ws_conn.ts";
@@ -908,6 +909,20 @@ Deno.test("a proxy that refuses CONNECT is named with its status line", async ()
       e.message,
       `proxy http://127.0.0.1:${proxy.port} refused CONNECT to vps.example.com:8443 with ` +
         `"HTTP/1.1 403 Filtered": the proxy does not allow this destination or port`,
+    );
+  });
+});
+
+Deno.test("a proxy whose CONNECT answer exceeds 16 KiB of headers is refused as not an HTTP proxy", async () => {
+  // One header line too many: the head never ends within MAX_PROXY_RESPONSE_BYTES.
+  const answer = "HTTP/1.1 200 OK\r\nX-Pad: " + "x".repeat(MAX_PROXY_RESPONSE_BYTES) + "\r\n\r\n";
+  await withFakeProxy(answer, async (proxy, spec) => {
+    const e = await dialFails(dialOptions("ws://vps.example.com/x", { proxy: spec }));
+    assert.equal(e.kind, "proxy");
+    assert.equal(
+      e.message,
+      `proxy http://127.0.0.1:${proxy.port} answered CONNECT to vps.example.com:80 with more ` +
+        `than ${MAX_PROXY_RESPONSE_BYTES} bytes of headers: is it an HTTP proxy?`,
     );
   });
 });
