@@ -7,6 +7,9 @@ import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { ClientSession } from "./session.ts";
 import type { StreamCounters } from "./streams.ts";
 import { TunnelGates } from "./tunnel_gate.ts";
+import { HttpTunnels } from "./http/http_tunnels.ts";
+import { Capture } from "./inspector/capture.ts";
+import { type RunningInspector, startInspector } from "./inspector/server.ts";
 
 /**
  * What the client prints when a session ended and it will try again: the reason, then
@@ -23,6 +26,8 @@ export interface ClientEvents {
   ready(grant: TunnelGrant, spec: TunnelSpec): void;
   /** A problem the user should read: a refusal, a lost connection, a retry. */
   problem(message: string): void;
+  /** The request inspector is listening (HTTP tunnels only). */
+  inspector?(url: string): void;
 }
 
 /** A running client. */
@@ -30,6 +35,8 @@ export interface RunningClient {
   /** Resolves when the client stops: `fatal` carries the message when retrying cannot help. */
   readonly done: Promise<{ fatal: string | null }>;
   readonly counters: StreamCounters;
+  /** The request inspector's address once it listens (null: off, failed or not yet). */
+  inspectorAddr(): Deno.NetAddr | null;
   /**
    * Stops reconnecting, says `bye` and closes the control channel (the server frees the ports at
    * once), lets open streams drain, then resolves.
@@ -59,6 +66,29 @@ export function runClient(
   // One set of caps for every session, so reconnecting gives a server no more streams.
   const gates = new TunnelGates(config.tunnels.map((t) => t.name), config.maxConnections);
   const backoff = new Backoff({ baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
+  const anyHttp = config.tunnels.some((t) => t.http !== null);
+  const capture = anyHttp && config.inspect ? new Capture() : null;
+  const http = new HttpTunnels(config.tunnels, config.dialTimeoutMs, capture, log("http"));
+  /** Public URL of each granted tunnel, for the inspector. */
+  const urls = new Map<string, string>();
+  let inspector: RunningInspector | null = null;
+  const inspectorStarted = capture && config.inspect
+    ? startInspector({
+      hostname: config.inspect.host,
+      port: config.inspect.port,
+      capture,
+      replay: (entry, edits) => http.replay(entry, edits),
+      status: () => ({ tunnels: http.status(urls) }),
+    }).then((running) => {
+      inspector = running;
+      const a = running.addr;
+      events.inspector?.(
+        `http://${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`,
+      );
+    }, (e) => {
+      events.problem(`request inspector not started: ${(e as Error).message}`);
+    })
+    : Promise.resolve();
   let stopping = false;
   let current: ClientSession | null = null;
   const sessions = new Set<ClientSession>();
@@ -68,13 +98,26 @@ export function runClient(
     try {
       while (!stopping) {
         // The session has made every server text it passes on printable.
-        const session = new ClientSession(config, clientId, ports, counters, gates, {
-          onReady: (grant, spec) => events.ready(grant, spec),
-          onRefused: (r: TunnelRefusal) => events.problem(`tunnel ${r.name} refused: ${r.message}`),
-          onNotice: (message) => events.problem(message),
-          onTunnelClosed: (name, reason) =>
-            events.problem(`tunnel ${name} closed by the server: ${reason}`),
-        }, logger);
+        const session = new ClientSession(
+          config,
+          clientId,
+          ports,
+          counters,
+          gates,
+          {
+            onReady: (grant, spec) => {
+              urls.set(grant.name, grant.url);
+              events.ready(grant, spec);
+            },
+            onRefused: (r: TunnelRefusal) =>
+              events.problem(`tunnel ${r.name} refused: ${r.message}`),
+            onNotice: (message) => events.problem(message),
+            onTunnelClosed: (name, reason) =>
+              events.problem(`tunnel ${name} closed by the server: ${reason}`),
+          },
+          logger,
+          http,
+        );
         current = session;
         sessions.add(session);
         const started = Date.now();
@@ -111,12 +154,16 @@ export function runClient(
       const open = () => [...sessions].reduce((n, s) => n + (s.pool?.streams ?? 0), 0);
       while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of sessions) s.pool?.close();
+      http.close();
+      await inspectorStarted;
+      await (inspector as RunningInspector | null)?.close();
     }
   })();
 
   return {
     done,
     counters,
+    inspectorAddr: () => (inspector as RunningInspector | null)?.addr ?? null,
     async close() {
       stopping = true;
       current?.close();

@@ -12,6 +12,16 @@ import { keyLine, parseTomlFile, tableLine, where } from "../shared/toml_file.ts
 import { Secret } from "../shared/secret.ts";
 import { LOGIN_FILE_NAME, parseLoginFile, type SavedLogin } from "./login.ts";
 import { DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS } from "./tunnel_gate.ts";
+import {
+  HTTP_FLAGS,
+  HTTP_TOML_KEYS,
+  type HttpOptionValues,
+  type HttpSpec,
+  httpSpec,
+} from "./http_config.ts";
+
+/** Where the request inspector listens by default (the next ports are tried when it is taken). */
+export const DEFAULT_INSPECT = { host: "127.0.0.1", port: 4040 } as const;
 
 /** One local service to publish. */
 export interface TunnelSpec {
@@ -20,6 +30,8 @@ export interface TunnelSpec {
   readonly localPort: number;
   /** Requested public port, 0 for any. */
   readonly remotePort: number;
+  /** HTTP tunnels: the local URL's scheme, the host asked for and the rules; null for tcp. */
+  readonly http: HttpSpec | null;
 }
 
 /** An HTTP CONNECT proxy. */
@@ -59,6 +71,8 @@ export interface ClientConfig {
    * config directory is known (main.ts then says to set HOME or pass --client-id-file).
    */
   readonly clientIdFile: string | null;
+  /** The request inspector's address (HTTP tunnels only), or null when it is off. */
+  readonly inspect: { readonly host: string; readonly port: number } | null;
 }
 
 /** Usage text for `mport --help`. */
@@ -66,6 +80,7 @@ export const CLIENT_USAGE = `mport: publish a local TCP service through an mport
 
 Usage:
   mport tcp [HOST:]PORT [--remote-port N] [--name NAME] [options]
+  mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [HTTP options]
   mport start --config mport.toml [options]
   mport login TOKEN --server URL   save server and token for later runs (in
                       ~/.config/mport/config.toml, mode 0600; %APPDATA%\\mport)
@@ -76,6 +91,25 @@ Options:
   --token TOKEN       client token (env MPORT_TOKEN); visible to other users in
                       the process list: prefer --token-file or mport login
   --remote-port N     ask for this public port (tcp only)
+
+HTTP options (mport http; in a config file, the same keys with '_' in [[tunnels]]
+with type = "http"):
+  --subdomain NAME    serve on NAME.<server's HTTP domain> (kept for you); default:
+                      a stable random name per tunnel
+  --domain HOST       serve on a custom domain an admin assigned to you
+  --host-header preserve|rewrite|VALUE
+                      Host sent to the local service (default rewrite: its address)
+  --basic-auth USER:PASS   visitors must log in (repeatable)
+  --allow-ip CIDR, --deny-ip CIDR   who may visit (repeatable; deny wins)
+  --request-header-add 'K: V', --request-header-remove K,
+  --response-header-add 'K: V'      header rules (repeatable)
+  --security-headers  add X-Frame-Options, X-Content-Type-Options, CSP, HSTS
+  --max-body SIZE     refuse larger request bodies with 413 (e.g. 10MB)
+  --local-insecure    accept a self-signed certificate from an https:// local URL
+  --inspect HOST:PORT request inspector address (default 127.0.0.1:4040)
+  --no-inspect        no request inspector
+
+Options:
   --name NAME         tunnel name (default: derived from the local address)
   --pool N            data connections to keep open, each carrying many user
                       connections (default 1, at most 8)
@@ -292,6 +326,7 @@ function tunnelFromLocal(local: string, name: string | undefined, remotePort: nu
     localHost: host,
     localPort: port,
     remotePort,
+    http: null,
   };
 }
 
@@ -303,6 +338,7 @@ interface FileConfig {
   ca?: string;
   proxy?: string;
   tunnels: TunnelSpec[];
+  inspect?: string | false;
 }
 
 function parseConfigFile(text: string, path: string): FileConfig {
@@ -313,7 +349,16 @@ function parseConfigFile(text: string, path: string): FileConfig {
       path,
       i === undefined ? keyLine(text, k) : keyLine(text, k, { table: "tunnels", index: i }),
     );
-  const known = new Set(["server", "token", "pool", "max_connections", "ca", "proxy", "tunnels"]);
+  const known = new Set([
+    "server",
+    "token",
+    "pool",
+    "max_connections",
+    "ca",
+    "proxy",
+    "tunnels",
+    "inspect",
+  ]);
   for (const k of Object.keys(doc)) {
     if (!known.has(k)) throw new TypeError(`${at(k)}: unknown key "${k}"`);
   }
@@ -338,13 +383,19 @@ function parseConfigFile(text: string, path: string): FileConfig {
       throw new TypeError(`${at("tunnels")}: tunnels[${i}] must be a table`);
     }
     const r = t as Record<string, unknown>;
-    for (const k of Object.keys(r)) {
-      if (!["name", "local", "remote_port", "type"].includes(k)) {
-        throw new TypeError(`${at(k, i)}: tunnels[${i}]: unknown key "${k}"`);
-      }
+    if (r.type !== undefined && r.type !== "tcp" && r.type !== "http") {
+      throw new TypeError(`${at("type", i)}: tunnels[${i}]: type must be "tcp" or "http"`);
     }
-    if (r.type !== undefined && r.type !== "tcp") {
-      throw new TypeError(`${at("type", i)}: tunnels[${i}]: type must be "tcp"`);
+    const isHttp = r.type === "http";
+    for (const k of Object.keys(r)) {
+      const allowed = ["name", "local", "type", isHttp ? "" : "remote_port"];
+      if (!allowed.includes(k) && !(isHttp && k in HTTP_TOML_KEYS)) {
+        throw new TypeError(
+          `${at(k, i)}: tunnels[${i}]: ${
+            k in HTTP_TOML_KEYS ? `"${k}" needs type = "http"` : `unknown key "${k}"`
+          }`,
+        );
+      }
     }
     if (typeof r.local !== "string" && typeof r.local !== "number") {
       throw new TypeError(
@@ -359,6 +410,33 @@ function parseConfigFile(text: string, path: string): FileConfig {
     if (r.name !== undefined && typeof r.name !== "string") {
       throw new TypeError(`${at("name", i)}: tunnels[${i}]: name must be a string`);
     }
+    if (isHttp) {
+      const values: Record<string, unknown> = {};
+      for (const [key, field] of Object.entries(HTTP_TOML_KEYS)) {
+        const v = r[key];
+        if (v === undefined) continue;
+        const ok = field === "securityHeaders" || field === "localInsecure"
+          ? typeof v === "boolean"
+          : LIST_OPTIONS.has(field)
+          ? (typeof v === "string" || (Array.isArray(v) && v.every((x) => typeof x === "string")))
+          : typeof v === "string" || (field === "maxBody" && typeof v === "number");
+        if (!ok) throw new TypeError(`${at(key, i)}: tunnels[${i}]: "${key}" has the wrong type`);
+        values[field] = LIST_OPTIONS.has(field) && typeof v === "string" ? [v] : String(v) === v ||
+            typeof v === "boolean"
+          ? v
+          : String(v);
+      }
+      try {
+        return httpTunnel(String(r.local), r.name as string | undefined, values);
+      } catch (e) {
+        const key = Object.keys(HTTP_TOML_KEYS).find((k) =>
+          (e as Error).message.includes(`--${k.replaceAll("_", "-")}`)
+        );
+        throw new TypeError(
+          `${key ? at(key, i) : at("local", i)}: tunnels[${i}]: ${(e as Error).message}`,
+        );
+      }
+    }
     let remote = 0;
     try {
       if (r.remote_port !== undefined) remote = parsePort(String(r.remote_port), "remote_port");
@@ -367,6 +445,13 @@ function parseConfigFile(text: string, path: string): FileConfig {
     }
     return tunnelFromLocal(String(r.local), r.name as string | undefined, remote);
   });
+  let inspect: string | false | undefined;
+  if (doc.inspect !== undefined) {
+    if (doc.inspect !== false && typeof doc.inspect !== "string") {
+      throw new TypeError(`${at("inspect")}: "inspect" must be "HOST:PORT" or false`);
+    }
+    inspect = doc.inspect as string | false;
+  }
   return {
     server: optStr("server"),
     token: optStr("token"),
@@ -375,7 +460,44 @@ function parseConfigFile(text: string, path: string): FileConfig {
     ca: optStr("ca"),
     proxy: optStr("proxy"),
     tunnels,
+    inspect,
   };
+}
+
+/** HTTP options whose flag may be repeated (a TOML array). */
+const LIST_OPTIONS: ReadonlySet<string> = new Set([
+  "basicAuth",
+  "allowIp",
+  "denyIp",
+  "requestHeaderAdd",
+  "requestHeaderRemove",
+  "responseHeaderAdd",
+]);
+
+/** An HTTP tunnel from its local address and options; the name defaults to the subdomain. */
+function httpTunnel(local: string, name: string | undefined, v: HttpOptionValues): TunnelSpec {
+  const http = httpSpec(local, v);
+  return {
+    name: validateTunnelName(name ?? http.subdomain ?? `http-${http.target.port}`),
+    localHost: http.target.host,
+    localPort: http.target.port,
+    remotePort: 0,
+    http,
+  };
+}
+
+/** `--inspect HOST:PORT` / `--no-inspect` / the file's `inspect`: the address, or null (off). */
+function inspectAddress(
+  off: boolean | undefined,
+  flag: string | undefined,
+  fromFile: string | false | undefined,
+): { host: string; port: number } | null {
+  if (off && flag !== undefined) throw new TypeError("--inspect and --no-inspect contradict");
+  if (off || (flag === undefined && fromFile === false)) return null;
+  const text = flag ?? (typeof fromFile === "string" ? fromFile : undefined);
+  if (text === undefined) return { ...DEFAULT_INSPECT };
+  const { host, port } = parseHostPort(text, "127.0.0.1", true);
+  return { host, port };
 }
 
 /** Result of parsing the command line: a config, or a request for help or the version. */
@@ -456,6 +578,20 @@ export function parseClientArgs(
       config: { type: "string", short: "c" },
       "log-level": { type: "string" },
       "client-id-file": { type: "string" },
+      subdomain: { type: "string" },
+      domain: { type: "string" },
+      "host-header": { type: "string" },
+      "basic-auth": { type: "string", multiple: true },
+      "allow-ip": { type: "string", multiple: true },
+      "deny-ip": { type: "string", multiple: true },
+      "request-header-add": { type: "string", multiple: true },
+      "request-header-remove": { type: "string", multiple: true },
+      "response-header-add": { type: "string", multiple: true },
+      "security-headers": { type: "boolean" },
+      "max-body": { type: "string" },
+      "local-insecure": { type: "boolean" },
+      inspect: { type: "string" },
+      "no-inspect": { type: "boolean" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },
@@ -495,7 +631,36 @@ export function parseClientArgs(
   }
   let file: FileConfig = { tunnels: [] };
   let tunnels: TunnelSpec[];
-  if (command === "tcp") {
+  const httpFlagsGiven = HTTP_FLAGS.filter((f) => values[f] !== undefined);
+  if (command !== "http" && httpFlagsGiven.length > 0) {
+    throw new TypeError(
+      `--${httpFlagsGiven[0]} belongs to \`mport http\`` +
+        (command === "start" ? "; set it per tunnel in the config file" : ""),
+    );
+  }
+  if (command === "http") {
+    if (rest.length !== 1) {
+      throw new TypeError(
+        "usage: mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [--name NAME]",
+      );
+    }
+    if (values["remote-port"]) throw new TypeError("--remote-port belongs to `mport tcp`");
+    tunnels = [httpTunnel(rest[0]!, values.name, {
+      subdomain: values.subdomain,
+      domain: values.domain,
+      hostHeader: values["host-header"],
+      basicAuth: values["basic-auth"],
+      allowIp: values["allow-ip"],
+      denyIp: values["deny-ip"],
+      requestHeaderAdd: values["request-header-add"],
+      requestHeaderRemove: values["request-header-remove"],
+      responseHeaderAdd: values["response-header-add"],
+      securityHeaders: values["security-headers"],
+      maxBody: values["max-body"],
+      localInsecure: values["local-insecure"],
+    })];
+    if (values.config) file = parseConfigFile(readFile(values.config), values.config);
+  } else if (command === "tcp") {
     if (rest.length !== 1) {
       throw new TypeError("usage: mport tcp [HOST:]PORT [--remote-port N] [--name NAME]");
     }
@@ -515,7 +680,8 @@ export function parseClientArgs(
     if (tunnels.length === 0) throw new TypeError(`${values.config} lists no [[tunnels]]`);
   } else {
     throw new TypeError(
-      `unknown command "${command}": use "mport tcp PORT", "mport start --config FILE" or ` +
+      `unknown command "${command}": use "mport tcp PORT", "mport http PORT", ` +
+        `"mport start --config FILE" or ` +
         `"mport login TOKEN --server URL"`,
     );
   }
@@ -589,6 +755,7 @@ export function parseClientArgs(
       dialTimeoutMs: 10_000,
       drainMs: 5_000,
       clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, os),
+      inspect: inspectAddress(values["no-inspect"], values.inspect, file.inspect),
     },
     warnings,
   };

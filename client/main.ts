@@ -8,6 +8,7 @@ import { runClient } from "./client.ts";
 import { loadClientId } from "./client_id.ts";
 import { CLIENT_USAGE, parseClientArgs } from "./config.ts";
 import { saveLogin } from "./login.ts";
+import { localUrl } from "./http_config.ts";
 
 /** The adb daemon's port: tunnels to it also print a ready-to-paste `adb connect`. */
 const ADB_PORT = 5555;
@@ -78,9 +79,16 @@ async function main(): Promise<number> {
     // Everything printed below may quote the server: `printable` keeps its escapes off the terminal.
     ready(grant, spec) {
       const url = printable(grant.url);
+      if (spec.http) {
+        console.log(`${spec.name} ${url} -> ${localUrl(spec.http.target)}`);
+        return;
+      }
       const hostPort = url.replace(/^tcp:\/\//, "");
       console.log(`${spec.name} ${url} -> ${formatHostPort(spec.localHost, spec.localPort)}`);
       if (spec.localPort === ADB_PORT) console.log(`adb connect ${hostPort}`);
+    },
+    inspector(url) {
+      console.log(`inspector ${url}`);
     },
     problem(message) {
       console.error(`mport: ${printable(message, MAX_LINE_CHARS)}`);

@@ -17,12 +17,15 @@ import {
   truncateReason,
   type TunnelGrant,
   type TunnelRefusal,
+  type TunnelRequest,
 } from "../shared/protocol.ts";
 import { printable } from "../shared/sanitize.ts";
 import type { WsConn } from "../shared/ws_conn.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { DataPool, type StreamCounters } from "./streams.ts";
 import type { TunnelGates } from "./tunnel_gate.ts";
+import type { HttpTunnels } from "./http/http_tunnels.ts";
+import { localUrl } from "./http_config.ts";
 import { DialError, dialServer } from "./ws_dial.ts";
 
 /** How a session ended. */
@@ -81,7 +84,9 @@ export class ClientSession {
     gates: TunnelGates,
     events: SessionEvents,
     log: Logger,
+    http: HttpTunnels,
   ) {
+    this.#http = http;
     this.#config = config;
     this.#clientId = clientId;
     this.#ports = ports;
@@ -90,6 +95,8 @@ export class ClientSession {
     this.#events = events;
     this.#log = log;
   }
+
+  readonly #http: HttpTunnels;
 
   /** Data connections of this session (for draining on shutdown). */
   get pool(): DataPool | null {
@@ -114,12 +121,23 @@ export class ClientSession {
       ws.close(CloseCode.normal, "client stopped").catch(() => {});
       return { fatal: true, message: "client stopped", welcomed: false };
     }
-    const tunnels = this.#config.tunnels.map((t) => ({
-      name: t.name,
-      kind: "tcp" as const,
-      local: formatHostPort(t.localHost, t.localPort),
-      remotePort: t.remotePort || this.#ports.get(t.name) || 0,
-    }));
+    const tunnels = this.#config.tunnels.map((t): TunnelRequest =>
+      t.http
+        ? {
+          name: t.name,
+          kind: "http",
+          local: localUrl(t.http.target),
+          remotePort: 0,
+          ...(t.http.subdomain !== null ? { subdomain: t.http.subdomain } : {}),
+          ...(t.http.domain !== null ? { domain: t.http.domain } : {}),
+        }
+        : {
+          name: t.name,
+          kind: "tcp",
+          local: formatHostPort(t.localHost, t.localPort),
+          remotePort: t.remotePort || this.#ports.get(t.name) || 0,
+        }
+    );
     ws.sendText(encode({
       type: "hello",
       version: PROTOCOL_VERSION,
@@ -252,7 +270,8 @@ export class ClientSession {
       const spec = specs.get(g.name);
       if (!spec) continue;
       granted.set(g.name, spec);
-      this.#ports.set(g.name, g.remotePort);
+      if (g.kind === "tcp") this.#ports.set(g.name, g.remotePort);
+      else this.#http.granted(g);
       this.#events.onReady({ ...g, url: printable(g.url) }, spec);
     }
     this.#pool = new DataPool(
@@ -263,6 +282,7 @@ export class ClientSession {
       this.#gates,
       this.#counters,
       this.#log,
+      this.#http,
     );
     this.#pool.fill();
     const interval = msg.heartbeatMs;

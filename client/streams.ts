@@ -4,7 +4,13 @@ import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
 import { Mux } from "../shared/mux.ts";
 import type { MuxStream, WindowBudget } from "../shared/mux_stream.ts";
-import { MUX_KERNEL_UNSENT_BYTES, MUX_MAX_MESSAGE_BYTES, streamPath } from "../shared/protocol.ts";
+import {
+  MUX_KERNEL_UNSENT_BYTES,
+  MUX_MAX_MESSAGE_BYTES,
+  type OpenExtra,
+  streamPath,
+} from "../shared/protocol.ts";
+import type { HttpTunnels } from "./http/http_tunnels.ts";
 import { printable } from "../shared/sanitize.ts";
 import { limitUnsentBytes } from "../shared/tcp_reset.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
@@ -73,6 +79,7 @@ export class DataPool {
   readonly #counters: StreamCounters;
   readonly #tunnels: Map<string, TunnelSpec>;
   readonly #gates: TunnelGates;
+  readonly #http: HttpTunnels;
   /** Open data connections. */
   readonly muxes = new Set<Mux>();
   #dialing = 0;
@@ -89,7 +96,9 @@ export class DataPool {
     gates: TunnelGates,
     counters: StreamCounters,
     log: Logger,
+    http: HttpTunnels,
   ) {
+    this.#http = http;
     this.#config = config;
     this.#credential = `${sessionId}.${sessionSecret}`;
     this.#tunnels = tunnels;
@@ -153,7 +162,7 @@ export class DataPool {
     const mux: Mux = new Mux(ws, {
       role: "client",
       budget,
-      onOpen: (stream, tunnel, remote) => this.#bridge(mux, stream, tunnel, remote),
+      onOpen: (stream, tunnel, remote, extra) => this.#bridge(mux, stream, tunnel, remote, extra),
       onClose: (why) => {
         this.muxes.delete(mux);
         if (!this.#closed) {
@@ -187,6 +196,7 @@ export class DataPool {
     stream: MuxStream,
     tunnelName: string,
     remoteText: string,
+    extra: OpenExtra | undefined,
   ): Promise<void> {
     const counters = this.#counters;
     const spec = this.#tunnels.get(tunnelName);
@@ -243,6 +253,11 @@ export class DataPool {
         if (this.#closed && mux.size === 0) mux.close(1000, "session closed");
       },
     });
+    if (spec.http) {
+      // An HTTP visitor: the tunnel's engine answers it and keeps its own local connections.
+      this.#http.serve(stream, spec.name, remote, extra);
+      return;
+    }
     await new Promise<void>((resolve) => {
       wake = resolve;
       endDial = gate.dial(resolve);

@@ -76,6 +76,18 @@ export interface ServerConfig {
   readonly maxHttpConnectionsPerIp: number;
   /** Connections per address that have not authenticated yet. */
   readonly maxUnauthenticatedPerIp: number;
+  /**
+   * `--http-domain`: HTTP tunnels are served on `NAME.<domain>` (and on custom domains assigned
+   * to users). Null: HTTP tunnels are off.
+   */
+  readonly httpDomain: string | null;
+  /** `--http-listen`: a second, plain-HTTP listener serving only the tunnels' host names. */
+  readonly httpListen: { readonly host: string; readonly port: number } | null;
+  /**
+   * `--public-http-url-scheme`: the scheme of printed HTTP tunnel URLs; null: https when the
+   * server has TLS or a trusted proxy says the client came over https, else http.
+   */
+  readonly publicHttpScheme: "http" | "https" | null;
 }
 
 /** Defaults for every field that has one. */
@@ -114,7 +126,29 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   maxHttpConnections: 10_000,
   maxHttpConnectionsPerIp: 1_000,
   maxUnauthenticatedPerIp: 64,
+  httpDomain: null,
+  httpListen: null,
+  publicHttpScheme: null,
 };
+
+const DOMAIN_RE =
+  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** `--http-domain`: a host name with at least two labels, lower-cased, no port or dot at the end. */
+export function httpDomain(text: string): string {
+  const d = text.trim().toLowerCase().replace(/^\*\./, "");
+  if (!DOMAIN_RE.test(d)) {
+    throw new TypeError(
+      `invalid --http-domain "${text}": use a domain name like tunnels.example.com (no port, no scheme)`,
+    );
+  }
+  return d;
+}
+
+function httpScheme(text: string): "http" | "https" {
+  if (text === "http" || text === "https") return text;
+  throw new TypeError(`invalid --public-http-url-scheme "${text}": use http or https`);
+}
 
 /** Builds a config from partial fields (tests use this with port 0). */
 export function serverConfig(
@@ -197,6 +231,12 @@ Usage: mport-server [options]
                                  default none: the socket address counts)
   --buffer-budget SIZE           per-user memory for fast streams' grown windows (default 16MiB)
   --idle-timeout SECONDS         close user connections idle this long, 0 = never (default 0)
+  --http-domain DOMAIN           serve HTTP tunnels on NAME.DOMAIN (wildcard DNS *.DOMAIN to
+                                 this server); without it HTTP tunnels are refused
+  --http-listen HOST:PORT        also serve the tunnels' sites on this plain-HTTP address (e.g.
+                                 0.0.0.0:80)
+  --public-http-url-scheme http|https  scheme of printed HTTP tunnel URLs (default: https with
+                                 --tls-cert or behind a trusted proxy on https, else http)
   --header-timeout SECONDS       time to send an HTTP request head (default 10)
   --max-http-connections N       open HTTP/WebSocket connections at most (default 10000)
   --max-http-connections-per-ip N  of them from one address (default 1000)
@@ -330,6 +370,9 @@ const SERVER_OPTIONS = {
   recheck: { type: "string" },
   "buffer-budget": { type: "string" },
   "idle-timeout": { type: "string" },
+  "http-domain": { type: "string" },
+  "http-listen": { type: "string" },
+  "public-http-url-scheme": { type: "string" },
   "header-timeout": { type: "string" },
   "max-http-connections": { type: "string" },
   "max-http-connections-per-ip": { type: "string" },
@@ -515,5 +558,14 @@ function buildConfig(
     maxHttpConnections: num("max-http-connections", d.maxHttpConnections),
     maxHttpConnectionsPerIp: num("max-http-connections-per-ip", d.maxHttpConnectionsPerIp),
     maxUnauthenticatedPerIp: num("max-unauthenticated-per-ip", d.maxUnauthenticatedPerIp),
+    httpDomain: values["http-domain"] ? httpDomain(values["http-domain"]) : null,
+    httpListen: values["http-listen"]
+      ? (({ host, port }) => ({ host, port }))(
+        parseHostPort(values["http-listen"], "0.0.0.0", true),
+      )
+      : null,
+    publicHttpScheme: values["public-http-url-scheme"]
+      ? httpScheme(values["public-http-url-scheme"])
+      : null,
   });
 }

@@ -23,6 +23,10 @@ import { PortAllocator } from "./listeners/port_allocator.ts";
 import { Stats } from "./stats.ts";
 import { Broker } from "./streams/broker.ts";
 import { TunnelRegistry } from "./tunnels.ts";
+import { HostBook } from "./accounts/host_book.ts";
+import { HttpStats } from "./http/http_stats.ts";
+import { Vhosts } from "./http/vhosts.ts";
+import type { FrontSlot, HttpFront, RequestHead } from "./listeners/http_front.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -30,6 +34,8 @@ export interface RunningServer {
   readonly addr: Deno.NetAddr;
   /** `http://host:port` or `https://…` of the HTTP endpoint. */
   readonly url: string;
+  /** The `--http-listen` address (tunnels' sites only), when there is one. */
+  readonly sitesAddr: Deno.NetAddr | null;
   readonly stats: Stats;
   readonly usage: UsageMeter;
   /**
@@ -64,9 +70,10 @@ export async function startServer(
   const usage = new UsageMeter(store, now);
   const sessions = new Map<string, ControlSession>();
   const muxes = new Set<Mux>();
+  const httpStats = new HttpStats();
   const stats = new Stats(now, {
     dataConns: () => muxes.size,
-    extra: () => userMetrics(usage),
+    extra: () => [...userMetrics(usage), ...httpStats.prometheus()],
   });
   const accounts = new Accounts(store, config.tokens, now);
   const writeEvent = (
@@ -116,8 +123,31 @@ export async function startServer(
     (tunnel, conn) => broker.onPublicConn(tunnel, conn),
     now,
     (kind, tunnel, detail) => audit(kind, tunnel.userId, { tunnel: tunnel.name, ...detail }),
+    new HostBook(store, { domain: config.httpDomain, now }),
   );
   const proxies = new TrustedProxies(config.trustedProxies);
+  const vhosts = new Vhosts({
+    domain: config.httpDomain,
+    registry,
+    broker,
+    proxies,
+    stats,
+    httpStats,
+    log: log("http"),
+  });
+  /** Requests the front routed to a tunnel (decided once, when the head arrived). */
+  const forTunnel = new WeakSet<RequestHead>();
+  const serveVisitor = (
+    head: RequestHead,
+    conn: Deno.Conn,
+    leftover: Uint8Array,
+    slot: FrontSlot,
+  ) => {
+    const handle = () => vhosts.serve(head, conn, leftover, slot);
+    // Tunnels are restored by sessions, which wait for `afterBind` as well.
+    if (binding) binding.then(handle, () => closeQuietly(conn));
+    else handle();
+  };
   const deps: EndpointDeps = {
     config,
     registry,
@@ -162,27 +192,53 @@ export async function startServer(
   /** While `afterBind` runs: upgrades wait for it. */
   let binding: Promise<void> | null = null;
   let front;
+  const common = {
+    limits: {
+      maxConnections: config.maxHttpConnections,
+      maxConnectionsPerIp: config.maxHttpConnectionsPerIp,
+      maxUnauthenticatedPerIp: config.maxUnauthenticatedPerIp,
+      headerTimeoutMs: config.headerTimeoutMs,
+      maxHeadBytes: 16 * 1024,
+      fdReserve: 16,
+    },
+    fetch: (req: Request, remote: Deno.NetAddr) =>
+      app.fetch(req, { ip: proxies.clientIp(req.headers, remote.hostname) }),
+    sharedPeer: (host: string) => {
+      const ip = normalizeIp(host);
+      return ip !== null && proxies.trusts(ip);
+    },
+    log: logger,
+    counters: {
+      refusal: (kind: string) => stats.refusal(kind),
+      listenerRestart: () => stats.error("listener_restart"),
+    },
+  };
+  const inUse = (host: string, port: number, flag: string) =>
+    new Error(
+      `cannot listen on ${
+        formatHostPort(host, port)
+      }: address already in use (choose another ${flag})`,
+    );
   try {
     front = await startFront({
+      ...common,
       hostname: config.listenHost,
       port: config.listenPort,
       tls: config.tlsCert && config.tlsKey
         ? { cert: config.tlsCert, key: config.tlsKey.reveal() }
         : undefined,
-      limits: {
-        maxConnections: config.maxHttpConnections,
-        maxConnectionsPerIp: config.maxHttpConnectionsPerIp,
-        maxUnauthenticatedPerIp: config.maxUnauthenticatedPerIp,
-        headerTimeoutMs: config.headerTimeoutMs,
-        maxHeadBytes: 16 * 1024,
-        fdReserve: 16,
-      },
-      route: (head) =>
-        upgradeEndpoint(config.pathPrefix, head.path) !== null &&
-          (head.headers.get("upgrade") ?? "").toLowerCase() === "websocket"
+      route: (head) => {
+        if (vhosts.claims(head)) {
+          forTunnel.add(head);
+          return "upgrade";
+        }
+        return upgradeEndpoint(config.pathPrefix, head.path) !== null &&
+            (head.headers.get("upgrade") ?? "").toLowerCase() === "websocket"
           ? "upgrade"
-          : "http",
+          : "http";
+      },
       onUpgrade: (head, conn, leftover, slot) => {
+        if (forTunnel.has(head)) return serveVisitor(head, conn, leftover, slot);
         const handle = () => handleUpgrade(head, conn, leftover, slot, deps);
         (binding ? binding.then(handle) : handle()).catch((e) => {
           stats.error("http");
@@ -194,27 +250,33 @@ export async function startServer(
           slot.release();
         });
       },
-      fetch: (req, remote) =>
-        app.fetch(req, { ip: proxies.clientIp(req.headers, remote.hostname) }),
-      sharedPeer: (host) => {
-        const ip = normalizeIp(host);
-        return ip !== null && proxies.trusts(ip);
-      },
-      log: logger,
-      counters: {
-        refusal: (kind) => stats.refusal(kind),
-        listenerRestart: () => stats.error("listener_restart"),
-      },
     });
   } catch (e) {
     if (e instanceof Deno.errors.AddrInUse) {
-      throw new Error(
-        `cannot listen on ${
-          formatHostPort(config.listenHost, config.listenPort)
-        }: address already in use (choose another --listen)`,
-      );
+      throw inUse(config.listenHost, config.listenPort, "--listen");
     }
     throw e;
+  }
+  // --http-listen: a plain-HTTP port for the tunnels' sites only (e.g. :80 next to nginx's 443).
+  let sitesFront: HttpFront | null = null;
+  if (config.httpListen) {
+    const { host, port } = config.httpListen;
+    try {
+      sitesFront = await startFront({
+        ...common,
+        hostname: host,
+        port,
+        route: () => "upgrade",
+        onUpgrade: (head, conn, leftover, slot) => {
+          if (vhosts.claims(head)) serveVisitor(head, conn, leftover, slot);
+          else vhosts.notFound(head, conn, slot);
+        },
+      });
+    } catch (e) {
+      await front.close();
+      if (e instanceof Deno.errors.AddrInUse) throw inUse(host, port, "--http-listen");
+      throw e;
+    }
   }
   if (opts.afterBind) {
     binding = opts.afterBind(front.addr);
@@ -222,6 +284,7 @@ export async function startServer(
       await binding;
     } catch (e) {
       await front.close();
+      await sitesFront?.close();
       throw e;
     } finally {
       binding = null;
@@ -259,7 +322,12 @@ export async function startServer(
   // at start (a restart must not keep a full range blocked) and then periodically.
   let sweeping: Promise<unknown> | null = null;
   const sweep = () => {
-    sweeping ??= book.sweep(registry.all().map((t) => ({ userId: t.userId, port: t.port })))
+    sweeping ??= book.sweep(
+      registry.all().filter((t) => t.kind === "tcp").map((t) => ({
+        userId: t.userId,
+        port: t.port,
+      })),
+    )
       .catch((e) => {
         stats.error("store");
         logger.error("cannot sweep port reservations: {error}", { error: String(e) });
@@ -295,6 +363,7 @@ export async function startServer(
   return {
     addr,
     url: `${scheme}://${formatHostPort(addr.hostname, addr.port)}`,
+    sitesAddr: sitesFront?.addr ?? null,
     stats,
     usage,
     close() {
@@ -306,6 +375,7 @@ export async function startServer(
         clearInterval(authAuditTimer);
         clearInterval(idleTimer);
         running.stopAccepting();
+        sitesFront?.stopAccepting();
         for (const t of registry.all()) registry.release(t, "server shutting down");
         for (const s of [...sessions.values()]) s.shutdown();
         const deadline = Date.now() + config.drainMs;
@@ -323,6 +393,7 @@ export async function startServer(
         // a stalled database costs at most that, and SIGTERM still ends the process.
         await finalWrites();
         await running.close();
+        await sitesFront?.close();
       })();
       return closing;
     },

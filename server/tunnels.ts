@@ -1,12 +1,13 @@
 // Tunnels (a public listener owned by a token and a name) and the registry that grants and releases them.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
-import type { TunnelGrant, TunnelRequest } from "../shared/protocol.ts";
+import type { OpenExtra, TunnelGrant, TunnelKind, TunnelRequest } from "../shared/protocol.ts";
 import type { MuxStream } from "../shared/mux_stream.ts";
 import { closeQuietly } from "../shared/net.ts";
 import type { ServerConfig } from "./config.ts";
 import { type PortAllocator, TunnelRefused } from "./listeners/port_allocator.ts";
 import { bindPicked, justReservedMessage, type PortBook } from "./accounts/port_book.ts";
+import type { HostBook } from "./accounts/host_book.ts";
 import type { Stats } from "./stats.ts";
 import type { BrokerSession } from "./streams/broker.ts";
 import type { ReserveResult, UserLimits } from "./store/store.ts";
@@ -31,24 +32,38 @@ export interface TunnelOwnerSession extends BrokerSession {
 
 /** A public connection waiting for a data stream. */
 export interface PendingConn {
-  readonly conn: Deno.TcpConn;
+  readonly conn: Deno.Conn;
   readonly remote: string;
+  /** HTTP visitors: how they came (scheme, the proxy between). */
+  readonly extra?: OpenExtra;
   readonly since: number;
   timer: ReturnType<typeof setTimeout> | undefined;
-  /** Closes the connection and forgets it; idempotent. */
-  drop(reason: string): void;
+  /**
+   * Closes the connection and forgets it; idempotent. `status` (HTTP tunnels) is the error page
+   * the visitor gets instead of a reset: 502 when the tunnel closed, 504 after the hold timeout.
+   */
+  drop(reason: string, status?: 502 | 504): void;
   /** Gives back the connection's slot in the counters once its stream ends; idempotent. */
   release(): void;
 }
 
-/** One published port. */
+/** Where a tunnel is published: a listening port, or an HTTP host name. */
+export type TunnelPlace =
+  | { readonly kind: "tcp"; readonly listener: Deno.TcpListener; readonly publicHost: string }
+  | { readonly kind: "http"; readonly host: string; readonly url: string };
+
+/** One published port or HTTP host name. */
 export class Tunnel {
+  readonly kind: TunnelKind;
+  /** HTTP tunnels: the host name they are served on (lower case); null for tcp. */
+  readonly host: string | null;
   readonly owner: string;
   readonly userId: number;
   readonly userName: string;
   /** The owning user's limits, refreshed whenever a session takes the tunnel or re-checks. */
   limits: UserLimits;
   readonly name: string;
+  /** The public port (0 for http). */
   readonly port: number;
   readonly url: string;
   readonly local: string;
@@ -62,24 +77,28 @@ export class Tunnel {
   readonly pending: PendingConn[] = [];
   readonly active = new Set<MuxStream>();
   graceTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #listener: Deno.TcpListener;
+  readonly #listener: Deno.TcpListener | null;
   #closed = false;
 
-  constructor(
-    session: TunnelOwnerSession,
-    req: TunnelRequest,
-    listener: Deno.TcpListener,
-    publicHost: string,
-  ) {
+  constructor(session: TunnelOwnerSession, req: TunnelRequest, place: TunnelPlace) {
     this.owner = session.owner;
     this.userId = session.userId;
     this.userName = session.userName;
     this.limits = session.limits;
     this.name = req.name;
     this.local = req.local;
-    this.#listener = listener;
-    this.port = (listener.addr as Deno.NetAddr).port;
-    this.url = `tcp://${formatHostPort(publicHost, this.port)}`;
+    this.kind = place.kind;
+    if (place.kind === "tcp") {
+      this.#listener = place.listener;
+      this.port = (place.listener.addr as Deno.NetAddr).port;
+      this.url = `tcp://${formatHostPort(place.publicHost, this.port)}`;
+      this.host = null;
+    } else {
+      this.#listener = null;
+      this.port = 0;
+      this.url = place.url;
+      this.host = place.host;
+    }
   }
 
   /** True once the listener is closed for good. */
@@ -92,10 +111,12 @@ export class Tunnel {
     onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void,
     log: Logger,
   ): Promise<void> {
+    const listener = this.#listener;
+    if (!listener) return;
     while (!this.#closed) {
       let conn: Deno.TcpConn;
       try {
-        conn = await this.#listener.accept();
+        conn = await listener.accept();
       } catch (e) {
         if (this.#closed || e instanceof Deno.errors.BadResource) return;
         // Transient accept errors (e.g. EMFILE) must not end the listener.
@@ -125,13 +146,13 @@ export class Tunnel {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.graceTimer);
-    closeQuietly(this.#listener);
-    for (const p of [...this.pending]) p.drop(reason);
+    if (this.#listener) closeQuietly(this.#listener);
+    for (const p of [...this.pending]) p.drop(reason, 502);
   }
 
   /** The grant reported to the client. */
   grant(): TunnelGrant {
-    return { name: this.name, kind: "tcp", remotePort: this.port, url: this.url };
+    return { name: this.name, kind: this.kind, remotePort: this.port, url: this.url };
   }
 }
 
@@ -156,6 +177,9 @@ export class TunnelRegistry {
   readonly #now: () => number;
   readonly #book: PortBook;
   readonly #events: TunnelEvents | undefined;
+  readonly #hostBook: HostBook | null;
+  /** HTTP tunnels by host name. */
+  readonly #hosts = new Map<string, Tunnel>();
 
   constructor(
     ports: PortAllocator,
@@ -166,7 +190,9 @@ export class TunnelRegistry {
     onConn: (tunnel: Tunnel, conn: Deno.TcpConn) => void,
     now: () => number = Date.now,
     events?: TunnelEvents,
+    hostBook: HostBook | null = null,
   ) {
+    this.#hostBook = hostBook;
     this.#ports = ports;
     this.#book = book;
     this.#events = events;
@@ -180,6 +206,11 @@ export class TunnelRegistry {
   /** Every tunnel, for shutdown and the API. */
   all(): Tunnel[] {
     return [...this.#tunnels.values()];
+  }
+
+  /** The HTTP tunnel served on `host` (lower case, no port), if any. */
+  byHost(host: string): Tunnel | undefined {
+    return this.#hosts.get(host);
   }
 
   /**
@@ -216,9 +247,16 @@ export class TunnelRegistry {
     req: TunnelRequest,
     publicHost: string,
   ): Promise<Tunnel> {
+    if (req.kind === "http") return await this.#acquireHttp(session, req);
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
     if (existing) this.#checkHolder(existing, session);
+    if (existing && existing.kind !== "tcp") {
+      throw new TunnelRefused(
+        "name_in_use",
+        `tunnel ${req.name} is an HTTP tunnel of yours; pick another --name for this one`,
+      );
+    }
     if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
       // Record the port again: an operator may have released it while the tunnel stayed up.
       if (!(await this.#book.record(session.userId, req.name, existing.port, session.limits)).ok) {
@@ -232,22 +270,8 @@ export class TunnelRegistry {
       if (current) return this.#takeOver(current, session);
     }
     const limits = session.limits;
-    const maxTunnels = limits.maxTunnels ?? this.#config.maxTunnelsPerClient;
-    const owned = this.all().filter((t) => t.owner === session.owner && t !== existing).length;
-    if (owned >= maxTunnels) {
-      throw new TunnelRefused(
-        "tunnel_limit",
-        `tunnel limit reached: at most ${maxTunnels} tunnels per user`,
-      );
-    }
     const now = this.#now();
-    const recent = (this.#createdAt.get(session.owner) ?? []).filter((t) => now - t < 60_000);
-    if (recent.length >= this.#config.tunnelsPerMinute) {
-      throw new TunnelRefused(
-        "rate_limited",
-        `too many new tunnels: at most ${this.#config.tunnelsPerMinute} per minute, try again shortly`,
-      );
-    }
+    const recent = this.#checkNewTunnel(session, existing);
     // Which port: the one reserved for this tunnel, else the requested one, else any free one.
     let port = req.remotePort;
     let reserved = false;
@@ -331,7 +355,7 @@ export class TunnelRegistry {
     }
     recent.push(now);
     this.#createdAt.set(session.owner, recent);
-    const tunnel = new Tunnel(session, req, listener, publicHost);
+    const tunnel = new Tunnel(session, req, { kind: "tcp", listener, publicHost });
     tunnel.session = session;
     tunnel.heldSince = now;
     tunnel.openedAt = now;
@@ -346,6 +370,107 @@ export class TunnelRegistry {
     });
     this.#events?.("tunnel_opened", tunnel, { port: tunnel.port, local: tunnel.local });
     return tunnel;
+  }
+
+  /** Throws unless the session's owner may open one more tunnel now; returns its recent opens. */
+  #checkNewTunnel(session: TunnelOwnerSession, replacing: Tunnel | undefined): number[] {
+    const maxTunnels = session.limits.maxTunnels ?? this.#config.maxTunnelsPerClient;
+    const owned = this.all().filter((t) => t.owner === session.owner && t !== replacing).length;
+    if (owned >= maxTunnels) {
+      throw new TunnelRefused(
+        "tunnel_limit",
+        `tunnel limit reached: at most ${maxTunnels} tunnels per user`,
+      );
+    }
+    const now = this.#now();
+    const recent = (this.#createdAt.get(session.owner) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= this.#config.tunnelsPerMinute) {
+      throw new TunnelRefused(
+        "rate_limited",
+        `too many new tunnels: at most ${this.#config.tunnelsPerMinute} per minute, try again shortly`,
+      );
+    }
+    return recent;
+  }
+
+  /** An HTTP tunnel: the host asked for (or the user's stable subdomain), no port. */
+  async #acquireHttp(session: TunnelOwnerSession, req: TunnelRequest): Promise<Tunnel> {
+    const book = this.#hostBook;
+    const domain = book?.domain ?? null;
+    if (!book || domain === null) {
+      throw new TunnelRefused(
+        "host_not_allowed",
+        "this server does not serve HTTP tunnels (its operator starts mport-server with --http-domain)",
+      );
+    }
+    const key = `${session.owner}\0${req.name}`;
+    const existing = this.#tunnels.get(key);
+    if (existing) this.#checkHolder(existing, session);
+    if (existing && existing.kind !== "http") {
+      throw new TunnelRefused(
+        "name_in_use",
+        `tunnel ${req.name} is a TCP tunnel of yours; pick another --name for this one`,
+      );
+    }
+    const wanted = req.domain?.toLowerCase() ??
+      (req.subdomain !== undefined ? `${req.subdomain.toLowerCase()}.${domain}` : null);
+    if (existing && (wanted === null || wanted === existing.host)) {
+      return this.#takeOver(existing, session);
+    }
+    const recent = this.#checkNewTunnel(session, existing);
+    const host = req.domain !== undefined
+      ? await book.domainFor(session.userId, req.domain, req.name)
+      : await book.subdomainFor(session.userId, req.name, req.subdomain);
+    const live = this.#hosts.get(host);
+    if (live && live !== existing) {
+      if (live.userId !== session.userId) {
+        throw new TunnelRefused("host_taken", `${host} is in use by another user`);
+      }
+      this.#checkHolder(live, session);
+      throw new TunnelRefused(
+        "host_taken",
+        `${host} is in use by your tunnel ${live.name}; stop it or choose another --subdomain`,
+      );
+    }
+    if (existing) {
+      if (existing.session && existing.session !== session) {
+        existing.session.lostTunnel(
+          existing,
+          "taken over by a newer connection of the same client",
+        );
+      }
+      this.release(existing, "the client asked for a different host name");
+    }
+    const now = this.#now();
+    recent.push(now);
+    this.#createdAt.set(session.owner, recent);
+    const tunnel = new Tunnel(session, req, { kind: "http", host, url: this.#httpUrl(host) });
+    tunnel.session = session;
+    tunnel.heldSince = now;
+    tunnel.openedAt = now;
+    this.#tunnels.set(key, tunnel);
+    this.#hosts.set(host, tunnel);
+    this.#stats.tunnelsCreated++;
+    this.#stats.tunnelsActive++;
+    this.#log.info("tunnel {name} opened on {url} for {local}", {
+      name: tunnel.name,
+      url: tunnel.url,
+      local: tunnel.local,
+    });
+    this.#events?.("tunnel_opened", tunnel, { host, local: tunnel.local });
+    return tunnel;
+  }
+
+  /** The public URL of an HTTP tunnel's host. */
+  #httpUrl(host: string): string {
+    const c = this.#config;
+    const scheme = c.publicHttpScheme ?? (c.tlsCert ? "https" : "http");
+    // Behind a proxy (--public-http-url-scheme or --public-url given) the default port is used;
+    // otherwise the port the server listens on is part of the address.
+    const behindProxy = c.publicHttpScheme !== null || c.publicUrl !== null;
+    const port = behindProxy ? null : c.httpListen?.port ?? c.listenPort;
+    const standard = port === null || (scheme === "https" ? port === 443 : port === 80);
+    return `${scheme}://${host}${standard ? "" : `:${port}`}`;
   }
 
   /** Throws `name_in_use` unless `session` may take `tunnel` from its holder. */
@@ -397,15 +522,23 @@ export class TunnelRegistry {
     if (this.#tunnels.get(key) !== tunnel) return;
     this.#tunnels.delete(key);
     tunnel.close(reason);
-    this.#ports.release(tunnel.port);
-    this.#book.released({ userId: tunnel.userId, port: tunnel.port });
+    if (tunnel.host !== null) {
+      this.#hosts.delete(tunnel.host);
+    } else {
+      this.#ports.release(tunnel.port);
+      this.#book.released({ userId: tunnel.userId, port: tunnel.port });
+    }
     this.#stats.tunnelsActive--;
     this.#stats.tunnelsReleased++;
-    this.#log.info("tunnel {name} released port {port}: {reason}", {
+    this.#log.info("tunnel {name} released {where}: {reason}", {
       name: tunnel.name,
-      port: tunnel.port,
+      where: tunnel.host ?? `port ${tunnel.port}`,
       reason,
     });
-    this.#events?.("tunnel_closed", tunnel, { port: tunnel.port, reason });
+    this.#events?.(
+      "tunnel_closed",
+      tunnel,
+      tunnel.host !== null ? { host: tunnel.host, reason } : { port: tunnel.port, reason },
+    );
   }
 }

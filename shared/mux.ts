@@ -9,6 +9,7 @@ import {
   MUX_SEND_HIGH_WATER,
   MUX_SEND_LOW_WATER,
   MuxType,
+  type OpenExtra,
   ProtocolError,
   truncateReason,
   writeMuxHeader,
@@ -38,7 +39,12 @@ export interface MuxOptions {
   /** Client: most streams open at once (further `OPEN`s are refused with `RESET`). */
   readonly maxStreams?: number;
   /** Client: a stream the server opened; dial, then `attach()` or `reset()`. */
-  readonly onOpen?: (stream: MuxStream, tunnel: string, remote: string) => void;
+  readonly onOpen?: (
+    stream: MuxStream,
+    tunnel: string,
+    remote: string,
+    extra: OpenExtra | undefined,
+  ) => void;
   /** Called once when the data connection is gone, with why. */
   readonly onClose?: (reason: string) => void;
   /** The peer broke the protocol (the connection is being closed with the error's code). */
@@ -95,14 +101,20 @@ export class Mux implements StreamLink {
   }
 
   /** Server: opens a stream for a user connection and starts bridging it. */
-  open(tunnel: string, remote: string, conn: Deno.Conn, hooks: StreamHooks): MuxStream {
+  open(
+    tunnel: string,
+    remote: string,
+    conn: Deno.Conn,
+    hooks: StreamHooks,
+    extra?: OpenExtra,
+  ): MuxStream {
     if (this.#opts.role !== "server") throw new Error("only the server opens streams");
     if (this.#closed) throw new Error("data connection is closed");
     if (this.exhausted) throw new Error("data connection has used every stream id");
     const id = ++this.#lastId;
     const stream = new MuxStream(id, this, this.#opts.budget, hooks);
     this.#streams.set(id, stream);
-    this.#control(encodeMuxFrame({ type: "open", id, tunnel, remote }));
+    this.#control(encodeMuxFrame({ type: "open", id, tunnel, remote, extra }));
     stream.attach(conn);
     return stream;
   }
@@ -203,7 +215,7 @@ export class Mux implements StreamLink {
     const frame = decodeMuxFrame(data);
     const id = frame.id;
     if (frame.type === "open") {
-      this.#onOpen(id, frame.tunnel, frame.remote);
+      this.#onOpen(id, frame.tunnel, frame.remote, frame.extra);
       return;
     }
     const stream = this.#streams.get(id);
@@ -234,7 +246,7 @@ export class Mux implements StreamLink {
     }
   }
 
-  #onOpen(id: number, tunnel: string, remote: string): void {
+  #onOpen(id: number, tunnel: string, remote: string, extra: OpenExtra | undefined): void {
     if (this.#opts.role !== "client") throw new ProtocolError("only the server opens streams");
     if (id <= this.#lastId) throw new ProtocolError(`stream ${id} opened twice or out of order`);
     this.#lastId = id;
@@ -245,7 +257,7 @@ export class Mux implements StreamLink {
     }
     const stream = new MuxStream(id, this, this.#opts.budget);
     this.#streams.set(id, stream);
-    this.#opts.onOpen?.(stream, tunnel, remote);
+    this.#opts.onOpen?.(stream, tunnel, remote, extra);
   }
 
   #shut(reason: string): void {

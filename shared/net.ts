@@ -27,3 +27,16 @@ export function freeBuffer(view: Uint8Array): void {
   const buffer = view.buffer;
   if (buffer instanceof ArrayBuffer && !buffer.detached) buffer.transfer(0);
 }
+
+/** Property under which a wrapping connection keeps the socket it wraps (for resets and options). */
+export const INNER_CONN: unique symbol = Symbol("mport.innerConn");
+
+/** The socket under any wrappers (a wrapper sets {@link INNER_CONN}); `conn` itself otherwise. */
+export function innermostConn(conn: Deno.Conn): Deno.Conn {
+  let c = conn;
+  for (;;) {
+    const inner = (c as unknown as { [INNER_CONN]?: Deno.Conn })[INNER_CONN];
+    if (!inner) return c;
+    c = inner;
+  }
+}

@@ -56,6 +56,10 @@ export type ErrorCode =
   | "local_dial_failed"
   | "shutting_down"
   | "quota_exceeded"
+  /** An HTTP tunnel's subdomain or domain belongs to another user (or is reserved). */
+  | "host_taken"
+  /** A custom domain not assigned to the user, or HTTP tunnels not enabled on the server. */
+  | "host_not_allowed"
   | "internal";
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
@@ -72,27 +76,40 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "local_dial_failed",
   "shutting_down",
   "quota_exceeded",
+  "host_taken",
+  "host_not_allowed",
   "internal",
 ]);
+
+/** Kinds of tunnel: a public TCP port, or a public HTTP host name. */
+export type TunnelKind = "tcp" | "http";
 
 /** A tunnel the client asks for. */
 export interface TunnelRequest {
   readonly name: string;
-  readonly kind: "tcp";
-  /** Local address as the user wrote it, for display (`192.168.1.5:5555`). */
+  readonly kind: TunnelKind;
+  /** Local address as the user wrote it, for display (`192.168.1.5:5555`, `http://127.0.0.1:3000`). */
   readonly local: string;
-  /** Fixed public port, or 0 for any port from the server's range. */
+  /** Fixed public port, or 0 for any port from the server's range (always 0 for http). */
   readonly remotePort: number;
+  /** http: the subdomain label asked for (`myapp` → `myapp.<http domain>`). */
+  readonly subdomain?: string;
+  /** http: a custom domain an admin assigned to the user. */
+  readonly domain?: string;
 }
 
 /** A tunnel the server granted. */
 export interface TunnelGrant {
   readonly name: string;
-  readonly kind: "tcp";
+  readonly kind: TunnelKind;
+  /** The public port (0 for http). */
   readonly remotePort: number;
-  /** Public address, `tcp://host:port`. */
+  /** Public address, `tcp://host:port` or `https://name.domain`. */
   readonly url: string;
 }
+
+/** Longest host name (RFC 1035). */
+export const MAX_HOST_LENGTH = 253;
 
 /** A tunnel the server refused, with the reason. */
 export interface TunnelRefusal {
@@ -238,13 +255,25 @@ function tunnelRequest(v: unknown): TunnelRequest {
   } catch (e) {
     throw new ProtocolError((e as Error).message);
   }
-  if (t.kind !== "tcp") throw new ProtocolError(`tunnel "${name}": kind must be "tcp"`);
-  return {
+  if (t.kind !== "tcp" && t.kind !== "http") {
+    throw new ProtocolError(`tunnel "${name}": kind must be "tcp" or "http"`);
+  }
+  const local = str(t, "local", 300);
+  if (t.kind === "tcp") {
+    return { name, kind: "tcp", local, remotePort: int(t, "remotePort", 0, 65535) };
+  }
+  const req: { -readonly [K in keyof TunnelRequest]: TunnelRequest[K] } = {
     name,
-    kind: "tcp",
-    local: str(t, "local", 300),
-    remotePort: int(t, "remotePort", 0, 65535),
+    kind: "http",
+    local,
+    remotePort: 0,
   };
+  if (t.subdomain !== undefined) req.subdomain = str(t, "subdomain", 63);
+  if (t.domain !== undefined) req.domain = str(t, "domain", MAX_HOST_LENGTH);
+  if (req.subdomain !== undefined && req.domain !== undefined) {
+    throw new ProtocolError(`tunnel "${name}": ask for a subdomain or a domain, not both`);
+  }
+  return req;
 }
 
 /** Decodes a text frame the client sent on the control channel. */
@@ -290,10 +319,11 @@ export function decodeServerControl(text: string): ServerControlMessage {
       }
       const tunnels = obj.tunnels.map((v: unknown): TunnelGrant => {
         const t = (typeof v === "object" && v !== null ? v : {}) as Json;
+        const kind = t.kind === "http" ? "http" : "tcp";
         return {
           name: str(t, "name", MAX_NAME_LENGTH),
-          kind: "tcp",
-          remotePort: int(t, "remotePort", 1, 65535),
+          kind,
+          remotePort: kind === "http" ? 0 : int(t, "remotePort", 1, 65535),
           url: str(t, "url", 300),
         };
       });
@@ -403,6 +433,14 @@ export const MUX_DEFAULT_BUDGET_BYTES = 16 * 1024 * 1024;
 /** Most data connections one session may open. */
 export const MAX_DATA_CONNS_PER_SESSION = 8;
 
+/** What an `OPEN` frame tells about an HTTP visitor beyond its address (`remote`). */
+export interface OpenExtra {
+  /** The scheme the visitor used: `https` when it reached TLS (ours or a trusted proxy's). */
+  readonly proto?: "http" | "https";
+  /** The TCP peer the server accepted, when it is not the visitor itself (a trusted proxy). */
+  readonly peer?: string;
+}
+
 /** Mux frame types. */
 export const MuxType = { data: 0, window: 1, open: 2, eof: 3, reset: 4 } as const;
 
@@ -410,7 +448,13 @@ export const MuxType = { data: 0, window: 1, open: 2, eof: 3, reset: 4 } as cons
 export type MuxFrame =
   | { readonly type: "data"; readonly id: number; readonly payload: Uint8Array }
   | { readonly type: "window"; readonly id: number; readonly bytes: number }
-  | { readonly type: "open"; readonly id: number; readonly tunnel: string; readonly remote: string }
+  | {
+    readonly type: "open";
+    readonly id: number;
+    readonly tunnel: string;
+    readonly remote: string;
+    readonly extra?: OpenExtra;
+  }
   | { readonly type: "eof"; readonly id: number }
   | {
     readonly type: "reset";
@@ -468,12 +512,22 @@ export function decodeMuxFrame(msg: Uint8Array): MuxFrame {
     }
     case MuxType.open: {
       const obj = muxJson(payload, "open");
-      return {
-        type: "open",
+      const frame = {
+        type: "open" as const,
         id,
         tunnel: str(obj, "tunnel", MAX_NAME_LENGTH),
         remote: str(obj, "remote", 128),
       };
+      if (obj.proto === undefined && obj.peer === undefined) return frame;
+      const extra: { proto?: "http" | "https"; peer?: string } = {};
+      if (obj.proto !== undefined) {
+        if (obj.proto !== "http" && obj.proto !== "https") {
+          throw new ProtocolError(`field "proto" must be "http" or "https"`);
+        }
+        extra.proto = obj.proto;
+      }
+      if (obj.peer !== undefined) extra.peer = str(obj, "peer", 128);
+      return { ...frame, extra };
     }
     case MuxType.eof:
       if (payload.byteLength !== 0) throw new ProtocolError("eof frame must be empty");
@@ -516,7 +570,9 @@ export function encodeMuxFrame(frame: Exclude<MuxFrame, { type: "data" }>): Uint
       new DataView(payload.buffer).setUint32(0, frame.bytes);
       break;
     case "open":
-      payload = textEncoder.encode(JSON.stringify({ tunnel: frame.tunnel, remote: frame.remote }));
+      payload = textEncoder.encode(
+        JSON.stringify({ tunnel: frame.tunnel, remote: frame.remote, ...frame.extra }),
+      );
       break;
     case "eof":
       payload = new Uint8Array(0);

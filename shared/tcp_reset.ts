@@ -9,6 +9,7 @@
 // accepted TcpConn, or one found by matching getsockname/getpeername against the conn's addresses.
 
 import { errorText } from "./error_text.ts";
+import { innermostConn } from "./net.ts";
 
 /** Whether {@link resetConn} can send a real RST in this process, and how or why not. */
 export interface ResetSupport {
@@ -159,9 +160,10 @@ function disconnectWithReset(conn: Deno.Conn): boolean {
 }
 
 /** libc and the descriptor of `conn`'s socket; null without FFI or when it cannot be found. */
-function socketOf(conn: Deno.Conn): { libc: Libc; fd: number } | null {
+function socketOf(wrapped: Deno.Conn): { libc: Libc; fd: number } | null {
   const { libc } = init();
   if (!libc) return null;
+  const conn = innermostConn(wrapped);
   const local = netAddr(conn.localAddr);
   const remote = netAddr(conn.remoteAddr);
   if (!local || !remote) return null;

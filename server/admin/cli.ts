@@ -1,9 +1,16 @@
-// Admin commands of mport-server (user, token, port, usage, events) acting on the configured store.
+// Admin commands of mport-server (user, token, port, domain, usage, events) acting on the configured store.
 import { parsePortRange } from "../../shared/address.ts";
 import { closest, parseFlags, UsageError } from "../../shared/cli_args.ts";
 import { formatSize, parseDuration, parseSince, parseSize } from "../../shared/units.ts";
+import { HostBook } from "../accounts/host_book.ts";
 import { hashPassword, hashToken, newToken } from "../accounts/secrets.ts";
-import { parsePublicUrl, reservationTtl, type ServerConfig, serverConfig } from "../config.ts";
+import {
+  httpDomain,
+  parsePublicUrl,
+  reservationTtl,
+  type ServerConfig,
+  serverConfig,
+} from "../config.ts";
 import { clientCommand } from "../first_start.ts";
 import { humanAgo, humanBytes, humanTime } from "./human.ts";
 import type { PortReservation, Store, User, UserLimits } from "../store/store.ts";
@@ -22,7 +29,7 @@ export interface AdminIo {
 }
 
 /** Names of the admin command groups, to tell them apart from server flags. */
-export const ADMIN_COMMANDS = ["user", "token", "port", "usage", "events"] as const;
+export const ADMIN_COMMANDS = ["user", "token", "port", "domain", "usage", "events"] as const;
 
 /** Usage of the admin commands. */
 export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPORT_DB):
@@ -36,6 +43,9 @@ export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPO
   mport-server port reserve PORT --user NAME [--tunnel NAME]
   mport-server port release PORT
   mport-server port list [--user NAME]
+  mport-server domain add HOST --user NAME
+  mport-server domain remove HOST
+  mport-server domain list [--user NAME]
   mport-server usage [--user NAME] [--since 7d|2026-11-01]
   mport-server events [--user NAME] [--since 24h] [--limit N]
 LIMITS: --max-tunnels N --max-connections N --port-range LOW-HIGH --quota 10GB
@@ -148,6 +158,32 @@ Lists reserved ports: explicit (port reserve; never expire) or automatic (a tunn
 expires --reservation-ttl after a tunnel last held it), with last use and expiry.
   --user NAME          only this user's ports
 ${TTL_LINE}
+${DB_LINE}
+${JSON_LINE}`,
+  },
+  domain: {
+    "": `Usage: mport-server domain ACTION …
+  domain add HOST --user NAME       assign a custom domain to a user for their HTTP tunnels
+  domain remove HOST                free a domain or a tunnel's subdomain
+  domain list [--user NAME] [--json]  domains and subdomains, with their tunnel and last use
+${DB_LINE}
+Help on one action: mport-server domain ACTION --help.`,
+    add: `Usage: mport-server domain add HOST --user NAME
+Assigns a custom domain (e.g. app.example.org) to a user: only their HTTP tunnels may be served
+on it (mport --domain HOST). Point the name's DNS at the server first.
+  --user NAME          owner (required)
+  --http-domain DOMAIN  the server's --http-domain: names under it are refused (they are handed
+                       out as subdomains); default: from --config, else not checked
+${DB_LINE}
+${CONFIG_LINE}`,
+    remove: `Usage: mport-server domain remove HOST
+Frees a custom domain, or a subdomain a tunnel holds (it may get another one next time).
+${DB_LINE}`,
+    list: `Usage: mport-server domain list [--user NAME] [--json]
+Lists host names of HTTP tunnels: custom domains (kind domain, assigned with domain add) and
+subdomains of the HTTP domain (kind subdomain, kept for a user's tunnel name), with the tunnel last
+served on each and when.
+  --user NAME          only this user's host names
 ${DB_LINE}
 ${JSON_LINE}`,
   },
@@ -339,6 +375,7 @@ function parseAdminFlags(args: readonly string[]) {
       "reservation-ttl": { type: "string" },
       config: { type: "string" },
       "public-url": { type: "string" },
+      "http-domain": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -658,6 +695,64 @@ export async function runAdmin(
         return 0;
       }
       throw new TypeError(`unknown command "port ${action ?? ""}": use reserve, release or list`);
+    }
+    case "domain": {
+      if (action === "add") {
+        if (!rest[0]) throw new TypeError("domain add needs a HOST, e.g. app.example.org");
+        const user = await needUser(store, values.user);
+        const book = new HostBook(store, {
+          // Names under the server's HTTP domain are subdomains, handed out to tunnels.
+          domain: values["http-domain"] !== undefined
+            ? httpDomain(values["http-domain"])
+            : server.httpDomain,
+          now: () => now,
+        });
+        const r = await book.assignDomain(rest[0], user.id);
+        await store.addEvent({
+          at: now,
+          kind: "domain_assigned",
+          userId: user.id,
+          detail: { host: r.host },
+        });
+        io.out(`domain ${r.host} assigned to ${user.name}`);
+        return 0;
+      }
+      if (action === "remove") {
+        if (!rest[0]) throw new TypeError("domain remove needs a HOST (see: domain list)");
+        const host = rest[0].toLowerCase();
+        const held = await store.hostByName(host);
+        if (!held || !(await store.releaseHost(host))) {
+          io.out(`${host} was not reserved (see: mport-server domain list)`);
+          return 0;
+        }
+        await store.addEvent({
+          at: now,
+          kind: "host_released",
+          userId: held.userId,
+          detail: { host, kind: held.kind },
+        });
+        io.out(`${held.kind} ${host} removed`);
+        return 0;
+      }
+      if (action === "list") {
+        const user = values.user ? await needUser(store, values.user) : null;
+        const list = await store.listHosts(user?.id);
+        const names = await userNames(store);
+        print(
+          ["HOST", "KIND", "USER", "TUNNEL", "LAST USED"],
+          list.map((h) => [
+            h.host,
+            h.kind,
+            names.get(h.userId) ?? String(h.userId),
+            h.tunnel ?? "-",
+            // A domain no tunnel has served yet has not been used.
+            h.tunnel === null ? "-" : iso(h.lastUsedAt),
+          ]),
+          list.map((h) => ({ ...h, user: names.get(h.userId) })),
+        );
+        return 0;
+      }
+      throw new TypeError(`unknown command "domain ${action ?? ""}": use add, remove or list`);
     }
     case "usage": {
       const user = values.user ? await needUser(store, values.user) : null;

@@ -53,6 +53,10 @@ export interface RequestHead {
   readonly headers: Headers;
   /** The real client address (the TCP peer). */
   readonly remote: Deno.NetAddr;
+  /** The head as received (Latin-1 text, without the blank line that ends it). */
+  readonly raw: string;
+  /** The connection came over this front's own TLS. */
+  readonly secure: boolean;
 }
 
 /** Counters the front reports to; wired to the server's Stats. */
@@ -377,6 +381,8 @@ class Front implements HttpFront {
         path: pathOf(parsed.target),
         headers: parsed.headers,
         remote,
+        raw: got.head,
+        secure: this.#opts.tls !== undefined,
       };
       let route: "upgrade" | "http";
       try {

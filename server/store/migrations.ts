@@ -143,6 +143,26 @@ CREATE INDEX port_reservations_user_last_used
 `;
 }
 
+/**
+ * Host names of HTTP tunnels: a subdomain of the HTTP domain a tunnel claimed, or a custom domain
+ * an admin assigned to a user. Deleting the user deletes them.
+ */
+function hostReservations(d: Dialect): string {
+  const t = T[d];
+  return `
+CREATE TABLE host_reservations (
+  host TEXT PRIMARY KEY CHECK (host <> '' AND host = lower(host)),
+  user_id ${t.big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  kind TEXT NOT NULL CHECK (kind IN ('subdomain', 'domain')),
+  tunnel TEXT,
+  created_at ${t.ms} NOT NULL,
+  last_used_at ${t.ms} NOT NULL
+);
+CREATE INDEX host_reservations_user_tunnel
+  ON host_reservations (user_id, tunnel, last_used_at);
+`;
+}
+
 /** Every migration, oldest first. Append new ones; never edit one that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -154,6 +174,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 2,
     name: "port reservations expire: last use, explicit, per-user cap",
     sql: { sqlite: reservationLifetime("sqlite"), postgres: reservationLifetime("postgres") },
+  },
+  {
+    version: 3,
+    name: "host reservations of HTTP tunnels: subdomains and custom domains",
+    sql: { sqlite: hostReservations("sqlite"), postgres: hostReservations("postgres") },
   },
 ];
 

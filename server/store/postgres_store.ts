@@ -9,6 +9,7 @@ import {
 } from "./migrations.ts";
 import {
   byPort,
+  checkHostRequest,
   checkId,
   checkKeep,
   checkLimits,
@@ -22,6 +23,7 @@ import {
   noSuchUser,
   type Row,
   toEvent,
+  toHost,
   toInt,
   TOKEN_HASH_TAKEN,
   toReservation,
@@ -33,6 +35,9 @@ import {
 import {
   type AuditEvent,
   ConflictError,
+  type HostReservation,
+  type HostReserveRequest,
+  type HostReserveResult,
   type PortReservation,
   type ReserveRequest,
   type ReserveResult,
@@ -465,6 +470,59 @@ class PostgresStore implements Store {
 
   async releasePort(port: number): Promise<boolean> {
     const r = await this.#sql`DELETE FROM port_reservations WHERE port = ${port}`;
+    return r.count > 0;
+  }
+
+  async reserveHost(r: HostReserveRequest): Promise<HostReserveResult> {
+    checkHostRequest(r);
+    try {
+      // One statement: the insert, or the update of the same user's row, is atomic; a row of
+      // another user is left alone (the WHERE) and reported below.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const [row] = await this.#sql`
+          INSERT INTO host_reservations AS h
+            (host, user_id, kind, tunnel, created_at, last_used_at)
+          VALUES (${r.host}, ${r.userId}, ${r.kind}, ${r.tunnel}, ${r.at}, ${r.at})
+          ON CONFLICT (host) DO UPDATE SET
+            tunnel = COALESCE(EXCLUDED.tunnel, h.tunnel),
+            last_used_at = GREATEST(h.last_used_at, EXCLUDED.last_used_at),
+            kind = CASE WHEN EXCLUDED.kind = 'domain' THEN 'domain' ELSE h.kind END
+          WHERE h.user_id = EXCLUDED.user_id
+          RETURNING *`;
+        if (row) return { ok: true, reservation: toHost(row as Row) };
+        const held = await this.hostByName(r.host);
+        if (held) return { ok: false, heldBy: held.userId };
+        // Released between the two statements: try again.
+      }
+      throw new Error(`Host ${r.host} changed while it was being reserved; try again`);
+    } catch (e) {
+      if (pgCode(e) === "23503") throw noSuchUser(r.userId);
+      throw e;
+    }
+  }
+
+  async hostByName(host: string): Promise<HostReservation | null> {
+    const [row] = await this.#sql`SELECT * FROM host_reservations WHERE host = ${host}`;
+    return row ? toHost(row as Row) : null;
+  }
+
+  async hostForTunnel(userId: number, tunnel: string): Promise<HostReservation | null> {
+    const [row] = await this.#sql`
+      SELECT * FROM host_reservations
+      WHERE user_id = ${userId} AND tunnel = ${tunnel} AND kind = 'subdomain'
+      ORDER BY last_used_at DESC, created_at DESC, host LIMIT 1`;
+    return row ? toHost(row as Row) : null;
+  }
+
+  async listHosts(userId?: number): Promise<HostReservation[]> {
+    const rows = userId === undefined
+      ? await this.#sql`SELECT * FROM host_reservations ORDER BY host`
+      : await this.#sql`SELECT * FROM host_reservations WHERE user_id = ${userId} ORDER BY host`;
+    return rows.map((r) => toHost(r as Row));
+  }
+
+  async releaseHost(host: string): Promise<boolean> {
+    const r = await this.#sql`DELETE FROM host_reservations WHERE host = ${host}`;
     return r.count > 0;
   }
 

@@ -2,6 +2,8 @@
 
 import type {
   AuditEvent,
+  HostReservation,
+  HostReserveRequest,
   PortReservation,
   ReserveRequest,
   Role,
@@ -97,6 +99,22 @@ export function toReservation(r: Row): PortReservation {
   };
 }
 
+/** Maps a `host_reservations` row. */
+export function toHost(r: Row): HostReservation {
+  const kind = toStr(r.kind);
+  if (kind !== "subdomain" && kind !== "domain") {
+    throw new RangeError(`Host reservation row has kind ${kind}`);
+  }
+  return {
+    host: toStr(r.host),
+    userId: toInt(r.user_id, "host_reservations.user_id"),
+    kind,
+    tunnel: toStrOrNull(r.tunnel),
+    createdAt: toInt(r.created_at, "host_reservations.created_at"),
+    lastUsedAt: toInt(r.last_used_at, "host_reservations.last_used_at"),
+  };
+}
+
 function toBool(v: Cell): boolean {
   return v === true || v === 1 || v === 1n;
 }
@@ -177,6 +195,20 @@ export function checkReserveRequest(r: ReserveRequest): void {
   }
 }
 
+/** Throws a RangeError unless a host reservation request can be stored as asked. */
+export function checkHostRequest(r: HostReserveRequest): void {
+  if (typeof r.host !== "string" || r.host === "" || r.host !== r.host.toLowerCase()) {
+    throw new RangeError(`Host must be a non-empty lower-case name, got ${JSON.stringify(r.host)}`);
+  }
+  checkId(r.userId, "userId");
+  if (r.kind !== "subdomain" && r.kind !== "domain") {
+    throw new RangeError(
+      `Host kind must be "subdomain" or "domain", got ${JSON.stringify(r.kind)}`,
+    );
+  }
+  if (!Number.isSafeInteger(r.at)) throw new RangeError(`at must be an integer, got ${r.at}`);
+}
+
 /** Throws a RangeError unless `keep` is a count of reservations to keep. */
 export function checkKeep(keep: number): void {
   if (!Number.isSafeInteger(keep) || keep < 0) {
@@ -252,6 +284,12 @@ export function decideReserve(held: PortReservation | null, r: ReserveRequest): 
  * PostgreSQL store spells the same order out in its query.
  */
 export const MRU_ORDER = "last_used_at DESC, created_at DESC, port DESC";
+
+/**
+ * Orders host reservations most recently used first (ties: newer first, then by host); the
+ * PostgreSQL store spells the same order out in its query.
+ */
+export const HOST_MRU_ORDER = "last_used_at DESC, created_at DESC, host";
 
 /** Sorts reservations by port (in place), the order the store's deleting calls return them in. */
 export function byPort(list: PortReservation[]): PortReservation[] {

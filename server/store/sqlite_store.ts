@@ -11,6 +11,7 @@ import {
 } from "./migrations.ts";
 import {
   byPort,
+  checkHostRequest,
   checkId,
   checkKeep,
   checkLimits,
@@ -19,12 +20,14 @@ import {
   checkUsageRow,
   decideReserve,
   eventsLimit,
+  HOST_MRU_ORDER,
   LIMIT_COLUMNS,
   MRU_ORDER,
   nameTakenMessage,
   noSuchUser,
   type Row,
   toEvent,
+  toHost,
   toInt,
   TOKEN_HASH_TAKEN,
   toReservation,
@@ -36,6 +39,9 @@ import {
 import {
   type AuditEvent,
   ConflictError,
+  type HostReservation,
+  type HostReserveRequest,
+  type HostReserveResult,
   type PortReservation,
   type ReserveRequest,
   type ReserveResult,
@@ -498,6 +504,73 @@ class SqliteStore implements Store {
   releasePort(port: number): Promise<boolean> {
     return this.#op((db) =>
       db.prepare("DELETE FROM port_reservations WHERE port = ?").run(port).changes > 0
+    );
+  }
+
+  reserveHost(r: HostReserveRequest): Promise<HostReserveResult> {
+    return this.#op((db) => {
+      checkHostRequest(r);
+      try {
+        return inTransaction(db, (): HostReserveResult => {
+          const held = mapOne(
+            db.prepare("SELECT * FROM host_reservations WHERE host = ?").get(r.host),
+            toHost,
+          );
+          if (held && held.userId !== r.userId) return { ok: false, heldBy: held.userId };
+          const row = held
+            ? db.prepare(
+              `UPDATE host_reservations SET tunnel = COALESCE(?, tunnel),
+                 last_used_at = MAX(last_used_at, ?),
+                 kind = CASE WHEN ? = 'domain' THEN 'domain' ELSE kind END
+               WHERE host = ? RETURNING *`,
+            ).get(r.tunnel, r.at, r.kind, r.host)
+            : db.prepare(
+              `INSERT INTO host_reservations (host, user_id, kind, tunnel, created_at, last_used_at)
+               VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+            ).get(r.host, r.userId, r.kind, r.tunnel, r.at, r.at);
+          return { ok: true, reservation: toHost(row as Row) };
+        });
+      } catch (e) {
+        if (isForeignKeyViolation(e)) throw noSuchUser(r.userId);
+        throw e;
+      }
+    });
+  }
+
+  hostByName(host: string): Promise<HostReservation | null> {
+    return this.#op((db) =>
+      mapOne(db.prepare("SELECT * FROM host_reservations WHERE host = ?").get(host), toHost)
+    );
+  }
+
+  hostForTunnel(userId: number, tunnel: string): Promise<HostReservation | null> {
+    return this.#op((db) =>
+      mapOne(
+        db.prepare(
+          `SELECT * FROM host_reservations
+           WHERE user_id = ? AND tunnel = ? AND kind = 'subdomain'
+           ORDER BY ${HOST_MRU_ORDER} LIMIT 1`,
+        ).get(userId, tunnel),
+        toHost,
+      )
+    );
+  }
+
+  listHosts(userId?: number): Promise<HostReservation[]> {
+    return this.#op((db) =>
+      mapAll(
+        userId === undefined
+          ? db.prepare("SELECT * FROM host_reservations ORDER BY host").all()
+          : db.prepare("SELECT * FROM host_reservations WHERE user_id = ? ORDER BY host")
+            .all(userId),
+        toHost,
+      )
+    );
+  }
+
+  releaseHost(host: string): Promise<boolean> {
+    return this.#op((db) =>
+      db.prepare("DELETE FROM host_reservations WHERE host = ?").run(host).changes > 0
     );
   }
 

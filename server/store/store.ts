@@ -1,4 +1,4 @@
-// The storage boundary: users, hashed tokens, reserved ports, hourly usage and audit events.
+// The storage boundary: users, hashed tokens, reserved ports and host names, hourly usage, audit events.
 
 /** A user's role. */
 export type Role = "admin" | "user";
@@ -81,6 +81,39 @@ export interface ReserveRequest {
   /** A port held by an automatic reservation of another of the user's tunnels is taken over. */
   readonly takeOverOwn?: boolean;
 }
+
+/** A host name an HTTP tunnel is served on. */
+export interface HostReservation {
+  /** Lower-case, e.g. `myapp.tunnels.example.com` or `app.example.org`. */
+  readonly host: string;
+  readonly userId: number;
+  /** `subdomain`: of the HTTP domain, claimed by a tunnel; `domain`: assigned by an admin. */
+  readonly kind: HostKind;
+  /** Tunnel name last served on it (null for a domain never used). */
+  readonly tunnel: string | null;
+  readonly createdAt: number;
+  readonly lastUsedAt: number;
+}
+
+/** How a host name came to be reserved. */
+export type HostKind = "subdomain" | "domain";
+
+/** What {@link Store.reserveHost} is asked to do. */
+export interface HostReserveRequest {
+  /** Lower-case host name. */
+  readonly host: string;
+  readonly userId: number;
+  readonly kind: HostKind;
+  /** The tunnel served on it now, or null (an admin's assignment). */
+  readonly tunnel: string | null;
+  /** Now (epoch ms): `createdAt` of a new reservation and `lastUsedAt` of the one reserved. */
+  readonly at: number;
+}
+
+/** Result of trying to reserve a host name. */
+export type HostReserveResult =
+  | { readonly ok: true; readonly reservation: HostReservation }
+  | { readonly ok: false; readonly heldBy: number };
 
 /** Usage of one tunnel in one hour. `hour` is the epoch ms of the hour's start (UTC). */
 export interface UsageRow {
@@ -195,6 +228,23 @@ export interface Store {
   reservationByPort(port: number): Promise<PortReservation | null>;
   listReservations(userId?: number): Promise<PortReservation[]>;
   releasePort(port: number): Promise<boolean>;
+
+  /**
+   * Atomically reserves `host` for `userId`: ok when it is free or already the same user's. A
+   * repeat keeps `createdAt`, moves `lastUsedAt` forward to `at` and sets `tunnel` when it is not
+   * null; a `domain` stays a `domain` (and a `subdomain` asked for as a `domain` becomes one). Not
+   * ok, changing nothing, when another user holds it (`heldBy`: their id). Two concurrent calls by
+   * different users for one host: exactly one succeeds. Throws a RangeError for a host that is
+   * empty or not lower-case, an unknown kind or an unknown user.
+   */
+  reserveHost(r: HostReserveRequest): Promise<HostReserveResult>;
+  hostByName(host: string): Promise<HostReservation | null>;
+  /** The user's subdomain reservation last used by that tunnel name, or null. */
+  hostForTunnel(userId: number, tunnel: string): Promise<HostReservation | null>;
+  /** Host reservations ordered by host, optionally of one user. */
+  listHosts(userId?: number): Promise<HostReservation[]>;
+  /** True if the host was reserved (the reservation is deleted). */
+  releaseHost(host: string): Promise<boolean>;
 
   /** Adds the rows to the stored hourly totals (upsert with addition). */
   addUsage(rows: readonly UsageRow[]): Promise<void>;

@@ -4,7 +4,10 @@ import { formatHostPort } from "../../shared/address.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { Mux } from "../../shared/mux.ts";
 import type { MuxStream, StreamHooks } from "../../shared/mux_stream.ts";
+import type { OpenExtra } from "../../shared/protocol.ts";
+import { closeQuietly, writeAll } from "../../shared/net.ts";
 import { resetConn } from "../../shared/tcp_reset.ts";
+import { type ErrorPage, errorResponse } from "../../shared/http_pages.ts";
 import type { ServerConfig } from "../config.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
@@ -47,20 +50,23 @@ export class Broker {
     this.#now = now;
   }
 
-  /** A user connected to a public port. */
-  onPublicConn(tunnel: Tunnel, conn: Deno.TcpConn): void {
+  /**
+   * A user connected to a public port, or a visitor to an HTTP tunnel's host (`visitor` says who
+   * it is and how it came; refusals then answer with an error page instead of a reset).
+   */
+  onPublicConn(tunnel: Tunnel, conn: Deno.Conn, visitor?: HttpVisitor): void {
     const addr = conn.remoteAddr as Deno.NetAddr;
-    const remote = formatHostPort(addr.hostname, addr.port);
+    const remote = visitor?.remote ?? formatHostPort(addr.hostname, addr.port);
     const count = this.#perOwner.get(tunnel.owner) ?? 0;
     if (count >= (tunnel.limits.maxConnections ?? this.#config.maxConnectionsPerClient)) {
-      this.#refuseConn(conn, "connection_limit", tunnel, remote);
+      this.#refuseConn(conn, "connection_limit", tunnel, remote, visitor);
       return;
     }
     const quota = tunnel.limits.monthlyQuotaBytes ?? this.#config.monthlyQuotaBytes;
     if (quota !== null) {
       const used = this.#usage.monthBytesCached(tunnel.userId);
       if (used >= quota) {
-        this.#refuseConn(conn, "quota_exceeded", tunnel, remote);
+        this.#refuseConn(conn, "quota_exceeded", tunnel, remote, visitor);
         tunnel.session?.notice(
           "quota_exceeded",
           `monthly transfer quota reached for user ${tunnel.userName}: ${formatSize(used)} of ${
@@ -71,13 +77,13 @@ export class Broker {
       }
     }
     if (tunnel.pending.length >= this.#config.maxPending) {
-      this.#refuseConn(conn, "pending_limit", tunnel, remote);
+      this.#refuseConn(conn, "pending_limit", tunnel, remote, visitor);
       return;
     }
     try {
-      conn.setNoDelay(true);
+      (conn as Deno.TcpConn).setNoDelay(true);
       // Dead peers (a phone that left the Wi-Fi) are noticed by the kernel, not held forever.
-      conn.setKeepAlive(true);
+      (conn as Deno.TcpConn).setKeepAlive(true);
     } catch {
       // the peer may already be gone
     }
@@ -88,6 +94,7 @@ export class Broker {
     const releaseCount = () => {
       if (released) return;
       released = true;
+      visitor?.onClosed();
       const n = (this.#perOwner.get(tunnel.owner) ?? 1) - 1;
       if (n <= 0) this.#perOwner.delete(tunnel.owner);
       else this.#perOwner.set(tunnel.owner, n);
@@ -96,15 +103,20 @@ export class Broker {
     const pending: PendingConn = {
       conn,
       remote,
+      extra: visitor?.extra,
       since: this.#now(),
       timer: undefined,
       release: releaseCount,
-      drop: (reason: string) => {
+      drop: (reason: string, status?: 502 | 504) => {
         const i = tunnel.pending.indexOf(pending);
         if (i < 0) return;
         tunnel.pending.splice(i, 1);
         clearTimeout(pending.timer);
-        resetConn(conn);
+        if (visitor && status) {
+          answerAndClose(conn, offlinePage(tunnel, status, reason), visitor.accept);
+        } else {
+          resetConn(conn);
+        }
         releaseCount();
         this.#log.info("user connection {remote} on {name} closed: {reason}", {
           remote,
@@ -122,7 +134,10 @@ export class Broker {
     tunnel.pending.push(pending);
     pending.timer = setTimeout(() => {
       this.#stats.refusal("hold_timeout");
-      pending.drop(`no stream from the client within ${this.#config.holdTimeoutMs / 1000} s`);
+      pending.drop(
+        `no stream from the client within ${this.#config.holdTimeoutMs / 1000} s`,
+        504,
+      );
     }, this.#config.holdTimeoutMs);
     this.#log.debug("holding {remote} on {name} until the client has a data connection", {
       remote,
@@ -181,7 +196,7 @@ export class Broker {
       },
     } satisfies StreamHooks;
     try {
-      stream = mux.open(tunnel.name, pending.remote, pending.conn, hooks);
+      stream = mux.open(tunnel.name, pending.remote, pending.conn, hooks, pending.extra);
     } catch (e) {
       // The data connection closed between the pick and the open: the user gets a reset, and
       // its slot is given back.
@@ -201,10 +216,84 @@ export class Broker {
     this.bridges.add(stream);
   }
 
-  #refuseConn(conn: Deno.TcpConn, reason: string, tunnel: Tunnel, remote: string): void {
+  #refuseConn(
+    conn: Deno.Conn,
+    reason: string,
+    tunnel: Tunnel,
+    remote: string,
+    visitor: HttpVisitor | undefined,
+  ): void {
     this.#stats.refusal(reason);
     this.#log.warn("refused {remote} on {name}: {reason}", { remote, name: tunnel.name, reason });
+    if (visitor) {
+      answerAndClose(conn, refusalPage(tunnel, reason), visitor.accept);
+      visitor.onClosed();
+      return;
+    }
     // A reset, not a FIN: the user's program must not mistake a refusal for an empty answer.
     resetConn(conn);
+  }
+}
+
+/** Who an HTTP tunnel's visitor is, for the stream and for error pages. */
+export interface HttpVisitor {
+  /** The visitor's address (behind a trusted proxy, the one it names). */
+  readonly remote: string;
+  readonly extra: OpenExtra;
+  /** The request's `Accept` header: error pages come as JSON to API clients. */
+  readonly accept: string | null;
+  /** Called once when the broker is done with the connection (refused, dropped or ended). */
+  onClosed(): void;
+}
+
+/** Writes a small error response (it fits the socket buffer) and closes. */
+function answerAndClose(conn: Deno.Conn, page: ErrorPage, accept: string | null): void {
+  writeAll(conn, errorResponse(page, { accept, close: true }))
+    .catch(() => {})
+    .finally(() => closeQuietly(conn));
+}
+
+function offlinePage(tunnel: Tunnel, status: 502 | 504, reason: string): ErrorPage {
+  return status === 504
+    ? {
+      status,
+      code: "tunnel_offline",
+      title: "Tunnel offline",
+      message:
+        `The mport client serving ${tunnel.host} is not connected right now (${reason}). Try again in a moment.`,
+    }
+    : {
+      status,
+      code: "tunnel_closed",
+      title: "Tunnel closed",
+      message: `The tunnel serving ${tunnel.host} was closed (${reason}).`,
+    };
+}
+
+function refusalPage(tunnel: Tunnel, reason: string): ErrorPage {
+  switch (reason) {
+    case "connection_limit":
+      return {
+        status: 429,
+        code: "connection_limit",
+        title: "Too many connections",
+        message: `${tunnel.host} has reached its limit of open connections. Try again shortly.`,
+        headers: [["retry-after", "5"]],
+      };
+    case "quota_exceeded":
+      return {
+        status: 503,
+        code: "quota_exceeded",
+        title: "Transfer quota reached",
+        message: `The owner of ${tunnel.host} has used this month's transfer quota.`,
+      };
+    default:
+      return {
+        status: 503,
+        code: "busy",
+        title: "Tunnel busy",
+        message: `Too many visitors are waiting for ${tunnel.host}. Try again shortly.`,
+        headers: [["retry-after", "5"]],
+      };
   }
 }

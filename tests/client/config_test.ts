@@ -57,7 +57,7 @@ Deno.test("client `tcp PORT` publishes 127.0.0.1:PORT with defaults", () => {
   assert.equal(c.pathPrefix, "/_mport");
   assert.equal(c.token.reveal(), TOKEN);
   assert.deepEqual(c.tunnels, [
-    { name: "127.0.0.1-5555", localHost: "127.0.0.1", localPort: 5555, remotePort: 0 },
+    { name: "127.0.0.1-5555", localHost: "127.0.0.1", localPort: 5555, remotePort: 0, http: null },
   ]);
   assert.equal(c.pool, 1);
   assert.equal(c.caCert, null);
@@ -75,18 +75,27 @@ const TCP_VALID: { args: string[]; want: Partial<ClientConfig> }[] = [
         localHost: "192.168.100.148",
         localPort: 5555,
         remotePort: 10005,
+        http: null,
       }],
     },
   },
   {
     args: ["tcp", "localhost:8080"],
     want: {
-      tunnels: [{ name: "localhost-8080", localHost: "localhost", localPort: 8080, remotePort: 0 }],
+      tunnels: [{
+        name: "localhost-8080",
+        localHost: "localhost",
+        localPort: 8080,
+        remotePort: 0,
+        http: null,
+      }],
     },
   },
   {
     args: ["tcp", "[::1]:22", "--name", "ssh6"],
-    want: { tunnels: [{ name: "ssh6", localHost: "::1", localPort: 22, remotePort: 0 }] },
+    want: {
+      tunnels: [{ name: "ssh6", localHost: "::1", localPort: 22, remotePort: 0, http: null }],
+    },
   },
   { args: ["tcp", "22", "--pool", "1"], want: { pool: 1 } },
   { args: ["tcp", "22", "--pool", "8"], want: { pool: 8 } },
@@ -113,8 +122,8 @@ Deno.test("client `start --config` reads server, token, pool and tunnels from TO
   assert.equal(c.token.reveal(), "file-token-4567");
   assert.equal(c.pool, 2);
   assert.deepEqual(c.tunnels, [
-    { name: "adb", localHost: "192.168.100.148", localPort: 5555, remotePort: 10005 },
-    { name: "127.0.0.1-22", localHost: "127.0.0.1", localPort: 22, remotePort: 0 },
+    { name: "adb", localHost: "192.168.100.148", localPort: 5555, remotePort: 10005, http: null },
+    { name: "127.0.0.1-22", localHost: "127.0.0.1", localPort: 22, remotePort: 0, http: null },
   ]);
 });
 
@@ -277,7 +286,8 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["serve", ...BASE],
-      message: 'unknown command "serve": use "mport tcp PORT", "mport start --config FILE" or ' +
+      message: 'unknown command "serve": use "mport tcp PORT", "mport http PORT", ' +
+        '"mport start --config FILE" or ' +
         '"mport login TOKEN --server URL"',
     },
     { args: ["start", "--config", "t.toml"], toml: "server = ", message: "cannot parse t.toml:1:" },
@@ -340,7 +350,7 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     {
       args: ["start", "--config", "t.toml"],
       toml: '[[tunnels]]\nlocal = 22\n[[tunnels]]\nlocal = 53\ntype = "udp"',
-      message: 't.toml:5: tunnels[1]: type must be "tcp"',
+      message: 't.toml:5: tunnels[1]: type must be "tcp" or "http"',
     },
     {
       args: ["start", "--config", "t.toml"],

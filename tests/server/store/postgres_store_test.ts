@@ -60,6 +60,35 @@ Deno.test("postgres store keeps its data when reopened and applies migrations on
   }
 });
 
+Deno.test("postgres store: deleting a user deletes their host reservations", async () => {
+  const url = await freshDatabase();
+  const store = await openPostgresStore(url);
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const alice = await store.createUser({ name: "alice", role: "user" });
+    const bob = await store.createUser({ name: "bob", role: "user" });
+    await store.reserveHost({
+      host: "a.t.io",
+      userId: alice.id,
+      kind: "subdomain",
+      tunnel: "w",
+      at: 1,
+    });
+    await store.reserveHost({
+      host: "b.example.org",
+      userId: bob.id,
+      kind: "domain",
+      tunnel: null,
+      at: 1,
+    });
+    await sql`DELETE FROM users WHERE id = ${alice.id}`;
+    assert.deepEqual((await store.listHosts()).map((h) => h.host), ["b.example.org"]);
+  } finally {
+    await sql.end();
+    await store.close();
+  }
+});
+
 Deno.test("postgres store migrates version 1 reservations: operators' explicit, none expiring at once", async () => {
   const url = await freshDatabase();
   const sql = postgres(url, { max: 1, onnotice: () => {} });

@@ -109,6 +109,39 @@ Deno.test("sqlite store keeps its data when reopened and applies migrations once
   }
 });
 
+Deno.test("sqlite store: deleting a user deletes their host reservations", async () => {
+  const path = `${await tempDir()}/mport.db`;
+  const store = await openSqliteStore(path);
+  try {
+    const alice = await store.createUser({ name: "alice", role: "user" });
+    const bob = await store.createUser({ name: "bob", role: "user" });
+    await store.reserveHost({
+      host: "a.t.io",
+      userId: alice.id,
+      kind: "subdomain",
+      tunnel: "w",
+      at: 1,
+    });
+    await store.reserveHost({
+      host: "b.example.org",
+      userId: bob.id,
+      kind: "domain",
+      tunnel: null,
+      at: 1,
+    });
+    const db = new DatabaseSync(path);
+    try {
+      db.exec("PRAGMA foreign_keys = ON");
+      db.prepare("DELETE FROM users WHERE id = ?").run(alice.id);
+    } finally {
+      db.close();
+    }
+    assert.deepEqual((await store.listHosts()).map((h) => h.host), ["b.example.org"]);
+  } finally {
+    await store.close();
+  }
+});
+
 Deno.test("sqlite store migrates version 1 reservations: operators' explicit, none expiring at once", async () => {
   const path = `${await tempDir()}/mport.db`;
   const db = new DatabaseSync(path);

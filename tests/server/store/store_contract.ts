@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { ConflictError, type Store, type UsageRow } from "../../../server/store/store.ts";
+import { hostContract } from "./host_contract.ts";
 
 /** Opens a fresh, empty, migrated store for one test. */
 export type OpenStore = () => Promise<Store>;
@@ -602,6 +603,8 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     assert.doesNotMatch(s.description, /:[^:/@]+@/, "no user:password@ in the description");
     return Promise.resolve();
   });
+
+  hostContract(test);
 
   if (cleanup) {
     Deno.test(`${name} store contract cleanup`, cleanup);
