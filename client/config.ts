@@ -421,10 +421,12 @@ function parseConfigFile(text: string, path: string): FileConfig {
           ? (typeof v === "string" || (Array.isArray(v) && v.every((x) => typeof x === "string")))
           : typeof v === "string" || (field === "maxBody" && typeof v === "number");
         if (!ok) throw new TypeError(`${at(key, i)}: tunnels[${i}]: "${key}" has the wrong type`);
-        values[field] = LIST_OPTIONS.has(field) && typeof v === "string" ? [v] : String(v) === v ||
-            typeof v === "boolean"
-          ? v
-          : String(v);
+        // A list key takes one string or an array of them; max_body also a number of bytes.
+        values[field] = LIST_OPTIONS.has(field)
+          ? (typeof v === "string" ? [v] : v)
+          : typeof v === "number"
+          ? String(v)
+          : v;
       }
       try {
         return httpTunnel(String(r.local), r.name as string | undefined, values);

@@ -136,6 +136,14 @@ export function httpSpec(local: string, v: HttpOptionValues): HttpSpec {
   }
   let ipRules: IpRules | null = null;
   if ((v.allowIp?.length ?? 0) + (v.denyIp?.length ?? 0) > 0) {
+    // Each list on its own first, so that the error names the flag (and the TOML key) at fault.
+    for (const [flag, list] of [["--allow-ip", v.allowIp], ["--deny-ip", v.denyIp]] as const) {
+      try {
+        new IpRules(list ?? [], []);
+      } catch (e) {
+        throw new TypeError(`invalid ${flag}: ${(e as Error).message}`);
+      }
+    }
     ipRules = new IpRules(v.allowIp ?? [], v.denyIp ?? []);
   }
   let maxBodyBytes: number | null = null;

@@ -7,6 +7,7 @@ import { openFilesSoftLimit } from "./bench_sys.ts";
 import { MPORT_BENCH } from "./bench_tunnels.ts";
 import { ACKED, CONCURRENCY, log, type Plan, QuietWait, runOnce, type Setup } from "./bench_run.ts";
 import { spawnDeno } from "./mport_procs.ts";
+import { HTTP_CONCURRENCY } from "./bench_http.ts";
 
 const USAGE = `Usage: deno task bench [--quick] [--runs N] [--idle N] [--no-ssh] [--json FILE]
                         [--service process|inproc] [--deno-flags F]
@@ -16,7 +17,10 @@ sshd with an "ssh -tt -R" session, and measures both against a direct connection
 service: single-stream throughput each way, 32-byte round trips on 1 and 50 connections (rate and
 RTT p50/p99), new connections per second, CPU per GiB and per request, idle memory per connection
 with N connections open, and a 16 MiB transfer in 256 KiB writes with one outstanding at a time
-(adb-style). Prints medians of the runs as a Markdown table with ratios and PASS/FAIL per target.
+(adb-style); and HTTP tunnels: 13-byte responses on 1 and 10 keep-alive connections (rate, p50,
+p99) and 1 MiB responses (MiB/s), direct to a local Deno.serve service and through mport-server's
+Host routing and \`mport http\`. Prints medians of the runs as a Markdown table with ratios and
+PASS/FAIL per target.
 
   --quick            a short smoke run: 128 MiB each way, 1 s per rate test, 2,000 idle
                      connections, 1 run (default 1 GiB, 4-5 s per rate test, 8,000, 3 runs)
@@ -45,6 +49,11 @@ const FULL: Plan = {
   ackedRepeats: 5,
   idle: 8_000,
   quietBudgetMs: 40_000,
+  http: {
+    small1: { maxOps: 20_000, maxMs: 5_000 },
+    small10: { maxOps: 1_000_000, maxMs: 5_000 },
+    big: { maxOps: 5_000, maxMs: 5_000 },
+  },
 };
 const QUICK: Plan = {
   bytes: 128 * MiB,
@@ -56,6 +65,11 @@ const QUICK: Plan = {
   // ssh -R slows down as its channels grow (about 30 s for 8,000 here): the smoke run stays short.
   idle: 2_000,
   quietBudgetMs: 10_000,
+  http: {
+    small1: { maxOps: 2_000, maxMs: 1_000 },
+    small10: { maxOps: 200_000, maxMs: 1_000 },
+    big: { maxOps: 500, maxMs: 1_000 },
+  },
 };
 
 /** Descriptors each process keeps for itself beyond those the idle connections need. */
@@ -77,6 +91,19 @@ async function startService(
   try {
     const m = await proc.stdout.wait(/bench service on 127\.0\.0\.1:(\d+)/, 60_000);
     return { port: Number(m[1]), pid: proc.pid, close: async () => void await proc.stop() };
+  } catch (e) {
+    await proc.stop("SIGKILL");
+    throw new Error(`${(e as Error).message}\n${proc.output()}`);
+  }
+}
+
+/** The local HTTP service, always in its own process (as a real web app would be). */
+async function startHttpService(): Promise<{ port: number; close(): Promise<void> }> {
+  const main = new URL("./bench_http_service.ts", import.meta.url).pathname;
+  const proc = spawnDeno("http service", main, []);
+  try {
+    const m = await proc.stdout.wait(/bench http service on 127\.0\.0\.1:(\d+)/, 60_000);
+    return { port: Number(m[1]), close: async () => void await proc.stop() };
   } catch (e) {
     await proc.stop("SIGKILL");
     throw new Error(`${(e as Error).message}\n${proc.output()}`);
@@ -196,9 +223,12 @@ async function main(): Promise<number> {
         log(`no ssh column: ${sshSkipped}`);
       }
     }
+    const httpService = await startHttpService();
+    cleanups.push(() => httpService.close());
     const setup: Setup = {
       plan,
       service,
+      httpService,
       denoFlags,
       ssh,
       register: (stop) => cleanups.push(stop),
@@ -225,6 +255,7 @@ async function main(): Promise<number> {
       ackedChunk: ACKED.chunk,
       idleConnections: plan.idle,
       idleNote,
+      httpConcurrency: HTTP_CONCURRENCY,
       wallS: (performance.now() - started) / 1000,
     };
     console.log(renderMarkdown(info, results));

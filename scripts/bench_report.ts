@@ -31,6 +31,16 @@ export interface Metrics {
   idleEchoing?: number;
   peakServerMiB?: number;
   peakClientMiB?: number;
+  /** HTTP: 13-byte responses per second, one keep-alive connection, and latency (µs). */
+  httpRps1?: number;
+  httpP50Us1?: number;
+  httpP99Us1?: number;
+  /** The same on `httpConcurrency` keep-alive connections. */
+  httpRps10?: number;
+  httpP50Us10?: number;
+  httpP99Us10?: number;
+  /** HTTP: 1 MiB responses one after another on one connection, MiB/s of body. */
+  httpBigMiBps?: number;
 }
 
 /** CPU seconds during one phase on one path. */
@@ -71,6 +81,8 @@ export interface BenchInfo {
   readonly ackedChunk: number;
   readonly idleConnections: number;
   readonly idleNote: string | null;
+  /** Keep-alive connections of the concurrent HTTP test. */
+  readonly httpConcurrency: number;
   readonly wallS: number;
 }
 
@@ -93,6 +105,8 @@ interface Row {
 }
 
 const TUNNELS_ONLY: readonly PathName[] = ["direct"];
+/** Measured on direct and mport only (ssh -R has no HTTP host routing). */
+const HTTP_ONLY: readonly PathName[] = ["ssh"];
 
 function rows(info: BenchInfo): Row[] {
   const size = info.bytes >= 1024 ** 3
@@ -191,6 +205,41 @@ function rows(info: BenchInfo): Row[] {
     },
     { label: "Peak RSS server side, MiB", key: "peakServerMiB", digits: 1, skip: TUNNELS_ONLY },
     { label: "Peak RSS client side, MiB", key: "peakClientMiB", digits: 1, skip: TUNNELS_ONLY },
+    {
+      label: "HTTP requests/s, 13-byte responses, 1 connection",
+      key: "httpRps1",
+      digits: 0,
+      skip: HTTP_ONLY,
+      target: { vs: "direct", op: ">=", ratio: 0.5 },
+    },
+    { label: "HTTP p50, µs (1 connection)", key: "httpP50Us1", digits: 0, skip: HTTP_ONLY },
+    { label: "HTTP p99, µs (1 connection)", key: "httpP99Us1", digits: 0, skip: HTTP_ONLY },
+    {
+      label: `HTTP requests/s, 13-byte responses, ${info.httpConcurrency} connections`,
+      key: "httpRps10",
+      digits: 0,
+      skip: HTTP_ONLY,
+      target: { vs: "direct", op: ">=", ratio: 0.15 },
+    },
+    {
+      label: `HTTP p50, µs (${info.httpConcurrency} connections)`,
+      key: "httpP50Us10",
+      digits: 0,
+      skip: HTTP_ONLY,
+    },
+    {
+      label: `HTTP p99, µs (${info.httpConcurrency} connections)`,
+      key: "httpP99Us10",
+      digits: 0,
+      skip: HTTP_ONLY,
+    },
+    {
+      label: "HTTP 1 MiB responses, MiB/s (1 connection)",
+      key: "httpBigMiBps",
+      digits: 0,
+      skip: HTTP_ONLY,
+      target: { vs: "direct", op: ">=", ratio: 0.2 },
+    },
   ];
 }
 
@@ -231,7 +280,7 @@ function judge(
   if (!t) return { target: "", result: "" };
   const verdict = (ok: boolean) => (ok ? "PASS" : "**FAIL**");
   if ("vs" in t) {
-    const target = `${t.op === ">=" ? "≥" : "≤"} ${t.ratio.toFixed(1)}× ${
+    const target = `${t.op === ">=" ? "≥" : "≤"} ${ratioText(t.ratio)}× ${
       t.vs === "ssh" ? "ssh" : "direct"
     }`;
     if (t.vs === "ssh" && info.sshSkipped !== null) return { target, result: "SKIP" };
@@ -274,6 +323,7 @@ export function renderMarkdown(info: BenchInfo, runs: readonly RunResult[]): str
       return `${fmt(r, digits)}×`;
     };
     const perRun = runRatios(runs, row.key, "ssh").map((r) => fmt(r, 2)).join(", ");
+    const vsSsh = ssh && !row.noRatio && !row.skip?.includes("ssh");
     const { target, result } = judge(row, runs, info);
     out.push([
       row.label,
@@ -281,8 +331,8 @@ export function renderMarkdown(info: BenchInfo, runs: readonly RunResult[]): str
       fmt(med("mport"), row.digits),
       ssh ? fmt(med("ssh"), row.digits) : "—",
       row.skip?.includes("direct") || row.noRatio ? "" : ratio("direct"),
-      ssh && !row.noRatio ? ratio("ssh") : "",
-      ssh && !row.noRatio && runs.length > 1 ? perRun : "",
+      vsSsh ? ratio("ssh") : "",
+      vsSsh && runs.length > 1 ? perRun : "",
       target,
       result,
     ]);
@@ -340,6 +390,7 @@ export function renderMarkdown(info: BenchInfo, runs: readonly RunResult[]): str
     `Idle memory: RSS growth of each side with ${info.idleConnections} connections open through a`,
     "fresh tunnel (one round trip each, then idle), per connection; every run must meet it.",
     ...(info.idleNote ? [info.idleNote] : []),
+    `HTTP: GET on keep-alive connections, one request outstanding per connection; mport = ${HTTP_NOTE}.`,
     "",
     table(cpuRows),
     ...(busy.length === 0 ? [] : [
@@ -353,10 +404,18 @@ export function renderMarkdown(info: BenchInfo, runs: readonly RunResult[]): str
   ].join("\n");
 }
 
+const HTTP_NOTE =
+  "mport-server's own port with Host: bench.t.test, then `mport http` to the same " +
+  "Deno.serve service that direct reaches";
 const SSH_NOTE = "aes128-gcm@openssh.com, a -tt login session, private sshd on loopback";
 const MESSAGE_NOTE = "32-byte messages echoed, one outstanding per connection";
 /** Share of the machine other processes may use before the report warns about it. */
 const OTHER_LOAD_WARNING = 0.1;
+
+/** A target ratio with one decimal, or two where one would round it (0.15). */
+function ratioText(r: number): string {
+  return r.toFixed(Number.isInteger(Math.round(r * 100) / 10) ? 1 : 2);
+}
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));

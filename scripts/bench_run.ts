@@ -23,7 +23,8 @@ import {
   type RunResult,
 } from "./bench_report.ts";
 import { type Sshd, startSshTunnel } from "./bench_ssh.ts";
-import { startMportTunnel, type Tunnel } from "./bench_tunnels.ts";
+import { startMportHttpTunnel, startMportTunnel, type Tunnel } from "./bench_tunnels.ts";
+import { type HttpPlan, measureHttp } from "./bench_http.ts";
 import { machineBusySeconds, procCpuSeconds } from "./mport_procs.ts";
 
 const MiB = 1024 * 1024;
@@ -40,6 +41,7 @@ export interface Plan {
   readonly idle: number;
   /** Longest the run may wait in all for a quiet machine before its phases. */
   readonly quietBudgetMs: number;
+  readonly http: HttpPlan;
 }
 
 const WARMUP = { bytes: 32 * MiB, roundTrips: 500, connections: 100 } as const;
@@ -156,6 +158,8 @@ function sum(values: readonly (number | null)[]): number | null {
 export interface Setup {
   readonly plan: Plan;
   readonly service: { port: number; pid: number | null };
+  /** The local HTTP service (bench_http_service.ts) both HTTP paths reach. */
+  readonly httpService: { port: number };
   readonly denoFlags: readonly string[];
   readonly ssh: { bin: string; sshd: Sshd } | null;
   readonly register: (stop: () => Promise<void>) => void;
@@ -327,6 +331,20 @@ export async function runOnce(setup: Setup, index: number, runs: number): Promis
   }
   await mport.stop();
   await ssh?.stop();
+
+  log(`${tag}HTTP: 13-byte responses on 1 and 10 connections, 1 MiB responses`);
+  const http = await startMportHttpTunnel(setup.httpService.port, setup.denoFlags);
+  setup.register(() => http.stop());
+  try {
+    await setup.quiet.wait("HTTP/direct");
+    const direct = await measureHttp(setup.httpService.port, "127.0.0.1", plan.http);
+    await setup.quiet.wait("HTTP/mport");
+    const viaMport = await measureHttp(http.port, http.host, plan.http);
+    Object.assign(metrics.get("direct")!, direct);
+    Object.assign(metrics.get("mport")!, viaMport);
+  } finally {
+    await http.stop();
+  }
 
   for (const name of ["mport", "ssh"] as const) {
     if (name === "ssh" && !setup.ssh) continue;

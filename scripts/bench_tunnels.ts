@@ -1,9 +1,11 @@
 // The tunnels the benchmark compares, behind one interface; how mport is started lives here only.
 import {
+  CLIENT_MAIN,
   type ClientProc,
   procCpuSeconds,
   randomToken,
   type ServerProc,
+  spawnDeno,
   startClientProc,
   startServerProc,
 } from "./mport_procs.ts";
@@ -80,6 +82,74 @@ export async function startMportTunnel(
     peakRssKiB: () => ({ server: peakRssKiB(s), client: peakRssKiB(c) }),
     async stop() {
       await client.proc.stop();
+      await server.proc.stop();
+    },
+  };
+}
+
+/** The HTTP domain the benchmark's mport-server serves tunnels under (never resolved). */
+export const BENCH_HTTP_DOMAIN = "t.test";
+
+/** A running mport HTTP tunnel: visitors connect to `port` with `Host: host`. */
+export interface HttpTunnel extends Tunnel {
+  readonly host: string;
+}
+
+/**
+ * Starts mport-server with `--http-domain t.test` and `mport http 127.0.0.1:servicePort
+ * --subdomain bench` (no inspector), and waits for the tunnel's URL.
+ */
+export async function startMportHttpTunnel(
+  servicePort: number,
+  denoFlags: readonly string[],
+): Promise<HttpTunnel> {
+  const token = randomToken();
+  const server = await startServerProc({
+    token,
+    denoFlags,
+    extraArgs: ["--http-domain", BENCH_HTTP_DOMAIN],
+  });
+  const client = spawnDeno("client", CLIENT_MAIN, [
+    "http",
+    `127.0.0.1:${servicePort}`,
+    "--subdomain",
+    "bench",
+    "--no-inspect",
+    "--server",
+    server.wsUrl,
+    "--token",
+    token,
+    "--log-level",
+    "warning",
+  ], denoFlags);
+  let host: string;
+  try {
+    const m = await Promise.race([
+      client.stdout.wait(/^\S+ https?:\/\/([^\s:/]+)(?::\d+)? -> \S+$/, 60_000),
+      client.status().then((s) => {
+        throw new Error(`mport http exited with code ${s.code} before its tunnel was up`);
+      }),
+    ]);
+    host = m[1]!;
+  } catch (e) {
+    await client.stop("SIGKILL");
+    await server.proc.stop();
+    throw new Error(`${(e as Error).message}\n${client.output()}`);
+  }
+  const s = server.proc.pid;
+  const c = client.pid;
+  return {
+    port: server.port,
+    host,
+    cpuSeconds() {
+      const a = procCpuSeconds(s);
+      const b = procCpuSeconds(c);
+      return a === null || b === null ? null : a + b;
+    },
+    rssKiB: () => ({ server: treeRssKiB([s]), client: treeRssKiB([c]) }),
+    peakRssKiB: () => ({ server: peakRssKiB(s), client: peakRssKiB(c) }),
+    async stop() {
+      await client.stop();
       await server.proc.stop();
     },
   };

@@ -26,7 +26,7 @@ import {
 } from "../shared/ws_handshake.ts";
 import type { Accounts } from "./accounts/accounts.ts";
 import { type AuthFailureAudit, type AuthLimiter, blockMessage, secretsEqual } from "./auth.ts";
-import type { TrustedProxies } from "./client_address.ts";
+import { normalizeIp, type TrustedProxies } from "./client_address.ts";
 import { ControlSession, type SessionDeps } from "./control/session.ts";
 import type { FrontSlot, RequestHead } from "./listeners/http_front.ts";
 import { httpResponse } from "./listeners/http_refusals.ts";
@@ -247,7 +247,12 @@ async function control(
   // Twice the limit: a message a little over it still reaches the decoder, which answers with an
   // `error` naming the limit (4013); anything larger is cut off by the WebSocket layer (1009).
   const ws = await accept(head, conn, leftover, slot, 2 * MAX_CONTROL_MESSAGE_BYTES);
-  const session = new ControlSession(ws, result.principal, ip, hostHeader, deps);
+  // Behind a trusted proxy that says the client came over https, HTTP tunnels' URLs are https on
+  // the default port (unless --public-http-url-scheme says otherwise).
+  const peer = normalizeIp(head.remote.hostname) ?? head.remote.hostname;
+  const viaHttpsProxy = deps.proxies.trusts(peer) &&
+    head.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase() === "https";
+  const session = new ControlSession(ws, result.principal, ip, hostHeader, deps, viaHttpsProxy);
   deps.sessions.set(session.id, session);
 }
 

@@ -278,6 +278,7 @@ export async function startServer(
       throw e;
     }
   }
+  registry.boundPorts(front.addr.port, sitesFront?.addr.port ?? null);
   if (opts.afterBind) {
     binding = opts.afterBind(front.addr);
     try {

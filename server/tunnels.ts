@@ -208,6 +208,14 @@ export class TunnelRegistry {
     return [...this.#tunnels.values()];
   }
 
+  /** The ports actually bound (the config may say 0), for HTTP tunnels' URLs. */
+  #ports_: { main: number | null; sites: number | null } = { main: null, sites: null };
+
+  /** Tells the registry which ports the server's HTTP listeners bound. */
+  boundPorts(main: number, sites: number | null): void {
+    this.#ports_ = { main, sites };
+  }
+
   /** The HTTP tunnel served on `host` (lower case, no port), if any. */
   byHost(host: string): Tunnel | undefined {
     return this.#hosts.get(host);
@@ -226,6 +234,7 @@ export class TunnelRegistry {
     session: TunnelOwnerSession,
     req: TunnelRequest,
     publicHost: string,
+    viaHttpsProxy = false,
   ): Promise<Tunnel> {
     const owner = session.owner;
     const before = this.#queues.get(owner) ?? Promise.resolve();
@@ -235,7 +244,7 @@ export class TunnelRegistry {
     this.#queues.set(owner, tail);
     await before;
     try {
-      return await this.#acquire(session, req, publicHost);
+      return await this.#acquire(session, req, publicHost, viaHttpsProxy);
     } finally {
       done();
       if (this.#queues.get(owner) === tail) this.#queues.delete(owner);
@@ -246,8 +255,9 @@ export class TunnelRegistry {
     session: TunnelOwnerSession,
     req: TunnelRequest,
     publicHost: string,
+    viaHttpsProxy: boolean,
   ): Promise<Tunnel> {
-    if (req.kind === "http") return await this.#acquireHttp(session, req);
+    if (req.kind === "http") return await this.#acquireHttp(session, req, viaHttpsProxy);
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
     if (existing) this.#checkHolder(existing, session);
@@ -394,7 +404,11 @@ export class TunnelRegistry {
   }
 
   /** An HTTP tunnel: the host asked for (or the user's stable subdomain), no port. */
-  async #acquireHttp(session: TunnelOwnerSession, req: TunnelRequest): Promise<Tunnel> {
+  async #acquireHttp(
+    session: TunnelOwnerSession,
+    req: TunnelRequest,
+    viaHttpsProxy: boolean,
+  ): Promise<Tunnel> {
     const book = this.#hostBook;
     const domain = book?.domain ?? null;
     if (!book || domain === null) {
@@ -444,7 +458,11 @@ export class TunnelRegistry {
     const now = this.#now();
     recent.push(now);
     this.#createdAt.set(session.owner, recent);
-    const tunnel = new Tunnel(session, req, { kind: "http", host, url: this.#httpUrl(host) });
+    const tunnel = new Tunnel(session, req, {
+      kind: "http",
+      host,
+      url: this.#httpUrl(host, viaHttpsProxy),
+    });
     tunnel.session = session;
     tunnel.heldSince = now;
     tunnel.openedAt = now;
@@ -462,13 +480,16 @@ export class TunnelRegistry {
   }
 
   /** The public URL of an HTTP tunnel's host. */
-  #httpUrl(host: string): string {
+  #httpUrl(host: string, viaHttpsProxy: boolean): string {
     const c = this.#config;
-    const scheme = c.publicHttpScheme ?? (c.tlsCert ? "https" : "http");
-    // Behind a proxy (--public-http-url-scheme or --public-url given) the default port is used;
-    // otherwise the port the server listens on is part of the address.
-    const behindProxy = c.publicHttpScheme !== null || c.publicUrl !== null;
-    const port = behindProxy ? null : c.httpListen?.port ?? c.listenPort;
+    const scheme = c.publicHttpScheme ?? (c.tlsCert || viaHttpsProxy ? "https" : "http");
+    // Behind a proxy (--public-http-url-scheme or --public-url given, or a trusted proxy on
+    // https) the default port is used; otherwise the port the server listens on is in the URL.
+    const behindProxy = c.publicHttpScheme !== null || c.publicUrl !== null || viaHttpsProxy;
+    // Plain http is served on --http-listen when there is one; https only on the main port.
+    const sites = this.#ports_.sites ?? c.httpListen?.port ?? null;
+    const main = this.#ports_.main ?? c.listenPort;
+    const port = behindProxy ? null : scheme === "http" && sites !== null ? sites : main;
     const standard = port === null || (scheme === "https" ? port === 443 : port === 80);
     return `${scheme}://${host}${standard ? "" : `:${port}`}`;
   }

@@ -75,6 +75,8 @@ export interface Visitor {
   readonly extra: OpenExtra | undefined;
   /** A replay from the inspector: the id of the exchange it repeats (IP rules do not apply). */
   readonly replayOf?: string;
+  /** Told the id of each exchange captured for this connection (the inspector's Replay). */
+  readonly captured?: (id: string) => void;
 }
 
 /** A connection with bytes already read from it (`pending`) served first. */
@@ -96,22 +98,27 @@ class Source {
     return got.head;
   }
 
-  /** Bytes: the pending ones first, then one read; null at EOF. */
+  /**
+   * Bytes: the pending ones first, then one read; null at EOF. The bytes are valid until the next
+   * call (one buffer is reused: callers write or copy a chunk before reading on).
+   */
   async read(): Promise<Uint8Array | null> {
     if (this.pending.byteLength > 0) {
       const p = this.pending;
       this.pending = new Uint8Array(0);
       return p;
     }
-    const buf = new Uint8Array(READ_BYTES);
-    const n = await this.conn.read(buf);
-    return n === null ? null : buf.subarray(0, n);
+    this.#buf ??= new Uint8Array(READ_BYTES);
+    const n = await this.conn.read(this.#buf);
+    return n === null ? null : this.#buf.subarray(0, n);
   }
 
-  /** Puts back bytes read past a message. */
+  #buf: Uint8Array | null = null;
+
+  /** Puts back bytes read past a message (copied: the read buffer is reused). */
   unread(bytes: Uint8Array): void {
     if (bytes.byteLength === 0) return;
-    this.pending = this.pending.byteLength === 0 ? bytes : concat(bytes, this.pending);
+    this.pending = this.pending.byteLength === 0 ? bytes.slice() : concat(bytes, this.pending);
   }
 }
 
@@ -164,7 +171,11 @@ class Exchanges {
     this.#proto = visitor.extra?.proto ?? "http";
   }
 
-  /** True when the connection ended cleanly (the visitor closed between requests). */
+  /**
+   * True when the connection ends cleanly: the visitor closed between requests, or the last
+   * exchange was complete and the connection closes after it (`Connection: close`, a body that
+   * runs to the close, a refusal page). A reset there could drop the end of that response.
+   */
   async run(): Promise<boolean> {
     for (;;) {
       let text: string;
@@ -183,7 +194,9 @@ class Exchanges {
           } else if (e.kind === "malformed") {
             await this.#page(null, false, badRequest(e.message));
           }
-          return false;
+          // The page (or, idle too long, nothing) is the last thing sent: a clean close delivers
+          // it. A head cut off by the visitor is a broken connection.
+          return e.kind !== "eof";
         }
         throw new Gone();
       }
@@ -195,10 +208,10 @@ class Exchanges {
       } catch (e) {
         const status = e instanceof HttpFramingError ? e.status : 400;
         await this.#page(null, false, { ...badRequest(errorText(e)), status });
-        return false;
+        return true;
       }
       const keep = await this.#one(req, framing);
-      if (!keep) return false;
+      if (!keep) return true;
     }
   }
 
@@ -244,12 +257,7 @@ class Exchanges {
     }
     const max = rules.maxBodyBytes;
     if (max !== null && framing.kind === "length" && framing.length > max) {
-      return await refuse({
-        status: 413,
-        code: "body_too_large",
-        title: "Request body too large",
-        message: `This tunnel accepts request bodies up to ${max} bytes.`,
-      });
+      return await refuse(tooLarge(max));
     }
     const upgrade = isUpgrade(req.headers);
     const outHead = this.#forwardHead(req, upgrade);
@@ -335,7 +343,7 @@ class Exchanges {
     }
     // The request body flows while the response is awaited (100-continue, early answers).
     const body = framing.kind === "none" || upgrade
-      ? Promise.resolve<"done" | "aborted">("done")
+      ? Promise.resolve<BodyEnd>("done")
       : this.#pumpBody(framing, local, capture);
     let res: ResponseHead;
     let resText: string;
@@ -356,6 +364,13 @@ class Exchanges {
         framing.kind === "none"
       ) {
         return "stale";
+      }
+      if (aborted === "too_large") {
+        // Nothing was answered yet: the visitor learns why rather than seeing a reset.
+        const max = t.rules.maxBodyBytes;
+        capture?.end(`the request body is larger than ${max} bytes`);
+        await this.#page(req.headers.get("accept"), req.method === "HEAD", tooLarge(max), true);
+        return "close";
       }
       if (aborted === "aborted") return "close";
       const message = e instanceof HttpHeadError && e.kind === "timeout"
@@ -427,23 +442,24 @@ class Exchanges {
     }
     const sent = await body;
     capture?.end();
-    if (sent === "aborted" || localClose || localSrc.pending.byteLength > 0) {
+    if (sent !== "done" || localClose || localSrc.pending.byteLength > 0) {
       closeQuietly(local);
     } else {
       t.pool.release(local);
     }
-    return sent === "aborted" || closeAfter ? "close" : "keep";
+    return sent !== "done" || closeAfter ? "close" : "keep";
   }
 
   /**
-   * Copies the request body from the visitor to `local`; "aborted" when it could not be
-   * finished (too large, the local service stopped reading, a framing error).
+   * Copies the request body from the visitor to `local`; "too_large" once it passes --max-body,
+   * "aborted" when it could not be finished otherwise (the local service stopped reading, a
+   * framing error, the visitor went away).
    */
   async #pumpBody(
     framing: BodyFraming,
     local: Deno.Conn,
     capture: CaptureHandle | null,
-  ): Promise<"done" | "aborted"> {
+  ): Promise<BodyEnd> {
     const max = this.#t.rules.maxBodyBytes;
     const tracker = new BodyTracker(framing);
     while (!tracker.done) {
@@ -468,7 +484,7 @@ class Exchanges {
       }
       if (max !== null && tracker.decodedBytes > max) {
         closeQuietly(local);
-        return "aborted";
+        return "too_large";
       }
       try {
         if (used > 0) await writeAll(local, chunk.subarray(0, used));
@@ -560,7 +576,7 @@ class Exchanges {
   #begin(req: RequestHead): CaptureHandle | null {
     const capture = this.#t.capture;
     if (!capture) return null;
-    return capture.begin({
+    const handle = capture.begin({
       tunnel: this.#t.name,
       remote: this.#visitor.remote,
       local: targetUrl(this.#t.pool.target),
@@ -572,6 +588,8 @@ class Exchanges {
         headers: [...req.headers],
       },
     });
+    this.#visitor.captured?.(handle.id);
+    return handle;
   }
 
   async #toVisitor(bytes: Uint8Array): Promise<void> {
@@ -590,6 +608,18 @@ class Exchanges {
 
 /** The local service broke off mid-exchange: the visitor's connection is reset. */
 class LocalBroke extends Error {}
+
+/** How copying a request body ended. */
+type BodyEnd = "done" | "aborted" | "too_large";
+
+function tooLarge(max: number | null): ErrorPage {
+  return {
+    status: 413,
+    code: "body_too_large",
+    title: "Request body too large",
+    message: `This tunnel accepts request bodies up to ${max} bytes.`,
+  };
+}
 
 function badRequest(message: string): ErrorPage {
   return { status: 400, code: "bad_request", title: "Bad request", message };

@@ -18,7 +18,6 @@ const MAX_REPLAY_RESPONSE_BYTES = 64 * 1024 * 1024;
 /** Every HTTP tunnel of the client, by name. */
 export class HttpTunnels {
   readonly #tunnels = new Map<string, HttpTunnel>();
-  readonly #capture: Capture | null;
 
   constructor(
     specs: readonly TunnelSpec[],
@@ -26,7 +25,6 @@ export class HttpTunnels {
     capture: Capture | null,
     log: Logger,
   ) {
-    this.#capture = capture;
     for (const spec of specs) {
       if (!spec.http) continue;
       this.#tunnels.set(spec.name, {
@@ -77,7 +75,8 @@ export class HttpTunnels {
 
   /**
    * Sends a captured request (edited, if asked) to its local service again, through the
-   * tunnel's rules, as the inspector's Replay; resolves with the new exchange's id.
+   * tunnel's rules, as the inspector's Replay; resolves with the new exchange's id once the
+   * local service answered (or after `MAX_REPLAY_RESPONSE_BYTES` of its response).
    */
   async replay(entry: CapturedExchange, edits?: ReplayEdits): Promise<string> {
     const t = this.#tunnels.get(entry.tunnel);
@@ -85,7 +84,8 @@ export class HttpTunnels {
     const req = entry.request;
     if (req.truncated && edits?.body === undefined) {
       throw new Error(
-        `the captured body was kept only up to ${req.body.byteLength} of ${req.bodyBytes} bytes, so it cannot be sent again as it was`,
+        `the captured body was kept only up to ${req.body.byteLength} of ${req.bodyBytes} bytes, ` +
+          "so it cannot be sent again as it was (Edit & Replay with a body of your own)",
       );
     }
     const method = edits?.method ?? req.method;
@@ -104,32 +104,42 @@ export class HttpTunnels {
     const head = serializeRequestHead(method, target, headers);
     const [ours, engine] = memoryPipe();
     let newId: string | null = null;
-    const unsubscribe = this.#capture?.subscribe((e) => {
-      if (newId === null && e.replayOf === entry.id) newId = e.id;
-    }) ?? (() => {});
-    try {
-      const served = serveVisitor(engine.asConn(), {
-        remote: "replay",
-        extra: { proto: "https" },
-        replayOf: entry.id,
-      }, t);
+    const served = serveVisitor(engine.asConn(), {
+      remote: "replay",
+      extra: { proto: "https" },
+      replayOf: entry.id,
+      captured: (id) => (newId ??= id),
+    }, t);
+    // The request is written while the response is read: a refusal may come before the body.
+    const sent = (async () => {
       await ours.write(head);
       if (body.byteLength > 0) await ours.write(body);
       await ours.closeWrite();
+    })().catch(() => {});
+    let firstLine = "";
+    try {
       const buf = new Uint8Array(64 * 1024);
       let total = 0;
       for (;;) {
         const n = await ours.read(buf).catch(() => null);
         if (n === null) break;
+        if (total === 0) firstLine = new TextDecoder().decode(buf.subarray(0, Math.min(n, 200)));
         total += n;
+        // Past this, stop reading: closing our end below makes the engine give up too.
         if (total > MAX_REPLAY_RESPONSE_BYTES) break;
       }
-      await served;
     } finally {
-      unsubscribe();
       closeQuietly(ours);
+      await sent;
+      await served;
     }
-    if (newId === null) throw new Error("the replayed request was not captured");
+    if (newId === null) {
+      const status = firstLine.split("\r\n")[0] ?? "";
+      throw new Error(
+        `the tunnel did not pass the replayed request to the local service` +
+          (status.startsWith("HTTP/") ? ` (it answered ${status.replace(/^HTTP\/\S+ /, "")})` : ""),
+      );
+    }
     return newId;
   }
 

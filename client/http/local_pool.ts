@@ -62,9 +62,7 @@ export class LocalPool {
     const t = this.target;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const attempt: Promise<Deno.Conn> = t.scheme === "https"
-      ? (t.insecure
-        ? connectInsecureTls(t.host, t.port)
-        : Deno.connectTls({ hostname: t.host, port: t.port }))
+      ? (t.insecure ? connectInsecureTls(t.host, t.port) : connectTlsVerified(t.host, t.port))
       : Deno.connect({ hostname: t.host, port: t.port });
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -123,4 +121,20 @@ export class LocalPool {
       this.#sweep = undefined;
     }
   }
+}
+
+/**
+ * A verified TLS connection with its handshake done: Deno.connectTls resolves before the
+ * handshake, so a certificate error would otherwise surface as a local service that "closed the
+ * connection without answering" instead of a dial error that suggests --local-insecure.
+ */
+async function connectTlsVerified(hostname: string, port: number): Promise<Deno.TlsConn> {
+  const conn = await Deno.connectTls({ hostname, port });
+  try {
+    await conn.handshake();
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
+  return conn;
 }

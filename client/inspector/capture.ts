@@ -51,6 +51,8 @@ export interface CapturedExchange {
 
 /** What the forwarding engine reports about one exchange as it happens. */
 export interface CaptureHandle {
+  /** The new exchange's id. */
+  readonly id: string;
   /** Decoded request body bytes; may be called many times. The bytes are copied. */
   requestBody(chunk: Uint8Array): void;
   /** The response head, once. */
@@ -191,6 +193,7 @@ export class Capture {
     this.#changed(entry);
     const ended = () => entry.durationMs !== null || !entry.live;
     return {
+      id: entry.id,
       requestBody: (chunk) => {
         if (!ended()) this.#addBytes(entry.requestBody.append(chunk, this.limits.maxBodyBytes));
       },

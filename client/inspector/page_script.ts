@@ -263,9 +263,14 @@ export const PAGE_SCRIPT = String.raw`"use strict";
     }).map(function (h) { return h[0] + ": " + h[1]; }).join("\n");
     var b = d.request.body;
     var body = $("edit-body");
-    body.disabled = b.kind === "binary" || b.truncated;
-    body.value = body.disabled ? "" : (b.text || "");
-    body.placeholder = body.disabled ? "Binary or truncated body: sent as captured" : "";
+    // A truncated body cannot be sent as captured: the user types the one to send instead.
+    body.disabled = b.kind === "binary" && !b.truncated;
+    body.value = body.disabled || b.truncated ? "" : (b.text || "");
+    body.placeholder = body.disabled
+      ? "Binary body: sent as captured"
+      : b.truncated
+      ? "Only " + size(b.kept) + " of " + size(b.bytes) + " of the body were kept, so it cannot be sent as captured: type the body to send"
+      : "";
     $("edit").hidden = false;
     $("edit-method").focus();
   }

@@ -132,7 +132,15 @@ function buildApp(
 
   app.use(async (c, next) => {
     const port = boundPort();
-    const allowed = new Set([`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`]);
+    // Also the address it was told to listen on (e.g. a LAN address): an IP literal in Host
+    // cannot be a DNS-rebinding name.
+    const bound = opts.hostname.includes(":") ? `[${opts.hostname}]` : opts.hostname;
+    const allowed = new Set([
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      `[::1]:${port}`,
+      `${bound.toLowerCase()}:${port}`,
+    ]);
     const host = c.req.header("host")?.toLowerCase() ?? "";
     if (!allowed.has(host)) {
       throw new ApiError(

@@ -149,7 +149,15 @@ export interface HostBookOptions {
   readonly now?: () => number;
   /** A fresh subdomain label (tests); default {@link randomLabel}. */
   readonly random?: () => string;
+  /**
+   * Subdomain reservations kept per user; a new one beyond it drops the user's least recently
+   * used ones (custom domains are never dropped). Default {@link MAX_SUBDOMAINS_PER_USER}.
+   */
+  readonly maxSubdomainsPerUser?: number;
 }
+
+/** Subdomains a user keeps reserved at most: a user cannot hoard the name space. */
+export const MAX_SUBDOMAINS_PER_USER = 64;
 
 /** The host names HTTP tunnels are served on; backed by the store. */
 export class HostBook {
@@ -157,8 +165,10 @@ export class HostBook {
   readonly #domain: string | null;
   readonly #now: () => number;
   readonly #random: () => string;
+  readonly #maxPerUser: number;
 
   constructor(store: Store, opts: HostBookOptions) {
+    this.#maxPerUser = opts.maxSubdomainsPerUser ?? MAX_SUBDOMAINS_PER_USER;
     this.#store = store;
     this.#domain = opts.domain === null ? null : opts.domain.toLowerCase();
     this.#now = opts.now ?? Date.now;
@@ -213,6 +223,7 @@ export class HostBook {
           `subdomain ${host} is taken by another user (choose another --subdomain)`,
         );
       }
+      await this.#trim(userId, host);
       return host;
     }
     const own = await this.#store.hostForTunnel(userId, tunnel);
@@ -227,7 +238,10 @@ export class HostBook {
       const host = `${label}.${domain}`;
       // A fresh label must be free, not merely the user's: it would take another tunnel's.
       if (await this.#store.hostByName(host) !== null) continue;
-      if (await this.#reserve(userId, host, tunnel)) return host;
+      if (await this.#reserve(userId, host, tunnel)) {
+        await this.#trim(userId, host);
+        return host;
+      }
     }
     throw new Error(`no free random subdomain of ${domain} found in ${RANDOM_TRIES} tries`);
   }
@@ -292,6 +306,15 @@ export class HostBook {
       );
     }
     return r.reservation;
+  }
+
+  /** Drops the user's least recently used subdomains beyond the cap (never `keep`). */
+  async #trim(userId: number, keep: string): Promise<void> {
+    const mine = (await this.#store.listHosts(userId))
+      .filter((h) => h.kind === "subdomain" && h.host !== keep)
+      .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    const excess = mine.length + 1 - this.#maxPerUser;
+    for (const h of mine.slice(0, Math.max(0, excess))) await this.#store.releaseHost(h.host);
   }
 
   /** Reserves `host` for the user's tunnel now; false when another user holds it. */

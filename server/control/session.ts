@@ -68,6 +68,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly #ws: WsConn;
   readonly #deps: SessionDeps;
   readonly #fallbackHost: string;
+  /** The client came through a trusted proxy over https (HTTP tunnel URLs are https then). */
+  readonly #viaHttpsProxy: boolean;
   #welcomed = false;
   #helloSeen = false;
   #revoked = false;
@@ -86,7 +88,9 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     remote: string,
     fallbackHost: string,
     deps: SessionDeps,
+    viaHttpsProxy = false,
   ) {
+    this.#viaHttpsProxy = viaHttpsProxy;
     this.#ws = ws;
     this.owner = principal.owner;
     this.userId = principal.userId;
@@ -338,7 +342,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
         continue;
       }
       try {
-        const t = await registry.acquire(this, req, publicHost);
+        const t = await registry.acquire(this, req, publicHost, this.#viaHttpsProxy);
         this.#tunnels.add(t);
         granted.push(t.grant());
       } catch (e) {
@@ -386,7 +390,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
           this.principal.tokenLabel ? ` (${this.principal.tokenLabel})` : ""
         }`,
       session: this.id,
-      tunnels: granted.map((g) => `${g.name}:${g.remotePort}`).join(","),
+      tunnels: granted.map((g) =>
+        g.kind === "http" ? `${g.name}:${g.url}` : `${g.name}:${g.remotePort}`
+      )
+        .join(","),
     });
     this.#heartbeatTimer = setInterval(() => this.#heartbeat(), config.heartbeatMs);
     this.#recheckTimer = setInterval(() => {

@@ -31,6 +31,8 @@ interface Pending {
   readonly target: string;
   readonly start: number;
   bytesIn: number;
+  /** Bytes of interim (1xx) response heads sent before the final one. */
+  interimOut: number;
 }
 
 /** Scans one direction for heads and skips bodies. */
@@ -118,6 +120,7 @@ export class HttpObserver {
         target: head.target,
         start: this.#now(),
         bytesIn: text.length,
+        interimOut: 0,
       };
       this.#inFlight.push(pending);
       try {
@@ -156,9 +159,17 @@ export class HttpObserver {
         this.#lost = true;
         return null;
       }
-      if (head.status < 200) return null; // 100 Continue, 103 Early Hints: the final one follows
+      if (head.status < 200) {
+        // 100 Continue, 103 Early Hints: the final one follows; their bytes count with it.
+        pending.interimOut += text.length;
+        return null;
+      }
       this.#inFlight.shift();
-      this.#current = { pending, status: head.status, bytesOut: text.length };
+      this.#current = {
+        pending,
+        status: head.status,
+        bytesOut: pending.interimOut + text.length,
+      };
       let tracker: BodyTracker | null = null;
       try {
         const framing = responseFraming(pending.method, head.status, head.headers);

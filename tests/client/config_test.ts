@@ -1029,3 +1029,331 @@ for (const c of WARNINGS) {
     assert.deepEqual(r.warnings, c.want);
   });
 }
+
+/** The HTTP tunnel of a parsed command line, as plain data. */
+function httpOf(c: ClientConfig, i = 0) {
+  const t = c.tunnels[i]!;
+  assert.ok(t.http, `tunnel ${t.name} is not an HTTP tunnel`);
+  return { name: t.name, localHost: t.localHost, localPort: t.localPort, http: t.http };
+}
+
+const HTTP_VALID: {
+  args: string[];
+  toml?: string;
+  want: {
+    name: string;
+    target: string;
+    subdomain?: string | null;
+    domain?: string | null;
+    check?: (h: NonNullable<ClientConfig["tunnels"][number]["http"]>) => unknown;
+  };
+}[] = [
+  { args: ["http", "3000"], want: { name: "http-3000", target: "http://127.0.0.1:3000" } },
+  {
+    args: ["http", "localhost:8080"],
+    want: { name: "http-8080", target: "http://localhost:8080" },
+  },
+  {
+    args: ["http", "https://host:8443"],
+    want: { name: "http-8443", target: "https://host:8443" },
+  },
+  {
+    args: ["http", "3000", "--subdomain", "App"],
+    want: { name: "app", target: "http://127.0.0.1:3000", subdomain: "app" },
+  },
+  {
+    args: ["http", "3000", "--subdomain", "app", "--name", "web"],
+    want: { name: "web", target: "http://127.0.0.1:3000", subdomain: "app" },
+  },
+  {
+    args: ["http", "3000", "--domain", "app.example.com"],
+    want: { name: "http-3000", target: "http://127.0.0.1:3000", domain: "app.example.com" },
+  },
+  {
+    args: [
+      "http",
+      "https://127.0.0.1:8443",
+      "--subdomain",
+      "app",
+      "--host-header",
+      "preserve",
+      "--basic-auth",
+      "ann:pw",
+      "--basic-auth",
+      "bob:pw2",
+      "--allow-ip",
+      "10.0.0.0/8",
+      "--deny-ip",
+      "10.1.0.0/16",
+      "--request-header-add",
+      "X-Env: staging",
+      "--request-header-remove",
+      "X-Secret",
+      "--response-header-add",
+      "X-Served-By: mport",
+      "--security-headers",
+      "--max-body",
+      "5MB",
+      "--local-insecure",
+    ],
+    want: {
+      name: "app",
+      target: "https://127.0.0.1:8443",
+      check: (h) => {
+        assert.deepEqual(h.rules.hostHeader, { kind: "preserve" });
+        assert.deepEqual(h.rules.basicAuth, [
+          { user: "ann", password: "pw" },
+          { user: "bob", password: "pw2" },
+        ]);
+        assert.equal(h.rules.ipRules?.allows("10.2.0.1"), true);
+        assert.equal(h.rules.ipRules?.allows("10.1.0.1"), false);
+        assert.deepEqual(h.rules.requestHeaderAdd, [["x-env", "staging"]]);
+        assert.deepEqual(h.rules.requestHeaderRemove, ["x-secret"]);
+        assert.deepEqual(h.rules.responseHeaderAdd, [["x-served-by", "mport"]]);
+        assert.equal(h.rules.securityHeaders, true);
+        assert.equal(h.rules.maxBodyBytes, 5_000_000);
+        assert.equal(h.target.insecure, true);
+        return true;
+      },
+    },
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: `[[tunnels]]
+type = "http"
+local = "https://127.0.0.1:8443"
+subdomain = "app"
+host_header = "myapp.local:8080"
+basic_auth = ["ann:pw", "bob:pw2"]
+allow_ip = "10.0.0.0/8"
+deny_ip = ["10.1.0.0/16"]
+request_header_add = ["X-Env: staging"]
+request_header_remove = "X-Secret"
+response_header_add = ["X-Served-By: mport"]
+security_headers = true
+max_body = 2048
+local_insecure = true
+`,
+    want: {
+      name: "app",
+      target: "https://127.0.0.1:8443",
+      subdomain: "app",
+      check: (h) => {
+        assert.deepEqual(h.rules.hostHeader, { kind: "value", value: "myapp.local:8080" });
+        assert.equal(h.rules.basicAuth.length, 2);
+        assert.equal(h.rules.ipRules?.allows("10.2.0.1"), true);
+        assert.equal(h.rules.ipRules?.allows("10.1.0.1"), false);
+        assert.deepEqual(h.rules.requestHeaderAdd, [["x-env", "staging"]]);
+        assert.deepEqual(h.rules.requestHeaderRemove, ["x-secret"]);
+        assert.deepEqual(h.rules.responseHeaderAdd, [["x-served-by", "mport"]]);
+        assert.equal(h.rules.securityHeaders, true);
+        assert.equal(h.rules.maxBodyBytes, 2048);
+        assert.equal(h.target.insecure, true);
+        return true;
+      },
+    },
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: '[[tunnels]]\ntype = "http"\nlocal = 5173\nmax_body = "1MiB"\n',
+    want: {
+      name: "http-5173",
+      target: "http://127.0.0.1:5173",
+      subdomain: null,
+      check: (h) => h.rules.maxBodyBytes === 1_048_576 && h.rules.hostHeader.kind === "rewrite",
+    },
+  },
+];
+
+for (const c of HTTP_VALID) {
+  const label = c.toml ? `${c.args.join(" ")} with ${JSON.stringify(c.toml)}` : c.args.join(" ");
+  Deno.test(`client accepts the HTTP tunnel ${label}`, () => {
+    const config = parse([...c.args, ...BASE], {}, c.toml ? withToml(c.toml) : readFile);
+    const t = httpOf(config);
+    assert.equal(t.name, c.want.name);
+    const { scheme, host, port } = t.http.target;
+    assert.equal(`${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`, c.want.target);
+    assert.equal(t.localHost, host);
+    assert.equal(t.localPort, port);
+    if (c.want.subdomain !== undefined) assert.equal(t.http.subdomain, c.want.subdomain);
+    if (c.want.domain !== undefined) assert.equal(t.http.domain, c.want.domain);
+    if (c.want.check) assert.ok(c.want.check(t.http));
+  });
+}
+
+Deno.test("a config file mixes tcp and http tunnels", () => {
+  const toml = '[[tunnels]]\nlocal = 22\n[[tunnels]]\ntype = "http"\nlocal = 3000\n' +
+    'subdomain = "web"\n';
+  const c = parse(["start", "--config", "t.toml", ...BASE], {}, withToml(toml));
+  assert.equal(c.tunnels[0]!.http, null);
+  assert.equal(c.tunnels[1]!.name, "web");
+  assert.equal(c.tunnels[1]!.http?.subdomain, "web");
+});
+
+const INSPECT: { args: string[]; toml?: string; want: { host: string; port: number } | null }[] = [
+  { args: ["http", "3000"], want: { host: "127.0.0.1", port: 4040 } },
+  {
+    args: ["http", "3000", "--inspect", "127.0.0.1:5050"],
+    want: { host: "127.0.0.1", port: 5050 },
+  },
+  { args: ["http", "3000", "--inspect", "6060"], want: { host: "127.0.0.1", port: 6060 } },
+  { args: ["http", "3000", "--no-inspect"], want: null },
+  {
+    args: ["http", "3000", "--config", "t.toml"],
+    toml: "inspect = false\n",
+    want: null,
+  },
+  {
+    args: ["http", "3000", "--config", "t.toml"],
+    toml: 'inspect = "127.0.0.1:7070"\n',
+    want: { host: "127.0.0.1", port: 7070 },
+  },
+  {
+    args: ["http", "3000", "--config", "t.toml", "--inspect", "127.0.0.1:5050"],
+    toml: "inspect = false\n",
+    want: { host: "127.0.0.1", port: 5050 },
+  },
+  {
+    args: ["http", "3000", "--config", "t.toml", "--no-inspect"],
+    toml: 'inspect = "127.0.0.1:7070"\n',
+    want: null,
+  },
+];
+
+for (const c of INSPECT) {
+  const label = c.toml ? `${c.args.join(" ")} with ${JSON.stringify(c.toml)}` : c.args.join(" ");
+  Deno.test(`client inspector for ${label}: ${c.want ? `${c.want.host}:${c.want.port}` : "off"}`, () => {
+    const config = parse([...c.args, ...BASE], {}, c.toml ? withToml(c.toml) : readFile);
+    assert.deepEqual(config.inspect, c.want);
+  });
+}
+
+const HTTP_INVALID: { args: string[]; toml?: string; message: string }[] = [
+  {
+    args: ["http"],
+    message: "usage: mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [--name NAME]",
+  },
+  {
+    args: ["http", "3000", "4000"],
+    message: "usage: mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [--name NAME]",
+  },
+  {
+    args: ["http", "3000", "--remote-port", "9000"],
+    message: "--remote-port belongs to `mport tcp`",
+  },
+  {
+    args: ["http", "3000", "--local-insecure"],
+    message: "--local-insecure is for https:// local services",
+  },
+  {
+    args: ["http", "3000", "--subdomain=-x"],
+    message: `invalid --subdomain "-x": use 1-63 letters, digits and '-' (not at either end)`,
+  },
+  {
+    args: ["http", "3000", "--max-body", "big"],
+    message: 'invalid --max-body "big": invalid size "big": use a number with B, KB, MB, GB, TB ' +
+      "(or KiB, MiB, GiB, TiB)",
+  },
+  {
+    args: ["http", "3000", "--inspect", "x:1", "--no-inspect"],
+    message: "--inspect and --no-inspect contradict",
+  },
+  ...[
+    ["--subdomain", "app"],
+    ["--domain", "app.example.com"],
+    ["--host-header", "preserve"],
+    ["--basic-auth", "u:p"],
+    ["--allow-ip", "10.0.0.0/8"],
+    ["--deny-ip", "10.0.0.0/8"],
+    ["--request-header-add", "X-A: b"],
+    ["--request-header-remove", "X-A"],
+    ["--response-header-add", "X-A: b"],
+    ["--security-headers"],
+    ["--max-body", "1MB"],
+    ["--local-insecure"],
+  ].map((flag) => ({
+    args: ["tcp", "22", ...flag],
+    message: `${flag[0]} belongs to \`mport http\``,
+  })),
+  {
+    args: ["start", "--config", "t.toml", "--subdomain", "app"],
+    toml: "[[tunnels]]\nlocal = 22\n",
+    message: "--subdomain belongs to `mport http`; set it per tunnel in the config file",
+  },
+  ...Object.entries({
+    subdomain: 'subdomain = "app"',
+    host_header: 'host_header = "preserve"',
+    basic_auth: 'basic_auth = ["u:p"]',
+    allow_ip: 'allow_ip = "10.0.0.0/8"',
+    security_headers: "security_headers = true",
+    max_body: 'max_body = "1MB"',
+    local_insecure: "local_insecure = true",
+  }).map(([key, line]) => ({
+    args: ["start", "--config", "t.toml"],
+    toml: `[[tunnels]]\nlocal = 22\n${line}\n`,
+    message: `t.toml:3: tunnels[0]: "${key}" needs type = "http"`,
+  })),
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: '[[tunnels]]\ntype = "http"\nlocal = 3000\nremote_port = 9000\n',
+    message: 't.toml:4: tunnels[0]: unknown key "remote_port"',
+  },
+  ...[
+    ["subdomain", "subdomain = 5"],
+    ["domain", "domain = true"],
+    ["host_header", "host_header = 1"],
+    ["basic_auth", "basic_auth = [1]"],
+    ["allow_ip", "allow_ip = 10"],
+    ["deny_ip", "deny_ip = [true]"],
+    ["request_header_add", 'request_header_add = { a = "b" }'],
+    ["request_header_remove", "request_header_remove = false"],
+    ["response_header_add", "response_header_add = 3"],
+    ["security_headers", 'security_headers = "yes"'],
+    ["max_body", "max_body = true"],
+    ["local_insecure", "local_insecure = 1"],
+  ].map(([key, line]) => ({
+    args: ["start", "--config", "t.toml"],
+    toml: `[[tunnels]]\ntype = "http"\nlocal = 3000\n${line}\n`,
+    message: `t.toml:4: tunnels[0]: "${key}" has the wrong type`,
+  })),
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: '[[tunnels]]\ntype = "http"\nlocal = 3000\nallow_ip = ["10.0.0.0/99"]\n',
+    message: 't.toml:4: tunnels[0]: invalid --allow-ip: invalid CIDR "10.0.0.0/99": prefix ' +
+      "length 99 is more than 32 for IPv4",
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: '[[tunnels]]\ntype = "http"\nlocal = "http://h/x"\nsubdomain = "a"\n',
+    message: 't.toml:3: tunnels[0]: invalid local URL "http://h/x": give no path (requests ' +
+      "keep the path visitors ask for)",
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: '[[tunnels]]\ntype = "http"\nlocal = 3000\nmax_body = "huge"\n',
+    message: 't.toml:4: tunnels[0]: invalid --max-body "huge": invalid size "huge": use a number ' +
+      "with B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)",
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: 'inspect = 4040\n[[tunnels]]\ntype = "http"\nlocal = 3000\n',
+    message: 't.toml:1: "inspect" must be "HOST:PORT" or false',
+  },
+  {
+    args: ["start", "--config", "t.toml"],
+    toml: 'inspect = true\n[[tunnels]]\ntype = "http"\nlocal = 3000\n',
+    message: 't.toml:1: "inspect" must be "HOST:PORT" or false',
+  },
+];
+
+for (const c of HTTP_INVALID) {
+  const label = c.toml ? `${c.args.join(" ")} with ${JSON.stringify(c.toml)}` : c.args.join(" ");
+  Deno.test(`client refuses the HTTP tunnel ${label}`, () => {
+    const read = c.toml === undefined ? readFile : withToml(c.toml);
+    assert.throws(() => parseClientArgs([...c.args, ...BASE], {}, read), (e: unknown) => {
+      assert.ok(e instanceof TypeError, String(e));
+      assert.equal(e.message, c.message);
+      return true;
+    });
+  });
+}

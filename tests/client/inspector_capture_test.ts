@@ -164,7 +164,7 @@ Deno.test("a body beyond maxBodyBytes is kept truncated while bodyBytes counts e
 });
 
 Deno.test("subscribers hear of a new entry, its response and its end, and not after unsubscribing", () => {
-  const c = new Capture();
+  const c = new Capture({}, () => 1_000); // a fixed clock: the duration is exactly 0
   const seen: [string, number | null, number | null][] = [];
   const off = c.subscribe((e) =>
     seen.push([e.request.target, e.response?.status ?? null, e.durationMs])

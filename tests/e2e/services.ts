@@ -56,11 +56,17 @@ export interface NginxOptions {
   certFile: string;
   /** PEM key of `certFile`. */
   keyFile: string;
+  /**
+   * HTTP tunnels' domain for the example's wildcard server block (`*.tunnels.example.com`
+   * becomes `*.<tunnelDomain>`, served with the same certificate); default `tunnels.invalid`.
+   */
+  tunnelDomain?: string;
 }
 
 /**
  * Starts nginx with TLS on a free port of 127.0.0.1, configured from `scripts/nginx.conf.example`
- * (read now, placeholders replaced), proxying to `127.0.0.1:<upstreamPort>`. Everything it writes
+ * (read now, placeholders replaced; both server blocks on that port, told apart by SNI and Host),
+ * proxying to `127.0.0.1:<upstreamPort>`. Everything it writes
  * stays in a temporary directory that `close()` removes.
  */
 export async function startNginx(opts: NginxOptions): Promise<Service> {
@@ -72,6 +78,12 @@ export async function startNginx(opts: NginxOptions): Promise<Service> {
       ["server_name mport.example.com;", "server_name localhost;"],
       ["/etc/letsencrypt/live/mport.example.com/fullchain.pem", opts.certFile],
       ["/etc/letsencrypt/live/mport.example.com/privkey.pem", opts.keyFile],
+      [
+        "server_name *.tunnels.example.com;",
+        `server_name *.${opts.tunnelDomain ?? "tunnels.invalid"};`,
+      ],
+      ["/etc/letsencrypt/live/tunnels.example.com/fullchain.pem", opts.certFile],
+      ["/etc/letsencrypt/live/tunnels.example.com/privkey.pem", opts.keyFile],
       ["127.0.0.1:8080", `127.0.0.1:${opts.upstreamPort}`],
     ]);
     const tempPaths = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]

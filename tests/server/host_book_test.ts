@@ -285,3 +285,21 @@ Deno.test("assignDomain refuses hosts under the HTTP domain and another user's d
     );
   });
 });
+
+Deno.test("a user's subdomain reservations are capped: the least recently used go first, custom domains stay", async () => {
+  const store = await openSqliteStore(":memory:");
+  try {
+    const alice = await store.createUser({ name: "alice", role: "user" });
+    let t = 1_000;
+    const book = new HostBook(store, { domain: "t.test", now: () => t, maxSubdomainsPerUser: 3 });
+    await book.assignDomain("app.example.org", alice.id);
+    for (const name of ["a", "b", "c", "d"]) {
+      t += 1_000;
+      await book.subdomainFor(alice.id, `tunnel-${name}`, `sub-${name}`);
+    }
+    const hosts = (await store.listHosts(alice.id)).map((h) => h.host).sort();
+    assert.deepEqual(hosts, ["app.example.org", "sub-b.t.test", "sub-c.t.test", "sub-d.t.test"]);
+  } finally {
+    await store.close();
+  }
+});

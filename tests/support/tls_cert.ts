@@ -1,4 +1,4 @@
-// A self-signed TLS certificate for localhost and 127.0.0.1, made with openssl, for tests.
+// A self-signed TLS certificate for localhost and 127.0.0.1 (and extra names), made with openssl.
 
 /** Files of a self-signed certificate made by {@link makeCert}. */
 export interface TestCert {
@@ -11,11 +11,18 @@ export interface TestCert {
 }
 
 /**
- * Writes a self-signed certificate for `localhost` / `127.0.0.1` into `dir` using `openssl`.
+ * Writes a self-signed certificate for `localhost` / `127.0.0.1` into `dir` using `openssl`, valid
+ * for `extraDnsNames` too (e.g. a wildcard `*.t.test` for HTTP tunnels).
  * It is a leaf (`basicConstraints=critical,CA:FALSE`), which is what lets Deno (rustls) accept it
  * as its own trust anchor.
  */
-export async function makeCert(dir: string): Promise<TestCert> {
+export async function makeCert(
+  dir: string,
+  extraDnsNames: readonly string[] = [],
+): Promise<TestCert> {
+  for (const name of extraDnsNames) {
+    if (!/^(\*\.)?[a-z0-9.-]+$/.test(name)) throw new TypeError(`Invalid DNS name "${name}"`);
+  }
   const certFile = `${dir}/cert.pem`;
   const keyFile = `${dir}/key.pem`;
   const configFile = `${dir}/openssl.cnf`;
@@ -31,7 +38,10 @@ export async function makeCert(dir: string): Promise<TestCert> {
       "CN = localhost",
       "[ext]",
       "basicConstraints = critical,CA:FALSE",
-      "subjectAltName = DNS:localhost,IP:127.0.0.1",
+      `subjectAltName = ${
+        ["DNS:localhost", "IP:127.0.0.1", ...extraDnsNames.map((n) => `DNS:${n}`)]
+          .join(",")
+      }`,
       "keyUsage = critical,digitalSignature,keyEncipherment",
       "extendedKeyUsage = serverAuth",
       "subjectKeyIdentifier = hash",
