@@ -1,4 +1,5 @@
 // HTTP/1.1 heads for both ends: reading a head off a socket, strict parsing, a short body read.
+import { Fields } from "./http_fields.ts";
 
 /** A request or response head may have at most this many lines, start line included. */
 export const MAX_HEAD_LINES = 100;
@@ -27,6 +28,7 @@ export class HttpHeadError extends Error {
 export interface ReadHeadOptions {
   /** The head, blank line included, may not be longer. */
   readonly maxBytes: number;
+  /** Infinity: no timer (the caller bounds the wait some other way, e.g. a watchdog). */
   readonly timeoutMs: number;
   /** Bytes of the head already read from `conn`. */
   readonly prefix?: Uint8Array;
@@ -74,9 +76,11 @@ class Deadline {
 async function readBefore(
   conn: Deno.Conn,
   target: Uint8Array,
-  deadline: Deadline,
+  deadline: Deadline | null,
 ): Promise<number | null | "timeout"> {
   const read = conn.read(target);
+  // No deadline: the caller watches the time itself (and closes `conn` when it is up).
+  if (deadline === null) return await read;
   const result = await Promise.race([read, deadline.expired]);
   if (result === "timeout") read.catch(() => {});
   return result;
@@ -97,7 +101,7 @@ export async function readHead(conn: Deno.Conn, opts: ReadHeadOptions): Promise<
   let end = findHeadEnd(buf, 0, len);
   if (end >= 0) return splitHead(buf, end, len, maxBytes);
   if (len >= maxBytes) throw tooLarge(maxBytes);
-  const deadline = new Deadline(timeoutMs);
+  const deadline = Number.isFinite(timeoutMs) ? new Deadline(timeoutMs) : null;
   try {
     for (;;) {
       if (len === buf.length) {
@@ -129,7 +133,7 @@ export async function readHead(conn: Deno.Conn, opts: ReadHeadOptions): Promise<
       if (len >= maxBytes) throw tooLarge(maxBytes);
     }
   } finally {
-    deadline.cancel();
+    deadline?.cancel();
   }
 }
 
@@ -171,7 +175,22 @@ function splitHead(buf: Uint8Array, end: number, len: number, maxBytes: number):
   };
 }
 
-function latin1(bytes: Uint8Array): string {
+/** Decodes ASCII only (checked first): for ASCII, UTF-8 and Latin-1 agree. */
+const asciiDecoder = new TextDecoder("utf-8");
+const asciiEncoder = new TextEncoder();
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** A head's bytes as Latin-1 text (one char per byte). */
+export function latin1(bytes: Uint8Array): string {
+  let ascii = true;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  // The native decoder is far cheaper than building the string a char at a time.
+  if (ascii) return asciiDecoder.decode(bytes);
   let s = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     s += String.fromCharCode(...bytes.subarray(i, i + 4096));
@@ -181,6 +200,7 @@ function latin1(bytes: Uint8Array): string {
 
 /** Latin-1 bytes of `text` (an HTTP head); TypeError for characters above U+00FF. */
 export function latin1Bytes(text: string): Uint8Array {
+  if (ASCII.test(text)) return asciiEncoder.encode(text);
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -191,13 +211,13 @@ export function latin1Bytes(text: string): Uint8Array {
 }
 
 /** Splits a head into its start line and header fields, strictly. */
-function parseHead(text: string): { start: string; headers: Headers } {
+function parseHead(text: string): { start: string; headers: Fields } {
   const body = text.endsWith("\r\n\r\n") ? text.slice(0, -4) : text;
   const lines = body.split("\r\n");
   if (lines.length > MAX_HEAD_LINES) {
     throw new HttpHeadError("too_large", `HTTP head has more than ${MAX_HEAD_LINES} lines`);
   }
-  const headers = new Headers();
+  const headers = new Fields();
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     if (line === "") throw malformed("empty line inside the head");
@@ -209,7 +229,7 @@ function parseHead(text: string): { start: string; headers: Headers } {
     if (!TOKEN.test(name)) throw malformed(`bad header name ${JSON.stringify(clip(name))}`);
     const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
     if (!FIELD_VALUE.test(value)) throw malformed(`bad characters in header ${name}`);
-    headers.append(name, value);
+    headers.appendTrusted(name, value);
   }
   // A bare CR or LF that survived the split fails the start-line, name or value patterns.
   return { start: lines[0]!, headers };
@@ -284,7 +304,7 @@ export async function readShortBody(
   const buf = new Uint8Array(limit);
   let len = Math.min(leftover.length, limit);
   buf.set(leftover.subarray(0, len));
-  const deadline = new Deadline(timeoutMs);
+  const deadline = Number.isFinite(timeoutMs) ? new Deadline(timeoutMs) : null;
   try {
     while (len < limit && !(chunked && chunkedDone(buf.subarray(0, len)))) {
       const n = await readBefore(conn, buf.subarray(len), deadline);
@@ -294,7 +314,7 @@ export async function readShortBody(
   } catch {
     // A reset after the head still leaves what arrived.
   } finally {
-    deadline.cancel();
+    deadline?.cancel();
   }
   const bytes = chunked ? dechunk(buf.subarray(0, len)) : buf.subarray(0, len);
   return bytes.subarray(0, maxBytes);

@@ -20,12 +20,14 @@ import {
   type RequestHead,
   type ResponseHead,
 } from "../../shared/http_head.ts";
+import { Fields } from "../../shared/http_fields.ts";
 import { type ErrorPage, errorResponse } from "../../shared/http_pages.ts";
 import type { IpRules } from "../../shared/ip_cidr.ts";
 import { closeQuietly, writeAll } from "../../shared/net.ts";
 import type { OpenExtra } from "../../shared/protocol.ts";
 import type { Capture, CaptureHandle } from "../inspector/capture.ts";
 import { LocalDialError, type LocalPool, targetUrl } from "./local_pool.ts";
+import type { Watchdog } from "./watchdog.ts";
 import {
   basicAuthMatches,
   type BasicCredential,
@@ -66,6 +68,8 @@ export interface HttpTunnel {
   hosts: readonly string[];
   readonly capture: Capture | null;
   readonly log: Logger;
+  /** Times the waits of every connection of the tunnel (idle keep-alive, response heads). */
+  readonly watchdog: Watchdog;
 }
 
 /** Who the visitor is, as the server told it. */
@@ -114,6 +118,14 @@ class Source {
   }
 
   #buf: Uint8Array | null = null;
+
+  /** Takes the pending bytes (null when there are none). */
+  takePending(): Uint8Array | null {
+    if (this.pending.byteLength === 0) return null;
+    const p = this.pending;
+    this.pending = new Uint8Array(0);
+    return p;
+  }
 
   /** Puts back bytes read past a message (copied: the read buffer is reused). */
   unread(bytes: Uint8Array): void {
@@ -179,9 +191,18 @@ class Exchanges {
   async run(): Promise<boolean> {
     for (;;) {
       let text: string;
+      let idle = false;
+      const conn = this.#src.conn;
+      const disarm = this.#t.watchdog.arm(KEEP_ALIVE_IDLE_MS, () => {
+        // Idle between requests too long: a FIN to the visitor, then this end stops reading.
+        idle = true;
+        (conn as Deno.TcpConn).closeWrite().catch(() => {});
+        closeQuietly(conn);
+      });
       try {
-        text = await this.#src.head(KEEP_ALIVE_IDLE_MS);
+        text = await this.#src.head(Infinity);
       } catch (e) {
+        if (idle) return true;
         if (e instanceof HttpHeadError) {
           if (e.kind === "eof" && this.#src.pending.byteLength === 0) return true;
           if (e.kind === "too_large") {
@@ -199,6 +220,8 @@ class Exchanges {
           return e.kind !== "eof";
         }
         throw new Gone();
+      } finally {
+        disarm();
       }
       let req: RequestHead;
       let framing: BodyFraming;
@@ -334,22 +357,29 @@ class Exchanges {
   ): Promise<"keep" | "close" | "stale"> {
     const t = this.#t;
     const localSrc = new Source(local);
+    // A small body that came with the head goes out in the same write (one syscall, one packet).
+    const whole = framing.kind === "none" || upgrade ? null : this.#wholeBody(framing, capture);
     try {
-      await writeAll(local, outHead);
+      await writeAll(local, whole ? concat(outHead, whole) : outHead);
     } catch {
       closeQuietly(local);
       if (framing.kind === "none") return "stale";
       throw new LocalBroke("the local service closed the connection");
     }
     // The request body flows while the response is awaited (100-continue, early answers).
-    const body = framing.kind === "none" || upgrade
+    const body = framing.kind === "none" || upgrade || whole
       ? Promise.resolve<BodyEnd>("done")
       : this.#pumpBody(framing, local, capture);
     let res: ResponseHead;
     let resText: string;
+    let late = false;
+    const disarm = t.watchdog.arm(RESPONSE_HEAD_TIMEOUT_MS, () => {
+      late = true;
+      closeQuietly(local);
+    });
     try {
       for (;;) {
-        resText = await localSrc.head(RESPONSE_HEAD_TIMEOUT_MS);
+        resText = await localSrc.head(Infinity);
         res = parseResponseHead(resText);
         if (res.status >= 200 || res.status === 101) break;
         // 100 Continue, 103 Early Hints: passed on, the final response follows.
@@ -373,17 +403,19 @@ class Exchanges {
         return "close";
       }
       if (aborted === "aborted") return "close";
-      const message = e instanceof HttpHeadError && e.kind === "timeout"
+      const message = late
         ? `the local service sent no response within ${RESPONSE_HEAD_TIMEOUT_MS / 1000} s`
         : `the local service sent a broken response: ${errorText(e)}`;
       capture?.end(message);
       await this.#page(req.headers.get("accept"), req.method === "HEAD", {
-        status: e instanceof HttpHeadError && e.kind === "timeout" ? 504 : 502,
+        status: late ? 504 : 502,
         code: "bad_local_response",
         title: "Bad response from the local service",
         message: message[0]!.toUpperCase() + message.slice(1) + ".",
       }, true);
       return "close";
+    } finally {
+      disarm();
     }
     capture?.response({
       status: res.status,
@@ -413,8 +445,17 @@ class Exchanges {
     const localClose = resFraming.kind === "close" || wantsClose(res.version, res.headers);
     // A body that runs to the close cannot be told apart from the next response: close after.
     const closeAfter = resFraming.kind === "close";
-    await this.#toVisitor(this.#responseHead(res, closeAfter));
+    const resHead = this.#responseHead(res, closeAfter);
     const tracker = new BodyTracker(resFraming);
+    const early = tracker.done ? null : localSrc.takePending();
+    if (early) {
+      // Body bytes that came with the head go out in the same write.
+      const used = this.#feedResponse(tracker, early, local, capture);
+      await this.#toVisitor(used > 0 ? concat(resHead, early.subarray(0, used)) : resHead);
+      if (used < early.byteLength) localSrc.unread(early.subarray(used));
+    } else {
+      await this.#toVisitor(resHead);
+    }
     while (!tracker.done) {
       let chunk: Uint8Array | null;
       try {
@@ -429,14 +470,7 @@ class Exchanges {
         // The visitor must not take a cut-off body for a whole one: reset, not FIN.
         throw new LocalBroke("response cut off by the local service");
       }
-      let used: number;
-      try {
-        used = tracker.feed(chunk, capture ? (d) => capture.responseBody(d) : undefined);
-      } catch (e) {
-        closeQuietly(local);
-        capture?.end(errorText(e));
-        throw new LocalBroke(`bad response body from the local service: ${errorText(e)}`);
-      }
+      const used = this.#feedResponse(tracker, chunk, local, capture);
       if (used > 0) await this.#toVisitor(chunk.subarray(0, used));
       if (used < chunk.byteLength) localSrc.unread(chunk.subarray(used));
     }
@@ -455,6 +489,46 @@ class Exchanges {
    * "aborted" when it could not be finished otherwise (the local service stopped reading, a
    * framing error, the visitor went away).
    */
+  /** Feeds response bytes to `tracker`; a malformed body breaks the exchange (LocalBroke). */
+  #feedResponse(
+    tracker: BodyTracker,
+    chunk: Uint8Array,
+    local: Deno.Conn,
+    capture: CaptureHandle | null,
+  ): number {
+    try {
+      return tracker.feed(chunk, capture ? (d) => capture.responseBody(d) : undefined);
+    } catch (e) {
+      closeQuietly(local);
+      capture?.end(errorText(e));
+      throw new LocalBroke(`bad response body from the local service: ${errorText(e)}`);
+    }
+  }
+
+  /**
+   * The whole request body when it already arrived with the head (and is within --max-body),
+   * taken from the visitor's pending bytes; null otherwise (then it is pumped as it comes).
+   */
+  #wholeBody(framing: BodyFraming, capture: CaptureHandle | null): Uint8Array | null {
+    const pending = this.#src.pending;
+    if (pending.byteLength === 0) return null;
+    if (framing.kind === "length" && pending.byteLength < framing.length) return null;
+    const tracker = new BodyTracker(framing);
+    const decoded: Uint8Array[] = [];
+    let used: number;
+    try {
+      used = tracker.feed(pending, capture ? (d) => decoded.push(d.slice()) : undefined);
+    } catch {
+      return null; // the pump meets the same error and handles it
+    }
+    const max = this.#t.rules.maxBodyBytes;
+    if (!tracker.done || (max !== null && tracker.decodedBytes > max)) return null;
+    for (const d of decoded) capture?.requestBody(d);
+    const body = pending.subarray(0, used);
+    this.#src.pending = pending.subarray(used);
+    return body;
+  }
+
   async #pumpBody(
     framing: BodyFraming,
     local: Deno.Conn,
@@ -528,7 +602,7 @@ class Exchanges {
   /** The head sent to the local service: rules applied, forwarding headers added. */
   #forwardHead(req: RequestHead, upgrade: boolean): Uint8Array {
     const rules = this.#t.rules;
-    const h = new Headers(req.headers);
+    const h = copyFields(req.headers);
     const visitorHost = req.headers.get("host") ?? this.#t.hosts[0] ?? "";
     stripHopByHop(h, upgrade ? ["upgrade"] : []);
     if (upgrade) h.set("connection", "upgrade");
@@ -559,7 +633,7 @@ class Exchanges {
   /** The head sent to the visitor: hop-by-hop headers replaced, response rules applied. */
   #responseHead(res: ResponseHead, close: boolean): Uint8Array {
     const rules = this.#t.rules;
-    const h = new Headers(res.headers);
+    const h = copyFields(res.headers);
     const upgraded = res.status === 101;
     stripHopByHop(h, upgraded ? ["upgrade"] : []);
     if (upgraded) h.set("connection", "upgrade");
@@ -619,6 +693,11 @@ function tooLarge(max: number | null): ErrorPage {
     title: "Request body too large",
     message: `This tunnel accepts request bodies up to ${max} bytes.`,
   };
+}
+
+/** A head's fields to change for forwarding (parsed heads are `Fields`: copied cheaply). */
+function copyFields(h: Headers): Fields {
+  return h instanceof Fields ? h.clone() : new Fields(h);
 }
 
 function badRequest(message: string): ErrorPage {

@@ -10,6 +10,7 @@ import type { Capture, CapturedExchange } from "../inspector/capture.ts";
 import type { ReplayEdits } from "../inspector/server.ts";
 import { type HttpTunnel, serveVisitor } from "./engine.ts";
 import { LocalPool, targetUrl } from "./local_pool.ts";
+import { Watchdog } from "./watchdog.ts";
 import { serializeRequestHead } from "./rules.ts";
 
 /** Most response bytes a replay reads back (the inspector keeps what it shows). */
@@ -18,6 +19,7 @@ const MAX_REPLAY_RESPONSE_BYTES = 64 * 1024 * 1024;
 /** Every HTTP tunnel of the client, by name. */
 export class HttpTunnels {
   readonly #tunnels = new Map<string, HttpTunnel>();
+  readonly #watchdog = new Watchdog();
 
   constructor(
     specs: readonly TunnelSpec[],
@@ -34,6 +36,7 @@ export class HttpTunnels {
         hosts: [],
         capture,
         log,
+        watchdog: this.#watchdog,
       });
     }
   }
@@ -146,5 +149,6 @@ export class HttpTunnels {
   /** Closes the idle local connections. */
   close(): void {
     for (const t of this.#tunnels.values()) t.pool.close();
+    this.#watchdog.close();
   }
 }

@@ -1,4 +1,5 @@
 // An HTTP tunnel's user options (headers, basic auth, Host) parsed, and the head helpers applying them.
+import { Fields } from "../../shared/http_fields.ts";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isFieldValue, isToken, latin1Bytes } from "../../shared/http_head.ts";
 import { parseIp } from "../../shared/ip_cidr.ts";
@@ -209,6 +210,8 @@ export function stripHopByHop(headers: Headers, keep: readonly string[] = []): H
 
 /** Header lines of `headers` as iterated, each Set-Cookie on its own line. */
 function headerLines(headers: Headers): string {
+  // Parsed heads keep every field line apart already (Set-Cookie included).
+  if (headers instanceof Fields) return headers.lines();
   let out = "";
   let cookiesDone = false;
   for (const [name, value] of headers) {

@@ -1,7 +1,7 @@
 // Watches the bytes of one visitor's HTTP/1.1 connection, both ways, and reports each exchange
 // (method, path, status, sizes, duration) without changing a byte: the access log and metrics.
 import { BodyTracker, requestFraming, responseFraming } from "../../shared/http_framing.ts";
-import { parseRequestHead, parseResponseHead } from "../../shared/http_head.ts";
+import { latin1, parseRequestHead, parseResponseHead } from "../../shared/http_head.ts";
 
 /** Longest head the observer reads; past it, it stops watching the connection. */
 export const MAX_OBSERVED_HEAD_BYTES = 64 * 1024;
@@ -238,12 +238,4 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.byteLength);
   return out;
-}
-
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.byteLength; i += 8192) {
-    s += String.fromCharCode(...bytes.subarray(i, Math.min(bytes.byteLength, i + 8192)));
-  }
-  return s;
 }
