@@ -105,8 +105,8 @@ interface Row {
 }
 
 const TUNNELS_ONLY: readonly PathName[] = ["direct"];
-/** Measured on direct and mport only (ssh -R has no HTTP host routing). */
-const HTTP_ONLY: readonly PathName[] = ["ssh"];
+/** Measured on every path (ssh -R forwards a port to the same HTTP service). */
+const HTTP_ONLY: readonly PathName[] = [];
 
 function rows(info: BenchInfo): Row[] {
   const size = info.bytes >= 1024 ** 3
@@ -406,7 +406,7 @@ export function renderMarkdown(info: BenchInfo, runs: readonly RunResult[]): str
 
 const HTTP_NOTE =
   "mport-server's own port with Host: bench.t.test, then `mport http` to the same " +
-  "Deno.serve service that direct reaches";
+  "Deno.serve service that direct reaches; ssh -R forwards a port to that service";
 const SSH_NOTE = "aes128-gcm@openssh.com, a -tt login session, private sshd on loopback";
 const MESSAGE_NOTE = "32-byte messages echoed, one outstanding per connection";
 /** Share of the machine other processes may use before the report warns about it. */

@@ -179,6 +179,21 @@ async function startTunnel(setup: Setup, name: "mport" | "ssh"): Promise<Tunnel>
   return tunnel;
 }
 
+/** Resolves once a GET through `port` gets an HTTP answer (the ssh forward is up). */
+async function probeHttp(port: number): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode("GET /small HTTP/1.1\r\nhost: probe\r\n\r\n"));
+    const buf = new Uint8Array(64);
+    const n = await conn.read(buf);
+    if (n === null || !new TextDecoder().decode(buf.subarray(0, n)).startsWith("HTTP/1.1")) {
+      throw new Error("no HTTP answer through the forwarded port");
+    }
+  } finally {
+    conn.close();
+  }
+}
+
 /** Measures idle memory per connection through a fresh tunnel, then checks they all still echo. */
 async function idleMemory(
   setup: Setup,
@@ -335,6 +350,17 @@ export async function runOnce(setup: Setup, index: number, runs: number): Promis
   log(`${tag}HTTP: 13-byte responses on 1 and 10 connections, 1 MiB responses`);
   const http = await startMportHttpTunnel(setup.httpService.port, setup.denoFlags);
   setup.register(() => http.stop());
+  // ssh -R forwards a port to the same HTTP service: the reference the HTTP targets are read
+  // against (a byte tunnel, no HTTP processing).
+  const sshHttp = setup.ssh
+    ? await startSshTunnel({
+      ssh: setup.ssh.bin,
+      sshd: setup.ssh.sshd,
+      servicePort: setup.httpService.port,
+      probe: probeHttp,
+    })
+    : null;
+  if (sshHttp) setup.register(() => sshHttp.stop());
   try {
     await setup.quiet.wait("HTTP/direct");
     const direct = await measureHttp(setup.httpService.port, "127.0.0.1", plan.http);
@@ -342,8 +368,13 @@ export async function runOnce(setup: Setup, index: number, runs: number): Promis
     const viaMport = await measureHttp(http.port, http.host, plan.http);
     Object.assign(metrics.get("direct")!, direct);
     Object.assign(metrics.get("mport")!, viaMport);
+    if (sshHttp) {
+      await setup.quiet.wait("HTTP/ssh");
+      Object.assign(metrics.get("ssh")!, await measureHttp(sshHttp.port, "127.0.0.1", plan.http));
+    }
   } finally {
     await http.stop();
+    await sshHttp?.stop();
   }
 
   for (const name of ["mport", "ssh"] as const) {

@@ -178,7 +178,7 @@ function splitHead(buf: Uint8Array, end: number, len: number, maxBytes: number):
 /** Decodes ASCII only (checked first): for ASCII, UTF-8 and Latin-1 agree. */
 const asciiDecoder = new TextDecoder("utf-8");
 const asciiEncoder = new TextEncoder();
-const ASCII = /^[\x00-\x7f]*$/;
+const ASCII = /^[^\u0080-\uffff]*$/;
 
 /** A head's bytes as Latin-1 text (one char per byte). */
 export function latin1(bytes: Uint8Array): string {

@@ -70,6 +70,8 @@ export interface HttpTunnel {
   readonly log: Logger;
   /** Times the waits of every connection of the tunnel (idle keep-alive, response heads). */
   readonly watchdog: Watchdog;
+  /** Waits, by default {@link KEEP_ALIVE_IDLE_MS} and {@link RESPONSE_HEAD_TIMEOUT_MS}. */
+  readonly timeouts?: { readonly idleMs: number; readonly responseMs: number };
 }
 
 /** Who the visitor is, as the server told it. */
@@ -193,7 +195,7 @@ class Exchanges {
       let text: string;
       let idle = false;
       const conn = this.#src.conn;
-      const disarm = this.#t.watchdog.arm(KEEP_ALIVE_IDLE_MS, () => {
+      const disarm = this.#t.watchdog.arm(this.#t.timeouts?.idleMs ?? KEEP_ALIVE_IDLE_MS, () => {
         // Idle between requests too long: a FIN to the visitor, then this end stops reading.
         idle = true;
         (conn as Deno.TcpConn).closeWrite().catch(() => {});
@@ -373,7 +375,8 @@ class Exchanges {
     let res: ResponseHead;
     let resText: string;
     let late = false;
-    const disarm = t.watchdog.arm(RESPONSE_HEAD_TIMEOUT_MS, () => {
+    const responseMs = t.timeouts?.responseMs ?? RESPONSE_HEAD_TIMEOUT_MS;
+    const disarm = t.watchdog.arm(responseMs, () => {
       late = true;
       closeQuietly(local);
     });
@@ -404,7 +407,7 @@ class Exchanges {
       }
       if (aborted === "aborted") return "close";
       const message = late
-        ? `the local service sent no response within ${RESPONSE_HEAD_TIMEOUT_MS / 1000} s`
+        ? `the local service sent no response within ${responseMs / 1000} s`
         : `the local service sent a broken response: ${errorText(e)}`;
       capture?.end(message);
       await this.#page(req.headers.get("accept"), req.method === "HEAD", {
