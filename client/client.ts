@@ -10,6 +10,8 @@ import { TunnelGates } from "./tunnel_gate.ts";
 import { HttpTunnels } from "./http/http_tunnels.ts";
 import { Capture } from "./inspector/capture.ts";
 import { type RunningInspector, startInspector } from "./inspector/server.ts";
+import { MuxDialer } from "./egress/mux_dialer.ts";
+import { type SocksServer, startSocksServer } from "./egress/socks_server.ts";
 
 /**
  * What the client prints when a session ended and it will try again: the reason, then
@@ -28,6 +30,8 @@ export interface ClientEvents {
   problem(message: string): void;
   /** The request inspector is listening (HTTP tunnels only). */
   inspector?(url: string): void;
+  /** `mport socks`: the local proxy listens and the server accepted egress. */
+  egress?(addr: Deno.NetAddr): void;
 }
 
 /** A running client. */
@@ -35,6 +39,8 @@ export interface RunningClient {
   /** Resolves when the client stops: `fatal` carries the message when retrying cannot help. */
   readonly done: Promise<{ fatal: string | null }>;
   readonly counters: StreamCounters;
+  /** `mport socks`: the local proxy's address once it listens. */
+  socksAddr(): Deno.NetAddr | null;
   /** The request inspector's address once it listens (null: off, failed or not yet). */
   inspectorAddr(): Deno.NetAddr | null;
   /**
@@ -94,7 +100,29 @@ export function runClient(
   const sessions = new Set<ClientSession>();
   let wake: (() => void) | null = null;
 
+  // mport socks: the local proxy carries its connections on the current session's data connections.
+  const dialer = new MuxDialer(() => current?.pool?.pickMux() ?? null);
+  let socks: SocksServer | null = null;
+  let socksFailed: string | null = null;
+  let egressAnnounced = false;
+  const socksStarted = config.egress
+    ? startSocksServer({
+      hostname: config.egress.host,
+      port: config.egress.port,
+      auth: config.egress.auth
+        ? { username: config.egress.auth.username, password: config.egress.auth.password.reveal() }
+        : null,
+      dialer,
+      log: log("socks"),
+    }).then((s) => {
+      socks = s;
+    }, (e) => {
+      socksFailed = (e as Error).message;
+    })
+    : Promise.resolve();
   const done = (async (): Promise<{ fatal: string | null }> => {
+    await socksStarted;
+    if (socksFailed) return { fatal: socksFailed };
     try {
       while (!stopping) {
         // The session has made every server text it passes on printable.
@@ -114,6 +142,13 @@ export function runClient(
             onNotice: (message) => events.problem(message),
             onTunnelClosed: (name, reason) =>
               events.problem(`tunnel ${name} closed by the server: ${reason}`),
+            onEgress: () => {
+              const s = socks as SocksServer | null;
+              if (s && !egressAnnounced) {
+                egressAnnounced = true;
+                events.egress?.(s.addr);
+              }
+            },
           },
           logger,
           http,
@@ -155,6 +190,7 @@ export function runClient(
       while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of sessions) s.pool?.close();
       http.close();
+      await (socks as SocksServer | null)?.close();
       await inspectorStarted;
       await (inspector as RunningInspector | null)?.close();
     }
@@ -164,6 +200,7 @@ export function runClient(
     done,
     counters,
     inspectorAddr: () => (inspector as RunningInspector | null)?.addr ?? null,
+    socksAddr: () => (socks as SocksServer | null)?.addr ?? null,
     async close() {
       stopping = true;
       current?.close();

@@ -73,7 +73,19 @@ export interface ClientConfig {
   readonly clientIdFile: string | null;
   /** The request inspector's address (HTTP tunnels only), or null when it is off. */
   readonly inspect: { readonly host: string; readonly port: number } | null;
+  /** `mport socks`: the local SOCKS5/HTTP proxy whose connections leave from the server. */
+  readonly egress: EgressSpec | null;
 }
+
+/** The local egress proxy of `mport socks`. */
+export interface EgressSpec {
+  readonly host: string;
+  readonly port: number;
+  readonly auth: { readonly username: string; readonly password: Secret } | null;
+}
+
+/** Where `mport socks` listens unless told. */
+export const DEFAULT_SOCKS_LISTEN = "127.0.0.1:1080";
 
 /** Usage text for `mport --help`. */
 export const CLIENT_USAGE = `mport: publish a local TCP service through an mport server.
@@ -81,6 +93,9 @@ export const CLIENT_USAGE = `mport: publish a local TCP service through an mport
 Usage:
   mport tcp [HOST:]PORT [--remote-port N] [--name NAME] [options]
   mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [HTTP options]
+  mport socks [--listen 127.0.0.1:1080] [--username U --password P] [options]
+                      a local SOCKS5 and HTTP proxy whose connections leave from
+                      the server (egress: the server's operator must allow it)
   mport start --config mport.toml [options]
   mport login TOKEN --server URL   save server and token for later runs (in
                       ~/.config/mport/config.toml, mode 0600; %APPDATA%\\mport)
@@ -594,6 +609,9 @@ export function parseClientArgs(
       "local-insecure": { type: "boolean" },
       inspect: { type: "string" },
       "no-inspect": { type: "boolean" },
+      listen: { type: "string" },
+      username: { type: "string" },
+      password: { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean" },
     },
@@ -640,7 +658,44 @@ export function parseClientArgs(
         (command === "start" ? "; set it per tunnel in the config file" : ""),
     );
   }
-  if (command === "http") {
+  let egress: EgressSpec | null = null;
+  const socksFlags = (["listen", "username", "password"] as const).filter((f) =>
+    values[f] !== undefined
+  );
+  if (command !== "socks" && socksFlags.length > 0) {
+    throw new TypeError(`--${socksFlags[0]} belongs to \`mport socks\``);
+  }
+  if (command === "socks") {
+    if (rest.length > 0) throw new TypeError(`unexpected argument "${rest[0]}" for mport socks`);
+    if (values.name || values["remote-port"]) {
+      throw new TypeError("--name and --remote-port belong to `mport tcp`");
+    }
+    const { host, port } = parseHostPort(values.listen ?? DEFAULT_SOCKS_LISTEN, "127.0.0.1", true);
+    const username = values.username;
+    const password = values.password ?? env.MPORT_SOCKS_PASSWORD;
+    if (values.password !== undefined) {
+      warnings.push(
+        "--password is visible to other users in the process list: prefer MPORT_SOCKS_PASSWORD",
+      );
+    }
+    if ((username === undefined) !== (password === undefined)) {
+      throw new TypeError("--username and --password go together (or set MPORT_SOCKS_PASSWORD)");
+    }
+    for (const [flag, v] of [["--username", username], ["--password", password]] as const) {
+      if (v !== undefined && (v.length === 0 || new TextEncoder().encode(v).byteLength > 255)) {
+        throw new TypeError(`${flag} must be 1 to 255 bytes long (the SOCKS5 limit)`);
+      }
+    }
+    egress = {
+      host,
+      port,
+      auth: username !== undefined && password !== undefined
+        ? { username, password: new Secret(password) }
+        : null,
+    };
+    tunnels = [];
+    if (values.config) file = parseConfigFile(readFile(values.config), values.config);
+  } else if (command === "http") {
     if (rest.length !== 1) {
       throw new TypeError(
         "usage: mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [--name NAME]",
@@ -682,7 +737,7 @@ export function parseClientArgs(
     if (tunnels.length === 0) throw new TypeError(`${values.config} lists no [[tunnels]]`);
   } else {
     throw new TypeError(
-      `unknown command "${command}": use "mport tcp PORT", "mport http PORT", ` +
+      `unknown command "${command}": use "mport tcp PORT", "mport http PORT", "mport socks", ` +
         `"mport start --config FILE" or ` +
         `"mport login TOKEN --server URL"`,
     );
@@ -758,6 +813,7 @@ export function parseClientArgs(
       drainMs: 5_000,
       clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, os),
       inspect: inspectAddress(values["no-inspect"], values.inspect, file.inspect),
+      egress,
     },
     warnings,
   };

@@ -90,6 +90,10 @@ async function main(): Promise<number> {
     inspector(url) {
       console.log(`inspector ${url}`);
     },
+    egress(addr) {
+      const at = formatHostPort(addr.hostname, addr.port);
+      console.log(`socks socks5://${at} http://${at} -> ${printable(config.server.host)}`);
+    },
     problem(message) {
       console.error(`mport: ${printable(message, MAX_LINE_CHARS)}`);
     },

@@ -45,6 +45,8 @@ export interface SessionEvents {
   onRefused(refusal: TunnelRefusal, spec: TunnelSpec | undefined): void;
   onTunnelClosed(name: string, reason: string): void;
   onNotice(message: string): void;
+  /** The server accepted this client's egress (after every welcome that did). */
+  onEgress?(): void;
 }
 
 // `name_in_use` as a session error: a newer connection of this client id took every tunnel over
@@ -144,6 +146,7 @@ export class ClientSession {
       tunnels,
       host: unbracket(this.#config.server.hostname),
       clientId: this.#clientId,
+      ...(this.#config.egress ? { egress: true } : {}),
     }));
     let welcomed = false;
     try {
@@ -255,7 +258,17 @@ export class ClientSession {
         spec,
       );
     }
-    if (msg.tunnels.length === 0) {
+    const wantsEgress = this.#config.egress !== null;
+    if (wantsEgress && msg.egress !== null) {
+      // An older server does not answer at all; one that does says why egress is not for us.
+      const why = msg.egress === undefined
+        ? "the server does not offer egress (upgrade mport-server)"
+        : printable(msg.egress);
+      this.#finish({ fatal: true, message: why, welcomed: false });
+      return;
+    }
+    this.#events.onEgress?.();
+    if (msg.tunnels.length === 0 && !wantsEgress) {
       // Retrying cannot fix a port outside the range or a tunnel limit; a taken port may free up.
       const hopeless = msg.refused.length > 0 && msg.refused.every((r) => UNFIXABLE.has(r.code));
       this.#finish({

@@ -107,6 +107,15 @@ export class DataPool {
     this.#log = log;
   }
 
+  /** The open data connection with the fewest streams (for egress streams), or null. */
+  pickMux(): Mux | null {
+    let best: Mux | null = null;
+    for (const m of this.muxes) {
+      if (!m.closed && (best === null || m.size < best.size)) best = m;
+    }
+    return best;
+  }
+
   /** Streams open on every data connection. */
   get streams(): number {
     let n = 0;

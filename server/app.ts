@@ -5,13 +5,20 @@
 import { Hono } from "hono";
 import { adminPath } from "../shared/protocol.ts";
 import type { LiveClient, LiveTunnel } from "./admin/live.ts";
+import { dashboardBases, mountDashboard } from "./dashboard/routes.ts";
+import type { PageSettings } from "./dashboard/page.ts";
+import type { MetricsAccess } from "./metrics_access.ts";
 import type { Stats } from "./stats.ts";
 
 /** Handlers the app routes to. */
 export interface AppHandlers {
   readonly pathPrefix: string;
   readonly stats: Stats;
+  /** Who may read /metrics; absent: anyone (tests of the app alone). */
+  readonly metricsAccess?: MetricsAccess;
   health(): { ok: boolean; detail: Record<string, unknown> };
+  /** The web dashboard at `/` (it talks to `/api/v1`); absent: no dashboard. */
+  readonly dashboard?: PageSettings;
   /** The live admin view (`mport-server clients` / `tunnels`); absent: no admin endpoints. */
   readonly admin?: {
     /** Null when the request carries an admin's token, else the refusal to send. */
@@ -19,10 +26,16 @@ export interface AppHandlers {
     clients(): LiveClient[];
     tunnels(): LiveTunnel[];
   };
+  /** The REST API, mounted at `/api/v1`; absent: none. */
+  // deno-lint-ignore no-explicit-any
+  readonly api?: Hono<any>;
 }
 
-/** What the front passes as Hono's `env`: the client's address. */
-export type AppEnv = { Bindings: { ip: string } };
+/**
+ * What the front passes as Hono's `env`: the client's address, and whether the request came over
+ * TLS (the server's own, or a trusted proxy's `X-Forwarded-Proto: https`).
+ */
+export type AppEnv = { Bindings: { ip: string; secure?: boolean } };
 
 /** Builds the Hono app. */
 export function buildApp(h: AppHandlers): Hono<AppEnv> {
@@ -31,10 +44,19 @@ export function buildApp(h: AppHandlers): Hono<AppEnv> {
     const { ok, detail } = h.health();
     return c.json({ status: ok ? "ok" : "shutting_down", ...detail }, ok ? 200 : 503);
   });
-  app.get("/metrics", () =>
-    new Response(h.stats.prometheus(), {
+  app.get("/metrics", (c) => {
+    const refused = h.metricsAccess?.check(c.req.header("authorization") ?? null, c.env.ip);
+    if (refused) {
+      return c.text(
+        `${refused.reason}\n`,
+        refused.status,
+        refused.status === 401 ? { "www-authenticate": 'Bearer realm="metrics"' } : {},
+      );
+    }
+    return new Response(h.stats.prometheus(), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-    }));
+    });
+  });
   const admin = h.admin;
   if (admin) {
     const base = adminPath(h.pathPrefix);
@@ -48,6 +70,12 @@ export function buildApp(h: AppHandlers): Hono<AppEnv> {
       async (c) =>
         await admin.authorize(c.req.raw, c.env.ip) ?? c.json({ tunnels: admin.tunnels() }),
     );
+  }
+  if (h.dashboard) mountDashboard(app, h.pathPrefix, h.dashboard);
+  if (h.api) app.route("/api/v1", h.api);
+  // The dashboard under a --path-prefix's parent calls the API relative to itself.
+  for (const base of dashboardBases(h.pathPrefix)) {
+    if (h.api && h.dashboard && base !== "") app.route(`${base}/api/v1`, h.api);
   }
   app.all(
     `${h.pathPrefix}/*`,

@@ -4,6 +4,7 @@ import { parseHostPort, parsePortRange, type PortRange } from "../shared/address
 import { closest, parseFlags } from "../shared/cli_args.ts";
 import { parseLogLevel } from "../shared/log.ts";
 import { formatCidr, parseCidr } from "./client_address.ts";
+import { DEFAULT_METRICS_ALLOW } from "./metrics_access.ts";
 import {
   DEFAULT_PATH_PREFIX,
   HANDSHAKE_TIMEOUT_MS,
@@ -88,6 +89,13 @@ export interface ServerConfig {
    * server has TLS or a trusted proxy says the client came over https, else http.
    */
   readonly publicHttpScheme: "http" | "https" | null;
+  /** `--metrics-token`: a bearer token that may read /metrics from any address (null: none). */
+  readonly metricsToken: Secret | null;
+  /**
+   * `--metrics-allow`: CIDR blocks (canonical) whose clients may read /metrics without a token;
+   * the real client address counts behind a --trusted-proxy. Default: loopback only.
+   */
+  readonly metricsAllow: readonly string[];
 }
 
 /** Defaults for every field that has one. */
@@ -129,6 +137,8 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   httpDomain: null,
   httpListen: null,
   publicHttpScheme: null,
+  metricsToken: null,
+  metricsAllow: DEFAULT_METRICS_ALLOW,
 };
 
 const DOMAIN_RE =
@@ -169,6 +179,10 @@ function validate(cfg: ServerConfig): void {
     );
   }
   for (const cidr of cfg.trustedProxies) parseCidr(cidr);
+  for (const cidr of cfg.metricsAllow) parseCidr(cidr, "--metrics-allow");
+  if (cfg.metricsToken !== null && cfg.metricsToken.reveal().length < 16) {
+    throw new TypeError("--metrics-token must be at least 16 characters long");
+  }
   if (!Number.isSafeInteger(cfg.reservationTtlMs) || cfg.reservationTtlMs < 0) {
     throw new TypeError("--reservation-ttl must be a duration >= 0 (0: never expire)");
   }
@@ -241,6 +255,12 @@ Usage: mport-server [options]
   --max-http-connections N       open HTTP/WebSocket connections at most (default 10000)
   --max-http-connections-per-ip N  of them from one address (default 1000)
   --max-unauthenticated-per-ip N   not yet authenticated, from one address (default 64)
+  --metrics-token TOKEN          /metrics also answers requests with Authorization: Bearer
+                                 TOKEN, from any address (at least 16 characters)
+  --metrics-allow CIDR           addresses that may read /metrics without a token (repeatable;
+                                 default loopback only: 127.0.0.0/8 and ::1; behind a
+                                 --trusted-proxy the forwarded client address counts; none:
+                                 the token only)
   --log-level LEVEL              trace, debug, info, warning, error (default info)
   --log-file FILE                also write JSON lines to FILE
   --stats-interval SECONDS       statistics log line every N seconds, 0 = off (default 300)
@@ -378,6 +398,8 @@ const SERVER_OPTIONS = {
   "max-http-connections-per-ip": { type: "string" },
   "max-unauthenticated-per-ip": { type: "string" },
   "public-url": { type: "string" },
+  "metrics-token": { type: "string" },
+  "metrics-allow": { type: "string", multiple: true },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
@@ -567,5 +589,12 @@ function buildConfig(
     publicHttpScheme: values["public-http-url-scheme"]
       ? httpScheme(values["public-http-url-scheme"])
       : null,
+    metricsToken: values["metrics-token"] ? new Secret(values["metrics-token"]) : null,
+    // `--metrics-allow none`: the token only.
+    metricsAllow: values["metrics-allow"]
+      ? values["metrics-allow"].filter((t) => t !== "none").map((t) =>
+        formatCidr(parseCidr(t, "--metrics-allow"))
+      )
+      : d.metricsAllow,
   });
 }

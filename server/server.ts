@@ -2,8 +2,12 @@
 import { formatHostPort } from "../shared/address.ts";
 import { log } from "../shared/log.ts";
 import { closeQuietly } from "../shared/net.ts";
-import { CloseCode } from "../shared/protocol.ts";
+import { CloseCode, DEFAULT_PATH_PREFIX } from "../shared/protocol.ts";
 import { buildApp } from "./app.ts";
+import { buildApi } from "./api/api.ts";
+import { EventBus } from "./api/events_bus.ts";
+import { ManagementService } from "./api/service.ts";
+import { WebSessions } from "./api/web_sessions.ts";
 import { authorizeAdmin, liveClients, liveTunnels } from "./admin/live.ts";
 import { Accounts } from "./accounts/accounts.ts";
 import { PortBook } from "./accounts/port_book.ts";
@@ -21,8 +25,9 @@ import type { Mux } from "../shared/mux.ts";
 import { OwnerBudgets } from "./streams/budgets.ts";
 import { PortAllocator } from "./listeners/port_allocator.ts";
 import { Stats } from "./stats.ts";
+import { MetricsAccess } from "./metrics_access.ts";
 import { Broker } from "./streams/broker.ts";
-import { TunnelRegistry } from "./tunnels.ts";
+import { type Tunnel, TunnelRegistry } from "./tunnels.ts";
 import { HostBook } from "./accounts/host_book.ts";
 import { HttpStats } from "./http/http_stats.ts";
 import { Vhosts } from "./http/vhosts.ts";
@@ -95,6 +100,29 @@ export async function startServer(
     now,
   );
   let shuttingDown = false;
+  // Live events for the API's event stream.
+  // A copy of the counters: the bus keeps the previous reading to compute rates from.
+  const bus = new EventBus(() => ({
+    bytesIn: stats.bytesIn,
+    bytesOut: stats.bytesOut,
+    connectionsTotal: stats.connectionsTotal,
+    connectionsActive: stats.connectionsActive,
+    clientsConnected: stats.clientsConnected,
+    tunnelsActive: stats.tunnelsActive,
+  }));
+  const tunnelEvent = (kind: "tunnel.opened" | "tunnel.closed", t: Tunnel, reason?: string) =>
+    bus.publish({
+      type: kind,
+      data: {
+        id: t.id,
+        name: t.name,
+        user: t.userName,
+        userId: t.userId,
+        url: t.url,
+        port: t.port,
+        ...(reason === undefined ? {} : { reason }),
+      },
+    });
   const broker = new Broker(config, stats, usage, logger, now);
   const ports = new PortAllocator(config.portRange, config.bindHost);
   const book = new PortBook(store, now, {
@@ -122,10 +150,23 @@ export async function startServer(
     logger,
     (tunnel, conn) => broker.onPublicConn(tunnel, conn),
     now,
-    (kind, tunnel, detail) => audit(kind, tunnel.userId, { tunnel: tunnel.name, ...detail }),
+    (kind, tunnel, detail) => {
+      audit(kind, tunnel.userId, { tunnel: tunnel.name, ...detail });
+      tunnelEvent(
+        kind === "tunnel_opened" ? "tunnel.opened" : "tunnel.closed",
+        tunnel,
+        typeof detail.reason === "string" ? detail.reason : undefined,
+      );
+    },
     new HostBook(store, { domain: config.httpDomain, now }),
   );
   const proxies = new TrustedProxies(config.trustedProxies);
+  /** A trusted proxy says the browser reached it over https (session cookies get Secure). */
+  const forwardedHttps = (headers: Headers, peer: string): boolean => {
+    const ip = normalizeIp(peer);
+    const proto = (headers.get("x-forwarded-proto") ?? "").split(",")[0]!.trim().toLowerCase();
+    return ip !== null && proxies.trusts(ip) && proto === "https";
+  };
   const vhosts = new Vhosts({
     domain: config.httpDomain,
     registry,
@@ -160,15 +201,38 @@ export async function startServer(
     accounts,
     usage,
     audit,
+    onClientEvent: (kind, s) =>
+      bus.publish({
+        type: kind,
+        data: { session: s.id, user: s.userName, userId: s.userId, address: s.remote },
+      }),
     limiter: new AuthLimiter(config.authFailuresPerMinute, config.authBlockMs, now),
     authFailures,
     proxies,
     budgets: new OwnerBudgets(config.bufferBudgetBytes),
     muxes,
   };
+  // The management operations and browser sessions, shared by the API and the dashboard.
+  const service = new ManagementService(store, config, now);
+  const webSessions = new WebSessions(now);
+  const api = buildApi({
+    endpoint: deps,
+    service,
+    webSessions,
+    // Dashboard logins fail apart from tunnel logins: a blocked browser never blocks a client.
+    loginLimiter: new AuthLimiter(config.authFailuresPerMinute, config.authBlockMs, now),
+    bus,
+    now,
+  });
   const app = buildApp({
+    api,
     pathPrefix: config.pathPrefix,
     stats,
+    metricsAccess: new MetricsAccess(config.metricsAllow, config.metricsToken),
+    dashboard: {
+      serverUrl: config.publicUrl,
+      pathPrefix: config.pathPrefix === DEFAULT_PATH_PREFIX ? "" : config.pathPrefix,
+    },
     health: () => ({
       ok: !shuttingDown,
       detail: { uptimeSeconds: Math.round(stats.uptimeSeconds()), clients: stats.clientsConnected },
@@ -202,7 +266,10 @@ export async function startServer(
       fdReserve: 16,
     },
     fetch: (req: Request, remote: Deno.NetAddr) =>
-      app.fetch(req, { ip: proxies.clientIp(req.headers, remote.hostname) }),
+      app.fetch(req, {
+        ip: proxies.clientIp(req.headers, remote.hostname),
+        secure: config.tlsCert !== null || forwardedHttps(req.headers, remote.hostname),
+      }),
     sharedPeer: (host: string) => {
       const ip = normalizeIp(host);
       return ip !== null && proxies.trusts(ip);
@@ -375,6 +442,7 @@ export async function startServer(
         clearInterval(sweepTimer);
         clearInterval(authAuditTimer);
         clearInterval(idleTimer);
+        bus.close();
         running.stopAccepting();
         sitesFront?.stopAccepting();
         for (const t of registry.all()) registry.release(t, "server shutting down");

@@ -54,6 +54,8 @@ export type TunnelPlace =
 
 /** One published port or HTTP host name. */
 export class Tunnel {
+  /** Random id the REST API names the tunnel by (names repeat across users). */
+  readonly id: string = crypto.randomUUID();
   readonly kind: TunnelKind;
   /** HTTP tunnels: the host name they are served on (lower case); null for tcp. */
   readonly host: string | null;

@@ -1,5 +1,6 @@
 // A data connection: one WebSocket carrying many user connections as logical streams (protocol v2).
 import {
+  CLIENT_STREAM_BIT,
   CloseCode,
   decodeMuxFrame,
   encodeMuxFrame,
@@ -26,7 +27,10 @@ import { MAX_WS_HEADER_BYTES } from "./ws_frames.ts";
 import { errorText } from "./error_text.ts";
 
 /** Stream ids are 32 bits and never reused on one data connection. */
-const MAX_STREAM_ID = 0xffff_ffff;
+/** Server ids stay below the client's id space (CLIENT_STREAM_BIT). */
+const MAX_STREAM_ID = CLIENT_STREAM_BIT - 1;
+/** Client-opened (egress) streams per data connection, counted like the server's. */
+const MAX_CLIENT_STREAM_SEQ = CLIENT_STREAM_BIT - 1;
 
 /** Which end of the data connection this is: the server opens streams, the client accepts them. */
 export type MuxRole = "server" | "client";
@@ -45,6 +49,12 @@ export interface MuxOptions {
     remote: string,
     extra: OpenExtra | undefined,
   ) => void;
+  /**
+   * Server: the client asks for a connection to host:port (egress). Answer with
+   * `sendConnected()` and `attach()`, or `reset()` (egress_denied / egress_failed). Without a
+   * handler every such stream is refused.
+   */
+  readonly onConnect?: (stream: MuxStream, host: string, port: number) => void;
   /** Called once when the data connection is gone, with why. */
   readonly onClose?: (reason: string) => void;
   /** The peer broke the protocol (the connection is being closed with the error's code). */
@@ -64,6 +74,13 @@ export class Mux implements StreamLink {
   readonly #streams = new Map<number, MuxStream>();
   /** Server: the last id handed out. Client: the highest id the server has opened. */
   #lastId = 0;
+  /** Client: the last egress stream number used. Server: the highest one the client opened. */
+  #lastClientSeq = 0;
+  /** Client: egress streams waiting for `CONNECTED`. */
+  readonly #connecting = new Map<
+    number,
+    { resolve: (address: string) => void; reject: (e: ConnectRefused) => void }
+  >();
   #closed = false;
   /** Senders waiting for the socket's queue to drain, resolved together once it has. */
   #waiters: (() => void)[] = [];
@@ -117,6 +134,38 @@ export class Mux implements StreamLink {
     this.#control(encodeMuxFrame({ type: "open", id, tunnel, remote, extra }));
     stream.attach(conn);
     return stream;
+  }
+
+  /**
+   * Client: opens an egress stream to host:port from the server's side. `connected` resolves with
+   * the address the server reached, or rejects with {@link ConnectRefused}; data may be sent
+   * (attach) only after it resolved.
+   */
+  connect(
+    host: string,
+    port: number,
+    hooks: StreamHooks = {},
+  ): { stream: MuxStream; connected: Promise<string> } {
+    if (this.#opts.role !== "client") throw new Error("only the client opens egress streams");
+    if (this.#closed) throw new Error("data connection is closed");
+    if (this.#lastClientSeq >= MAX_CLIENT_STREAM_SEQ) {
+      throw new Error("data connection has used every egress stream id");
+    }
+    const id = (CLIENT_STREAM_BIT | ++this.#lastClientSeq) >>> 0;
+    const stream = new MuxStream(id, this, this.#opts.budget, hooks);
+    this.#streams.set(id, stream);
+    const connected = new Promise<string>((resolve, reject) => {
+      this.#connecting.set(id, { resolve, reject });
+    });
+    // Nobody may be listening yet when it fails: the caller awaits it later.
+    connected.catch(() => {});
+    this.#control(encodeMuxFrame({ type: "connect", id, host, port }));
+    return { stream, connected };
+  }
+
+  /** Server: the egress stream `id` reached its destination. */
+  sendConnected(id: number, address: string): void {
+    this.#control(encodeMuxFrame({ type: "connected", id, address }));
   }
 
   /** Closes the WebSocket (streams on it are reset). */
@@ -218,10 +267,15 @@ export class Mux implements StreamLink {
       this.#onOpen(id, frame.tunnel, frame.remote, frame.extra);
       return;
     }
+    if (frame.type === "connect") {
+      this.#onConnect(id, frame.host, frame.port);
+      return;
+    }
     const stream = this.#streams.get(id);
     if (!stream) {
       // A stream that ended (its frames may cross our RESET) is ignored; one never opened is not.
-      if (id > this.#lastId) {
+      const client = (id & CLIENT_STREAM_BIT) !== 0;
+      if (client ? (id & ~CLIENT_STREAM_BIT) >>> 0 > this.#lastClientSeq : id > this.#lastId) {
         throw new ProtocolError(`frame for stream ${id}, which was never opened`);
       }
       return;
@@ -236,14 +290,49 @@ export class Mux implements StreamLink {
       case "eof":
         stream.onEof();
         return;
-      case "reset":
+      case "reset": {
+        const waiting = this.#connecting.get(id);
+        if (waiting) {
+          this.#connecting.delete(id);
+          waiting.reject(new ConnectRefused(frame.code, frame.message));
+        }
         stream.onReset(frame.code, frame.message);
         return;
+      }
+      case "connected": {
+        const waiting = this.#connecting.get(id);
+        if (!waiting) throw new ProtocolError(`unexpected connected frame for stream ${id}`);
+        this.#connecting.delete(id);
+        waiting.resolve(frame.address);
+        return;
+      }
       default: {
         const never: never = frame;
         throw new ProtocolError(`unhandled ${String(never)}`);
       }
     }
+  }
+
+  #onConnect(id: number, host: string, port: number): void {
+    if (this.#opts.role !== "server") {
+      throw new ProtocolError("only the client opens egress streams");
+    }
+    const seq = (id & ~CLIENT_STREAM_BIT) >>> 0;
+    if (seq <= this.#lastClientSeq) {
+      throw new ProtocolError(`egress stream ${id} opened twice or out of order`);
+    }
+    this.#lastClientSeq = seq;
+    if (this.#streams.size >= MUX_MAX_STREAMS) {
+      this.sendReset(id, "rate_limited", "too many streams open on this data connection");
+      return;
+    }
+    const stream = new MuxStream(id, this, this.#opts.budget);
+    this.#streams.set(id, stream);
+    if (!this.#opts.onConnect) {
+      stream.reset("egress_denied", "this server does not offer egress");
+      return;
+    }
+    this.#opts.onConnect(stream, host, port);
   }
 
   #onOpen(id: number, tunnel: string, remote: string, extra: OpenExtra | undefined): void {
@@ -263,6 +352,8 @@ export class Mux implements StreamLink {
   #shut(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const w of this.#connecting.values()) w.reject(new ConnectRefused("internal", reason));
+    this.#connecting.clear();
     for (const s of [...this.#streams.values()]) s.lost(reason);
     this.#streams.clear();
     const waiters = this.#waiters;
@@ -270,5 +361,15 @@ export class Mux implements StreamLink {
     for (const w of waiters) w();
     this.#opts.onClose?.(reason);
     this.#resolveDone(reason);
+  }
+}
+
+/** An egress `CONNECT` the server refused (or a data connection lost before the answer). */
+export class ConnectRefused extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = "ConnectRefused";
+    this.code = code;
   }
 }

@@ -60,6 +60,16 @@ export type ErrorCode =
   | "host_taken"
   /** A custom domain not assigned to the user, or HTTP tunnels not enabled on the server. */
   | "host_not_allowed"
+  /** Egress: the destination (or egress itself) is not allowed for this user. */
+  | "egress_denied"
+  /** Egress: the destination's name does not resolve, or no route to it. */
+  | "egress_unreachable"
+  /** Egress: the destination refused the connection. */
+  | "egress_refused"
+  /** Egress: the destination did not answer in time. */
+  | "egress_timeout"
+  /** Egress: the server could not reach the destination for another reason (the message says). */
+  | "egress_failed"
   | "internal";
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
@@ -78,6 +88,11 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "quota_exceeded",
   "host_taken",
   "host_not_allowed",
+  "egress_denied",
+  "egress_unreachable",
+  "egress_refused",
+  "egress_timeout",
+  "egress_failed",
   "internal",
 ]);
 
@@ -132,6 +147,8 @@ export type ClientControlMessage =
      * server treats each connection as a client of its own.
      */
     readonly clientId?: string;
+    /** The client runs a local egress proxy (`mport socks`): the welcome says if it may. */
+    readonly egress?: boolean;
   }
   | { readonly type: "ping"; readonly t: number }
   | { readonly type: "pong"; readonly t: number }
@@ -149,6 +166,8 @@ export type ServerControlMessage =
     readonly heartbeatMs: number;
     readonly tunnels: readonly TunnelGrant[];
     readonly refused: readonly TunnelRefusal[];
+    /** Answer to a hello with `egress`: null when egress may be used, else why not. */
+    readonly egress?: string | null;
   }
   | { readonly type: "tunnel_close"; readonly name: string; readonly reason: string }
   | { readonly type: "ping"; readonly t: number }
@@ -290,14 +309,18 @@ export function decodeClientControl(text: string): ClientControlMessage {
       const names = new Set(tunnels.map((t) => t.name));
       if (names.size !== tunnels.length) throw new ProtocolError("tunnel names must be unique");
       const host = str(obj, "host", 255);
-      if (obj.clientId === undefined) return { type: "hello", version, tunnels, host };
+      if (obj.egress !== undefined && typeof obj.egress !== "boolean") {
+        throw new ProtocolError(`field "egress" must be true or false`);
+      }
+      const egress = obj.egress === true ? { egress: true } : {};
+      if (obj.clientId === undefined) return { type: "hello", version, tunnels, host, ...egress };
       const clientId = str(obj, "clientId", MAX_CLIENT_ID_LENGTH);
       try {
         validateClientId(clientId);
       } catch (e) {
         throw new ProtocolError(`field "clientId": ${(e as Error).message}`);
       }
-      return { type: "hello", version, tunnels, host, clientId };
+      return { type: "hello", version, tunnels, host, clientId, ...egress };
     }
     case "ping":
     case "pong":
@@ -343,6 +366,9 @@ export function decodeServerControl(text: string): ServerControlMessage {
         heartbeatMs: int(obj, "heartbeatMs", 1, 3_600_000),
         tunnels,
         refused,
+        ...(obj.egress === undefined ? {} : {
+          egress: obj.egress === null ? null : str(obj, "egress", 1024),
+        }),
       };
     }
     case "tunnel_close":
@@ -405,6 +431,15 @@ export function legacyStreamPath(prefix: string): string {
 // `DATA`, `WINDOW` (credit), `EOF` (half-close) and `RESET` (abort: the TCP side is reset, never
 // closed cleanly). Frames for a stream that has already ended are ignored: they can cross a
 // `RESET` on the wire.
+//
+// Egress (SOCKS): the client opens streams too, with `CONNECT` {host, port}; their ids have the
+// top bit set (0x80000001 up), so the two id spaces never meet. The server answers `CONNECTED`
+// {address} once it reached the destination, or `RESET` (egress_denied, egress_failed).
+
+/** Stream ids the client opens (egress) have this bit set; the server's never do. */
+export const CLIENT_STREAM_BIT = 0x8000_0000;
+/** Longest destination host name in a `CONNECT`. */
+export const MAX_EGRESS_HOST_LENGTH = 255;
 
 /** Bytes of a mux frame header: type and stream id. */
 export const MUX_HEADER_BYTES = 5;
@@ -442,7 +477,15 @@ export interface OpenExtra {
 }
 
 /** Mux frame types. */
-export const MuxType = { data: 0, window: 1, open: 2, eof: 3, reset: 4 } as const;
+export const MuxType = {
+  data: 0,
+  window: 1,
+  open: 2,
+  eof: 3,
+  reset: 4,
+  connect: 5,
+  connected: 6,
+} as const;
 
 /** A decoded mux frame. `DATA` payloads are views into the received message. */
 export type MuxFrame =
@@ -456,6 +499,8 @@ export type MuxFrame =
     readonly extra?: OpenExtra;
   }
   | { readonly type: "eof"; readonly id: number }
+  | { readonly type: "connect"; readonly id: number; readonly host: string; readonly port: number }
+  | { readonly type: "connected"; readonly id: number; readonly address: string }
   | {
     readonly type: "reset";
     readonly id: number;
@@ -532,6 +577,19 @@ export function decodeMuxFrame(msg: Uint8Array): MuxFrame {
     case MuxType.eof:
       if (payload.byteLength !== 0) throw new ProtocolError("eof frame must be empty");
       return { type: "eof", id };
+    case MuxType.connect: {
+      if ((id & CLIENT_STREAM_BIT) === 0) {
+        throw new ProtocolError(`connect frame for stream ${id}, which is not a client stream id`);
+      }
+      const obj = muxJson(payload, "connect");
+      const host = str(obj, "host", MAX_EGRESS_HOST_LENGTH);
+      if (host.length === 0) throw new ProtocolError(`field "host" is empty`);
+      return { type: "connect", id, host, port: int(obj, "port", 1, 65535) };
+    }
+    case MuxType.connected: {
+      const obj = muxJson(payload, "connected");
+      return { type: "connected", id, address: str(obj, "address", 128) };
+    }
     case MuxType.reset: {
       const obj = muxJson(payload, "reset");
       return { type: "reset", id, code: errorCode(obj), message: str(obj, "message", 512) };
@@ -576,6 +634,12 @@ export function encodeMuxFrame(frame: Exclude<MuxFrame, { type: "data" }>): Uint
       break;
     case "eof":
       payload = new Uint8Array(0);
+      break;
+    case "connect":
+      payload = textEncoder.encode(JSON.stringify({ host: frame.host, port: frame.port }));
+      break;
+    case "connected":
+      payload = textEncoder.encode(JSON.stringify({ address: frame.address }));
       break;
     case "reset":
       payload = resetPayload(frame.code, frame.message);

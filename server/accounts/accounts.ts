@@ -1,7 +1,7 @@
 // Who a client is: token → user through the store (plus static --token tokens of the admin user).
 import { timingSafeEqual } from "node:crypto";
 import type { Secret } from "../../shared/secret.ts";
-import type { Store, User, UserLimits } from "../store/store.ts";
+import type { Store, TokenScope, User, UserLimits } from "../store/store.ts";
 import { hashToken, newToken } from "./secrets.ts";
 
 /** The authenticated identity behind a control session. */
@@ -17,6 +17,8 @@ export interface Principal {
   /** Stored token id, or null for a static `--token`. */
   readonly tokenId: number | null;
   readonly tokenLabel: string;
+  /** What the token may do; static `--token` tokens are `admin`. */
+  readonly scope: TokenScope;
   readonly limits: UserLimits;
 }
 
@@ -126,7 +128,7 @@ export class Accounts {
       if (!admin) {
         return { ok: false, message: "no enabled admin user owns the static --token tokens" };
       }
-      const p = principal(admin, null, "static token");
+      const p = principal(admin, null, "static token", "admin");
       return { ok: true, principal: { ...p, owner: `${p.owner}.static${staticIndex + 1}` } };
     }
     const rec = await this.store.tokenByHash(hash);
@@ -150,7 +152,7 @@ export class Accounts {
     }
     await this.store.touchToken(rec.id, now);
     await this.store.touchUser(user.id, now);
-    return { ok: true, principal: principal(user, rec.id, rec.label) };
+    return { ok: true, principal: principal(user, rec.id, rec.label, rec.scope) };
   }
 
   /**
@@ -174,8 +176,14 @@ export class Accounts {
   }
 }
 
-function principal(user: User, tokenId: number | null, label: string): Principal {
+function principal(
+  user: User,
+  tokenId: number | null,
+  label: string,
+  scope: TokenScope,
+): Principal {
   return {
+    scope,
     owner: `u${user.id}`,
     userId: user.id,
     userName: user.name,

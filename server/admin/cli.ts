@@ -2,8 +2,7 @@
 import { parsePortRange } from "../../shared/address.ts";
 import { closest, parseFlags, UsageError } from "../../shared/cli_args.ts";
 import { formatSize, parseDuration, parseSince, parseSize } from "../../shared/units.ts";
-import { HostBook } from "../accounts/host_book.ts";
-import { hashPassword, hashToken, newToken } from "../accounts/secrets.ts";
+import { ManagementService, OPERATOR, publicUser, tokenState } from "../api/service.ts";
 import {
   httpDomain,
   parsePublicUrl,
@@ -13,7 +12,13 @@ import {
 } from "../config.ts";
 import { clientCommand } from "../first_start.ts";
 import { humanAgo, humanBytes, humanTime } from "./human.ts";
-import type { PortReservation, Store, User, UserLimits } from "../store/store.ts";
+import {
+  type Store,
+  TOKEN_SCOPES,
+  type TokenScope,
+  type User,
+  type UserLimits,
+} from "../store/store.ts";
 
 /** Where admin commands read and write; injectable for tests. */
 export interface AdminIo {
@@ -37,7 +42,7 @@ export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPO
   mport-server user set NAME [LIMITS]
   mport-server user list
   mport-server user disable NAME | user enable NAME
-  mport-server token create --user NAME [--label L] [--expires 30d]
+  mport-server token create --user NAME [--label L] [--expires 30d] [--scope client|api|admin]
   mport-server token list [--user NAME]
   mport-server token revoke ID
   mport-server port reserve PORT --user NAME [--tunnel NAME]
@@ -119,6 +124,8 @@ command line that uses it.
   --user NAME          owner of the token (required)
   --label LABEL        what it is for, e.g. laptop
   --expires DURATION   e.g. 90d, 12h (default: never)
+  --scope SCOPE        client: tunnels only (default); api: also the REST API /api/v1 as this
+                       user; admin: everything, the API as an admin (admin users only)
   --public-url URL     how clients reach the server, for the printed client command
                        (default: the server's --public-url from --config, else a guess)
 ${DB_LINE}
@@ -303,16 +310,9 @@ function parseLimits(values: Record<string, string | boolean | undefined>): Part
   return out;
 }
 
-/** User names by id, for listings that show whose row it is. */
-async function userNames(store: Store): Promise<Map<number, string>> {
-  return new Map((await store.listUsers()).map((u) => [u.id, u.name]));
-}
-
-async function needUser(store: Store, name: string | undefined): Promise<User> {
+async function needUser(service: ManagementService, name: string | undefined): Promise<User> {
   if (!name) throw new TypeError("--user NAME is required");
-  const u = await store.userByName(name);
-  if (!u) throw new TypeError(`no user named "${name}" (see: mport-server user list)`);
-  return u;
+  return await service.user(name);
 }
 
 function userRow(u: User): string[] {
@@ -348,11 +348,6 @@ const USER_HEADERS = [
   "LAST SEEN",
 ];
 
-function publicUser(u: User): Omit<User, "passwordHash"> & { hasPassword: boolean } {
-  const { passwordHash, ...rest } = u;
-  return { ...rest, hasPassword: passwordHash !== null };
-}
-
 function parseAdminFlags(args: readonly string[]) {
   return parseFlags({
     args: [...args],
@@ -366,6 +361,7 @@ function parseAdminFlags(args: readonly string[]) {
       user: { type: "string" },
       label: { type: "string" },
       expires: { type: "string" },
+      scope: { type: "string" },
       tunnel: { type: "string" },
       since: { type: "string" },
       limit: { type: "string" },
@@ -420,6 +416,8 @@ export async function runAdmin(
     io.out(json ? JSON.stringify(data, null, 2) : formatTable(headers, rows));
   const now = io.now();
   const server = io.server ?? serverConfig({ tokens: [] });
+  const service = new ManagementService(store, server, () => now);
+  const userNames = () => service.userNames();
 
   switch (group) {
     case "user": {
@@ -432,54 +430,36 @@ export async function runAdmin(
         if (password.length < 8) {
           throw new TypeError("the password must be at least 8 characters long");
         }
-        const user = await store.createUser({
+        const user = await service.createUser(OPERATOR, {
           name,
+          password,
           email: values.email ?? null,
           role: values.admin ? "admin" : "user",
-          passwordHash: await hashPassword(password),
           limits: parseLimits(values),
-        });
-        await store.addEvent({
-          at: now,
-          kind: "user_created",
-          userId: user.id,
-          detail: { name, role: user.role },
         });
         print(USER_HEADERS, [userRow(user)], publicUser(user));
         return 0;
       }
       if (action === "set") {
-        const user = await needUser(store, rest[0]);
+        const user = await needUser(service, rest[0]);
         const limits = parseLimits(values);
         if (Object.keys(limits).length === 0) {
           throw new TypeError(
             "user set needs at least one of --max-tunnels, --max-connections, --port-range, --quota, --max-reserved-ports",
           );
         }
-        const updated = await store.setUserLimits(user.id, limits);
-        await store.addEvent({
-          at: now,
-          kind: "user_limits_changed",
-          userId: user.id,
-          detail: { ...limits },
-        });
+        const updated = await service.setLimits(OPERATOR, user.name, limits);
         print(USER_HEADERS, [userRow(updated)], publicUser(updated));
         return 0;
       }
       if (action === "list") {
-        const users = await store.listUsers();
+        const users = await service.listUsers(OPERATOR);
         print(USER_HEADERS, users.map(userRow), users.map(publicUser));
         return 0;
       }
       if (action === "disable" || action === "enable") {
-        const user = await needUser(store, rest[0]);
-        await store.setUserDisabled(user.id, action === "disable");
-        await store.addEvent({
-          at: now,
-          kind: `user_${action}d`,
-          userId: user.id,
-          detail: { name: user.name },
-        });
+        const user = await needUser(service, rest[0]);
+        await service.setDisabled(OPERATOR, user.name, action === "disable");
         io.out(`user ${user.name} ${action}d`);
         return 0;
       }
@@ -489,20 +469,17 @@ export async function runAdmin(
     }
     case "token": {
       if (action === "create") {
-        const user = await needUser(store, values.user);
+        const user = await needUser(service, values.user);
         const expiresAt = values.expires ? now + parseDuration(values.expires) : null;
-        const token = newToken();
-        const rec = await store.createToken({
-          userId: user.id,
+        const scope = values.scope ?? "client";
+        if (!(TOKEN_SCOPES as readonly string[]).includes(scope)) {
+          throw new TypeError(`invalid --scope "${scope}": use client, api or admin`);
+        }
+        const { record: rec, token } = await service.createToken(OPERATOR, {
+          user,
           label: values.label ?? "",
-          hash: hashToken(token),
           expiresAt,
-        });
-        await store.addEvent({
-          at: now,
-          kind: "token_created",
-          userId: user.id,
-          detail: { tokenId: rec.id, label: rec.label, expiresAt },
+          scope: scope as TokenScope,
         });
         if (json) {
           io.out(
@@ -540,15 +517,10 @@ export async function runAdmin(
         return 0;
       }
       if (action === "list") {
-        const user = values.user ? await needUser(store, values.user) : null;
+        const user = values.user ? await needUser(service, values.user) : null;
         const tokens = await store.listTokens(user?.id);
-        const names = await userNames(store);
-        const state = (t: (typeof tokens)[number]) =>
-          t.revokedAt !== null
-            ? "revoked"
-            : t.expiresAt !== null && t.expiresAt <= now
-            ? "expired"
-            : "active";
+        const names = await userNames();
+        const state = (t: (typeof tokens)[number]) => tokenState(t, now);
         print(
           ["ID", "USER", "LABEL", "STATE", "CREATED", "EXPIRES", "LAST USED"],
           tokens.map((t) => [
@@ -573,18 +545,10 @@ export async function runAdmin(
         if (!Number.isSafeInteger(id) || id <= 0) {
           throw new TypeError("token revoke needs a token ID (see: token list)");
         }
-        const rec = await store.tokenById(id);
-        if (!rec) throw new TypeError(`no token with ID ${id}`);
-        if (!(await store.revokeToken(id, now))) {
+        if ((await service.revokeToken(OPERATOR, id)) === "already") {
           io.out(`token ${id} was already revoked`);
           return 0;
         }
-        await store.addEvent({
-          at: now,
-          kind: "token_revoked",
-          userId: rec.userId,
-          detail: { tokenId: id, label: rec.label },
-        });
         io.out(`token ${id} revoked; clients using it are disconnected within seconds`);
         return 0;
       }
@@ -596,46 +560,17 @@ export async function runAdmin(
         if (!Number.isSafeInteger(port) || port < 1 || port > 65535) {
           throw new TypeError("port reserve needs a PORT");
         }
-        const user = await needUser(store, values.user);
+        const user = await needUser(service, values.user);
         // A port the server never listens on would be reserved for nothing.
         const range = values["port-range"]
           ? parsePortRange(values["port-range"])
           : server.portRange;
-        if (port < range.low || port > range.high) {
-          throw new TypeError(
-            `port ${port} is outside the server's port range ${range.low}-${range.high}: ` +
-              "choose a port in it (if the server runs with another --port-range, pass it here " +
-              "or --config FILE)",
-          );
-        }
-        const { portLow, portHigh } = user.limits;
-        if (portLow !== null && portHigh !== null && (port < portLow || port > portHigh)) {
-          throw new TypeError(
-            `port ${port} is outside ${user.name}'s port range ${portLow}-${portHigh} ` +
-              `(change it with: mport-server user set ${user.name} --port-range LOW-HIGH)`,
-          );
-        }
-        const ttl = reservationTtlOf(values["reservation-ttl"], server);
-        const r = await store.reservePort({
-          userId: user.id,
-          tunnel: values.tunnel ?? null,
+        await service.reservePort(OPERATOR, {
           port,
-          at: now,
-          explicit: true,
-          // A tunnel's reservation that has expired does not stand in an operator's way.
-          expiredBefore: ttl === 0 ? null : now - ttl,
-        });
-        if (!r.ok) {
-          const holder = await store.userById(r.heldBy.userId);
-          throw new TypeError(
-            `port ${port} is already reserved by ${holder?.name ?? "another user"}`,
-          );
-        }
-        await store.addEvent({
-          at: now,
-          kind: "port_reserved",
-          userId: user.id,
-          detail: { port, tunnel: values.tunnel },
+          user,
+          tunnel: values.tunnel ?? null,
+          range,
+          ttlMs: reservationTtlOf(values["reservation-ttl"], server),
         });
         io.out(
           `port ${port} reserved for ${user.name}${
@@ -649,28 +584,20 @@ export async function runAdmin(
         if (!Number.isSafeInteger(port) || port < 1 || port > 65535) {
           throw new TypeError("port release needs a PORT");
         }
-        const held = await store.reservationByPort(port);
-        if (!held || !(await store.releasePort(port))) {
+        if (!(await service.releasePort(OPERATOR, port))) {
           io.out(`port ${port} was not reserved`);
           return 0;
         }
-        await store.addEvent({
-          at: now,
-          kind: "port_released",
-          userId: held.userId,
-          detail: { port },
-        });
         io.out(`port ${port} released`);
         return 0;
       }
       if (action === "list") {
-        const user = values.user ? await needUser(store, values.user) : null;
+        const user = values.user ? await needUser(service, values.user) : null;
         const list = await store.listReservations(user?.id);
-        const names = await userNames(store);
+        const names = await userNames();
         const ttl = reservationTtlOf(values["reservation-ttl"], server);
-        const expiresAt = (r: PortReservation) =>
-          r.explicit || ttl === 0 ? null : r.lastUsedAt + ttl;
-        const expiry = (r: PortReservation) => {
+        const expiresAt = (r: (typeof list)[number]) => service.expiresAt(r, ttl);
+        const expiry = (r: (typeof list)[number]) => {
           const at = expiresAt(r);
           return at === null ? "never" : at <= now ? "expired" : iso(at);
         };
@@ -699,45 +626,30 @@ export async function runAdmin(
     case "domain": {
       if (action === "add") {
         if (!rest[0]) throw new TypeError("domain add needs a HOST, e.g. app.example.org");
-        const user = await needUser(store, values.user);
-        const book = new HostBook(store, {
-          // Names under the server's HTTP domain are subdomains, handed out to tunnels.
-          domain: values["http-domain"] !== undefined
-            ? httpDomain(values["http-domain"])
-            : server.httpDomain,
-          now: () => now,
-        });
-        const r = await book.assignDomain(rest[0], user.id);
-        await store.addEvent({
-          at: now,
-          kind: "domain_assigned",
-          userId: user.id,
-          detail: { host: r.host },
-        });
+        const user = await needUser(service, values.user);
+        // Names under the server's HTTP domain are subdomains, handed out to tunnels.
+        const domain = values["http-domain"] !== undefined
+          ? httpDomain(values["http-domain"])
+          : server.httpDomain;
+        const r = await service.assignDomain(OPERATOR, rest[0], user, domain);
         io.out(`domain ${r.host} assigned to ${user.name}`);
         return 0;
       }
       if (action === "remove") {
         if (!rest[0]) throw new TypeError("domain remove needs a HOST (see: domain list)");
         const host = rest[0].toLowerCase();
-        const held = await store.hostByName(host);
-        if (!held || !(await store.releaseHost(host))) {
+        const held = await service.removeHost(OPERATOR, host);
+        if (!held) {
           io.out(`${host} was not reserved (see: mport-server domain list)`);
           return 0;
         }
-        await store.addEvent({
-          at: now,
-          kind: "host_released",
-          userId: held.userId,
-          detail: { host, kind: held.kind },
-        });
         io.out(`${held.kind} ${host} removed`);
         return 0;
       }
       if (action === "list") {
-        const user = values.user ? await needUser(store, values.user) : null;
+        const user = values.user ? await needUser(service, values.user) : null;
         const list = await store.listHosts(user?.id);
-        const names = await userNames(store);
+        const names = await userNames();
         print(
           ["HOST", "KIND", "USER", "TUNNEL", "LAST USED"],
           list.map((h) => [
@@ -755,10 +667,10 @@ export async function runAdmin(
       throw new TypeError(`unknown command "domain ${action ?? ""}": use add, remove or list`);
     }
     case "usage": {
-      const user = values.user ? await needUser(store, values.user) : null;
+      const user = values.user ? await needUser(service, values.user) : null;
       const since = values.since ? parseSince(values.since, now) : undefined;
-      const rows = await store.usage({ userId: user?.id, since });
-      const names = await userNames(store);
+      const rows = await service.usage(OPERATOR, { userId: user?.id, since });
+      const names = await userNames();
       print(
         ["HOUR", "USER", "TUNNEL", "BYTES IN", "BYTES OUT", "CONNS", "ERRORS"],
         rows.map((r) => [
@@ -775,14 +687,14 @@ export async function runAdmin(
       return 0;
     }
     case "events": {
-      const user = values.user ? await needUser(store, values.user) : null;
+      const user = values.user ? await needUser(service, values.user) : null;
       const since = values.since ? parseSince(values.since, now) : undefined;
       const limit = values.limit ? Number(values.limit) : 100;
       if (!Number.isSafeInteger(limit) || limit < 1) {
         throw new TypeError(`invalid --limit "${values.limit}"`);
       }
-      const events = await store.events({ since, userId: user?.id, limit });
-      const names = await userNames(store);
+      const events = await service.events(OPERATOR, { since, userId: user?.id, limit });
+      const names = await userNames();
       print(
         ["TIME", "AGO", "EVENT", "USER", "DETAIL"],
         events.map((e) => [

@@ -45,6 +45,11 @@ export interface SessionDeps {
   readonly usage: UsageMeter;
   /** Appends an audit event (never throws; failures are logged). */
   readonly audit: (kind: string, userId: number | null, detail: Record<string, unknown>) => void;
+  /** Told when a client is welcomed and when that session ends (the API's live events). */
+  readonly onClientEvent?: (
+    kind: "client.connected" | "client.disconnected",
+    session: ControlSession,
+  ) => void;
 }
 
 /** A client's control channel and everything hanging off it. */
@@ -191,6 +196,17 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       "the server is shutting down",
       CloseCode.goingAway,
     );
+  }
+
+  /**
+   * Ends the session on an operator's request (REST API): tells the client why and closes the
+   * channel. Its tunnels are released at once, like a revoked session's: the operator wants the
+   * client gone, not waited for.
+   */
+  disconnect(reason: string): void {
+    if (this.#closed) return;
+    this.#revoked = true;
+    this.#fail("unauthorized", reason, CloseCode.unauthorized);
   }
 
   /** True once the control channel is gone. */
@@ -382,6 +398,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       id: this.id,
       n: granted.length,
     });
+    this.#deps.onClientEvent?.("client.connected", this);
     this.#deps.audit("client_connected", this.userId, {
       address: this.remote,
       token: this.principal.tokenId === null
@@ -481,6 +498,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.#letGo();
     if (this.#welcomed) {
       log.info("session {id} from {remote} closed", { id: this.id, remote: this.remote });
+      this.#deps.onClientEvent?.("client.disconnected", this);
       this.#deps.audit("client_disconnected", this.userId, {
         address: this.remote,
         session: this.id,

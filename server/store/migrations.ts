@@ -163,6 +163,17 @@ CREATE INDEX host_reservations_user_tunnel
 `;
 }
 
+/**
+ * Tokens get a scope: `client` (tunnels only), `api` (also the REST API as their user) or `admin`.
+ * Every existing token becomes `client`, which is all a token could do before.
+ */
+function tokenScopes(): string {
+  return `
+ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'client'
+  CHECK (scope IN ('client', 'api', 'admin'));
+`;
+}
+
 /** Every migration, oldest first. Append new ones; never edit one that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -179,6 +190,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 3,
     name: "host reservations of HTTP tunnels: subdomains and custom domains",
     sql: { sqlite: hostReservations("sqlite"), postgres: hostReservations("postgres") },
+  },
+  {
+    version: 4,
+    name: "token scopes: client, api, admin",
+    sql: tokenScopes(),
   },
 ];
 

@@ -27,6 +27,7 @@ import {
   toInt,
   TOKEN_HASH_TAKEN,
   toReservation,
+  toScope,
   toToken,
   toUsage,
   toUser,
@@ -44,6 +45,7 @@ import {
   type Role,
   type Store,
   type TokenRecord,
+  type TokenScope,
   type UsageRow,
   type User,
   type UserLimits,
@@ -298,13 +300,20 @@ class PostgresStore implements Store {
   }
 
   async createToken(
-    t: { userId: number; label: string; hash: string; expiresAt: number | null },
+    t: {
+      userId: number;
+      label: string;
+      hash: string;
+      expiresAt: number | null;
+      scope?: TokenScope;
+    },
   ): Promise<TokenRecord> {
     checkId(t.userId, "userId");
+    const scope = toScope(t.scope ?? "client");
     try {
       const [row] = await this.#sql`
-        INSERT INTO tokens (user_id, label, hash, created_at, expires_at)
-        VALUES (${t.userId}, ${t.label}, ${t.hash}, ${Date.now()}, ${t.expiresAt})
+        INSERT INTO tokens (user_id, label, hash, created_at, expires_at, scope)
+        VALUES (${t.userId}, ${t.label}, ${t.hash}, ${Date.now()}, ${t.expiresAt}, ${scope})
         RETURNING *`;
       return toToken(row as Row);
     } catch (e) {

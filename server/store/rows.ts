@@ -8,6 +8,7 @@ import type {
   ReserveRequest,
   Role,
   TokenRecord,
+  TokenScope,
   UsageRow,
   User,
   UserLimits,
@@ -79,12 +80,22 @@ export function toToken(r: Row): TokenRecord {
     id: toInt(r.id, "tokens.id"),
     userId: toInt(r.user_id, "tokens.user_id"),
     label: toStr(r.label),
+    scope: toScope(r.scope),
     hash: toStr(r.hash),
     createdAt: toInt(r.created_at, "tokens.created_at"),
     expiresAt: toIntOrNull(r.expires_at, "tokens.expires_at"),
     revokedAt: toIntOrNull(r.revoked_at, "tokens.revoked_at"),
     lastUsedAt: toIntOrNull(r.last_used_at, "tokens.last_used_at"),
   };
+}
+
+/** A token scope column (or argument); a RangeError for anything else. */
+export function toScope(v: Cell): TokenScope {
+  const scope = toStr(v ?? "client");
+  if (scope !== "client" && scope !== "api" && scope !== "admin") {
+    throw new RangeError(`token scope must be client, api or admin, not ${scope}`);
+  }
+  return scope;
 }
 
 /** Maps a `port_reservations` row. */

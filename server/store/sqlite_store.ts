@@ -31,6 +31,7 @@ import {
   toInt,
   TOKEN_HASH_TAKEN,
   toReservation,
+  toScope,
   toToken,
   toUsage,
   toUser,
@@ -48,6 +49,7 @@ import {
   type Role,
   type Store,
   type TokenRecord,
+  type TokenScope,
   type UsageRow,
   type User,
   type UserLimits,
@@ -315,15 +317,22 @@ class SqliteStore implements Store {
   }
 
   createToken(
-    t: { userId: number; label: string; hash: string; expiresAt: number | null },
+    t: {
+      userId: number;
+      label: string;
+      hash: string;
+      expiresAt: number | null;
+      scope?: TokenScope;
+    },
   ): Promise<TokenRecord> {
     return this.#op((db) => {
       checkId(t.userId, "userId");
+      const scope = toScope(t.scope ?? "client");
       try {
         const row = db.prepare(
-          `INSERT INTO tokens (user_id, label, hash, created_at, expires_at)
-           VALUES (?, ?, ?, ?, ?) RETURNING *`,
-        ).get(t.userId, t.label, t.hash, Date.now(), t.expiresAt);
+          `INSERT INTO tokens (user_id, label, hash, created_at, expires_at, scope)
+           VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+        ).get(t.userId, t.label, t.hash, Date.now(), t.expiresAt, scope);
         return toToken(row as Row);
       } catch (e) {
         if (isUniqueViolation(e, "tokens.hash")) throw new ConflictError(TOKEN_HASH_TAKEN);

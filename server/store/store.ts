@@ -33,11 +33,21 @@ export interface User {
   readonly limits: UserLimits;
 }
 
+/**
+ * What a token may do: `client` opens tunnels only; `api` also uses the REST API as its user;
+ * `admin` does everything, the REST API as an admin included (when its user is an admin).
+ */
+export type TokenScope = "client" | "api" | "admin";
+
+/** Every token scope, narrowest first. */
+export const TOKEN_SCOPES: readonly TokenScope[] = ["client", "api", "admin"];
+
 /** A stored token (the secret itself is never stored, only its SHA-256 hex). */
 export interface TokenRecord {
   readonly id: number;
   readonly userId: number;
   readonly label: string;
+  readonly scope: TokenScope;
   /** SHA-256 of the token, lowercase hex. */
   readonly hash: string;
   readonly createdAt: number;
@@ -185,8 +195,15 @@ export interface Store {
   setUserPassword(id: number, passwordHash: string): Promise<void>;
   touchUser(id: number, at: number): Promise<void>;
 
+  /** `scope` defaults to `client`; a RangeError for an unknown one. */
   createToken(
-    t: { userId: number; label: string; hash: string; expiresAt: number | null },
+    t: {
+      userId: number;
+      label: string;
+      hash: string;
+      expiresAt: number | null;
+      scope?: TokenScope;
+    },
   ): Promise<TokenRecord>;
   tokenByHash(hash: string): Promise<TokenRecord | null>;
   tokenById(id: number): Promise<TokenRecord | null>;

@@ -286,7 +286,7 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["serve", ...BASE],
-      message: 'unknown command "serve": use "mport tcp PORT", "mport http PORT", ' +
+      message: 'unknown command "serve": use "mport tcp PORT", "mport http PORT", "mport socks", ' +
         '"mport start --config FILE" or ' +
         '"mport login TOKEN --server URL"',
     },

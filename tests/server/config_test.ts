@@ -102,6 +102,11 @@ const VALID: { args: string[]; env?: Record<string, string>; want: Partial<Serve
     args: ["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
     want: { tlsCert: FILES["cert.pem"] },
   },
+  {
+    args: ["--metrics-allow", "10.0.0.0/8", "--metrics-allow", "::1", "--metrics-allow", "1.2.3.4"],
+    want: { metricsAllow: ["10.0.0.0/8", "::1/128", "1.2.3.4/32"] },
+  },
+  { args: ["--metrics-allow", "none"], want: { metricsAllow: [] } },
 ];
 
 for (const c of VALID) {
@@ -158,6 +163,15 @@ Deno.test("server --version asks for the version instead of a config", () => {
 
 const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
   { args: ["--token", "short"], message: "every token must be at least 8 characters long" },
+  {
+    args: ["--metrics-allow", "everyone"],
+    message: 'invalid --metrics-allow "everyone": expected an IPv4 or IPv6 address or CIDR ' +
+      "block, such as 127.0.0.1/32, 10.0.0.0/8 or ::1/128",
+  },
+  {
+    args: ["--metrics-token", "short"],
+    message: "--metrics-token must be at least 16 characters long",
+  },
   {
     args: ["--db", "/x.db", "--data-dir", "/var/lib/mport"],
     message: "--db and --data-dir both name the store: give one of them",
@@ -504,4 +518,22 @@ for (const c of INVALID_FILES) {
 
 Deno.test("server config file that a flag fixes is accepted", () => {
   assert.equal(parseWithFile('grace = "soon"', ["--grace", "4"]).graceMs, 4000);
+});
+
+Deno.test("server --metrics-token is kept wrapped, and is a config-file key too", () => {
+  const c = parse(["--metrics-token", "scrape-me-0123456789"]);
+  assert.equal(c.metricsToken?.reveal(), "scrape-me-0123456789");
+  assert.equal(JSON.stringify(c.metricsToken), '"***"');
+  assert.deepEqual(c.metricsAllow, ["127.0.0.0/8", "::1/128"]);
+  const r = parseServerArgs(
+    ["--config", "m.toml"],
+    {},
+    (p) =>
+      p === "m.toml"
+        ? 'metrics-token = "scrape-me-0123456789"\nmetrics-allow = ["10.0.0.0/8"]\n'
+        : readFile(p),
+  );
+  const cfg = (r as { config: ServerConfig }).config;
+  assert.equal(cfg.metricsToken?.reveal(), "scrape-me-0123456789");
+  assert.deepEqual(cfg.metricsAllow, ["10.0.0.0/8"]);
 });

@@ -795,8 +795,28 @@ const MUX_INVALID: { name: string; input: Uint8Array; message: string; closeCode
   },
   {
     name: "an unknown type",
-    input: frame(5, 1),
-    message: "unknown mux frame type 5",
+    input: frame(7, 1),
+    message: "unknown mux frame type 7",
+  },
+  {
+    name: "a connect for a server stream id",
+    input: frame(MuxType.connect, 1, '{"host":"example.com","port":80}'),
+    message: "connect frame for stream 1, which is not a client stream id",
+  },
+  {
+    name: "a connect with an empty host",
+    input: frame(MuxType.connect, 0x8000_0001, '{"host":"","port":80}'),
+    message: 'field "host" is empty',
+  },
+  {
+    name: "a connect with a host over the limit",
+    input: frame(MuxType.connect, 0x8000_0001, JSON.stringify({ host: "a".repeat(256), port: 80 })),
+    message: 'field "host" is longer than 255 characters',
+  },
+  {
+    name: "a connect to port 0",
+    input: frame(MuxType.connect, 0x8000_0001, '{"host":"example.com","port":0}'),
+    message: 'field "port" must be an integer from 1 to 65535',
   },
   {
     name: "type 255",

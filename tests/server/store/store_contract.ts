@@ -184,6 +184,45 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     assert.equal(await s.revokeToken(999_999, T0), false);
   });
 
+  test("stores a token's scope, client by default, and refuses an unknown one", async (s) => {
+    const u = await s.createUser({ name: "alice", role: "user" });
+    const plain = await s.createToken({
+      userId: u.id,
+      label: "a",
+      hash: "a".repeat(64),
+      expiresAt: null,
+    });
+    assert.equal(plain.scope, "client");
+    for (const scope of ["client", "api", "admin"] as const) {
+      const t = await s.createToken({
+        userId: u.id,
+        label: scope,
+        hash: scope.padEnd(64, "0"),
+        expiresAt: null,
+        scope,
+      });
+      assert.equal(t.scope, scope);
+      assert.equal((await s.tokenById(t.id))?.scope, scope);
+      assert.equal((await s.tokenByHash(t.hash))?.scope, scope);
+    }
+    assert.deepEqual((await s.listTokens(u.id)).map((t) => t.scope), [
+      "client",
+      "client",
+      "api",
+      "admin",
+    ]);
+    await assert.rejects(
+      s.createToken({
+        userId: u.id,
+        label: "x",
+        hash: "f".repeat(64),
+        expiresAt: null,
+        scope: "root" as "admin",
+      }),
+      RangeError,
+    );
+  });
+
   test("refuses a duplicate token hash and a token for a missing user", async (s) => {
     const u = await s.createUser({ name: "heidi", role: "user" });
     await s.createToken({ userId: u.id, label: "one", hash: "e".repeat(64), expiresAt: null });
