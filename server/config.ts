@@ -14,6 +14,7 @@ import {
 import { Secret } from "../shared/secret.ts";
 import { keyLine, parseTomlFile, where } from "../shared/toml_file.ts";
 import { parseDuration, parseSize } from "../shared/units.ts";
+import { parseEgressRule } from "./egress/policy.ts";
 
 /** Everything the server needs, fully defaulted and validated. */
 export interface ServerConfig {
@@ -89,6 +90,11 @@ export interface ServerConfig {
    * server has TLS or a trusted proxy says the client came over https, else http.
    */
   readonly publicHttpScheme: "http" | "https" | null;
+  /** `--egress`: clients may open connections from the server (`mport socks`); off by default. */
+  readonly egress: boolean;
+  /** `--egress-allow` / `--egress-deny` rules, as given (validated). */
+  readonly egressAllow: readonly string[];
+  readonly egressDeny: readonly string[];
   /** `--metrics-token`: a bearer token that may read /metrics from any address (null: none). */
   readonly metricsToken: Secret | null;
   /**
@@ -137,6 +143,9 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   httpDomain: null,
   httpListen: null,
   publicHttpScheme: null,
+  egress: false,
+  egressAllow: [],
+  egressDeny: [],
   metricsToken: null,
   metricsAllow: DEFAULT_METRICS_ALLOW,
 };
@@ -245,6 +254,12 @@ Usage: mport-server [options]
                                  default none: the socket address counts)
   --buffer-budget SIZE           per-user memory for fast streams' grown windows (default 16MiB)
   --idle-timeout SECONDS         close user connections idle this long, 0 = never (default 0)
+  --egress                       let permitted users' clients open connections from here
+                                 (mport socks); loopback, private and link-local addresses
+                                 are refused unless allowed
+  --egress-allow RULE            allow a destination: CIDR[:PORT[-PORT]] or a domain
+                                 (.example.com for it and its subdomains) (repeatable)
+  --egress-deny RULE             deny one, the same forms; deny wins (repeatable)
   --http-domain DOMAIN           serve HTTP tunnels on NAME.DOMAIN (wildcard DNS *.DOMAIN to
                                  this server); without it HTTP tunnels are refused
   --http-listen HOST:PORT        also serve the tunnels' sites on this plain-HTTP address (e.g.
@@ -391,6 +406,9 @@ const SERVER_OPTIONS = {
   "buffer-budget": { type: "string" },
   "idle-timeout": { type: "string" },
   "http-domain": { type: "string" },
+  egress: { type: "boolean" },
+  "egress-allow": { type: "string", multiple: true },
+  "egress-deny": { type: "string", multiple: true },
   "http-listen": { type: "string" },
   "public-http-url-scheme": { type: "string" },
   "header-timeout": { type: "string" },
@@ -440,7 +458,13 @@ function readConfigFile(path: string, readFile: (path: string) => string): Confi
         `${at(k)}: unknown key "${k}"${guess ? `: did you mean ${guess}?` : ""}`,
       );
     }
-    const multiple = (SERVER_OPTIONS as Record<string, { multiple?: boolean }>)[k]!.multiple;
+    const option = (SERVER_OPTIONS as Record<string, { multiple?: boolean; type: string }>)[k]!;
+    const multiple = option.multiple;
+    if (option.type === "boolean") {
+      if (typeof v !== "boolean") throw new TypeError(`${at(k)}: "${k}" must be true or false`);
+      (values as Record<string, unknown>)[k] = v;
+      continue;
+    }
     const scalar = (x: unknown) =>
       typeof x === "string" ? x : typeof x === "number" && Number.isFinite(x) ? String(x) : null;
     if (multiple) {
@@ -581,6 +605,11 @@ function buildConfig(
     maxHttpConnectionsPerIp: num("max-http-connections-per-ip", d.maxHttpConnectionsPerIp),
     maxUnauthenticatedPerIp: num("max-unauthenticated-per-ip", d.maxUnauthenticatedPerIp),
     httpDomain: values["http-domain"] ? httpDomain(values["http-domain"]) : null,
+    egress: (values.egress as boolean | undefined) === true,
+    egressAllow: (values["egress-allow"] ?? []).map((r) =>
+      parseEgressRule(r, "--egress-allow").text
+    ),
+    egressDeny: (values["egress-deny"] ?? []).map((r) => parseEgressRule(r, "--egress-deny").text),
     httpListen: values["http-listen"]
       ? (({ host, port }) => ({ host, port }))(
         parseHostPort(values["http-listen"], "0.0.0.0", true),

@@ -286,7 +286,14 @@ async function stream(
   const ws = await accept(head, conn, leftover, slot, MUX_MAX_MESSAGE_BYTES);
   limitUnsentBytes(conn, MUX_KERNEL_UNSENT_BYTES);
   deps.stats.dataConnsOpened++;
-  const mux = new Mux(ws, { role: "server", budget: deps.budgets.of(session.owner) });
+  const mux: Mux = new Mux(ws, {
+    role: "server",
+    budget: deps.budgets.of(session.owner),
+    // Egress streams the client opens (mport socks); refused when the server has no egress.
+    onConnect: deps.egress
+      ? (stream, host, port) => deps.egress!.handle(mux, stream, host, port, session.egressUser())
+      : undefined,
+  });
   deps.muxes.add(mux);
   mux.done.then(() => deps.muxes.delete(mux));
   const refusal = session.addMux(mux);

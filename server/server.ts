@@ -31,6 +31,8 @@ import { type Tunnel, TunnelRegistry } from "./tunnels.ts";
 import { HostBook } from "./accounts/host_book.ts";
 import { HttpStats } from "./http/http_stats.ts";
 import { Vhosts } from "./http/vhosts.ts";
+import { Egress } from "./egress/egress.ts";
+import { EgressPolicy } from "./egress/policy.ts";
 import type { FrontSlot, HttpFront, RequestHead } from "./listeners/http_front.ts";
 
 /** A running server. */
@@ -211,6 +213,16 @@ export async function startServer(
     proxies,
     budgets: new OwnerBudgets(config.bufferBudgetBytes),
     muxes,
+    egress: new Egress({
+      enabled: config.egress,
+      policy: new EgressPolicy(config.egressAllow, config.egressDeny),
+      maxConnectionsPerClient: config.maxConnectionsPerClient,
+      monthlyQuotaBytes: config.monthlyQuotaBytes,
+      usage,
+      stats,
+      log: log("egress"),
+      audit,
+    }),
   };
   // The management operations and browser sessions, shared by the API and the dashboard.
   const service = new ManagementService(store, config, now);

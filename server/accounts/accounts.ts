@@ -1,7 +1,7 @@
 // Who a client is: token → user through the store (plus static --token tokens of the admin user).
 import { timingSafeEqual } from "node:crypto";
 import type { Secret } from "../../shared/secret.ts";
-import type { Store, TokenScope, User, UserLimits } from "../store/store.ts";
+import type { Store, TokenScope, User, UserLimits, UserPermissions } from "../store/store.ts";
 import { hashToken, newToken } from "./secrets.ts";
 
 /** The authenticated identity behind a control session. */
@@ -20,6 +20,23 @@ export interface Principal {
   /** What the token may do; static `--token` tokens are `admin`. */
   readonly scope: TokenScope;
   readonly limits: UserLimits;
+  /**
+   * May open connections out through the server (SOCKS5 egress): the user's flag, or true for a
+   * static `--token` (the operator's own token), never implied by the admin role.
+   */
+  readonly egress: boolean;
+  /** May use the VPN: the user's flag, or true for a static `--token`. */
+  readonly vpn: boolean;
+}
+
+/** What {@link Accounts.recheck} finds about a running session. */
+export interface Recheck {
+  /** Why the session is no longer valid, or null. */
+  readonly reason: string | null;
+  /** The user's current limits. */
+  readonly limits: UserLimits;
+  /** The session's current permissions (static tokens keep theirs: all). */
+  readonly permissions: UserPermissions;
 }
 
 /** Result of checking a token. */
@@ -128,7 +145,8 @@ export class Accounts {
       if (!admin) {
         return { ok: false, message: "no enabled admin user owns the static --token tokens" };
       }
-      const p = principal(admin, null, "static token", "admin");
+      // The operator's own tokens may do everything, whatever the admin user was granted.
+      const p = { ...principal(admin, null, "static token", "admin"), egress: true, vpn: true };
       return { ok: true, principal: { ...p, owner: `${p.owner}.static${staticIndex + 1}` } };
     }
     const rec = await this.store.tokenByHash(hash);
@@ -157,22 +175,33 @@ export class Accounts {
 
   /**
    * Re-checks a running session's token and user; returns why it is no longer valid, or null.
-   * Also returns the user's current limits so changes apply without a reconnect.
+   * Also returns the user's current limits and permissions so changes apply without a reconnect.
    */
-  async recheck(p: Principal): Promise<{ reason: string | null; limits: UserLimits }> {
+  async recheck(p: Principal): Promise<Recheck> {
     const user = await this.store.userById(p.userId);
-    if (!user) return { reason: "the user was deleted", limits: p.limits };
-    if (user.disabled) return { reason: `user ${user.name} was disabled`, limits: user.limits };
+    if (!user) {
+      return {
+        reason: "the user was deleted",
+        limits: p.limits,
+        permissions: { egress: p.egress, vpn: p.vpn },
+      };
+    }
+    const found = (reason: string | null): Recheck => ({
+      reason,
+      limits: user.limits,
+      permissions: p.tokenId === null
+        ? { egress: p.egress, vpn: p.vpn }
+        : { egress: user.egress, vpn: user.vpn },
+    });
+    if (user.disabled) return found(`user ${user.name} was disabled`);
     if (p.tokenId !== null) {
       const rec = await this.store.tokenById(p.tokenId);
-      if (!rec || rec.revokedAt !== null) {
-        return { reason: "this token was revoked", limits: user.limits };
-      }
+      if (!rec || rec.revokedAt !== null) return found("this token was revoked");
       if (rec.expiresAt !== null && rec.expiresAt <= this.#now()) {
-        return { reason: "this token expired", limits: user.limits };
+        return found("this token expired");
       }
     }
-    return { reason: null, limits: user.limits };
+    return found(null);
   }
 }
 
@@ -190,5 +219,7 @@ function principal(
     tokenId,
     tokenLabel: label,
     limits: user.limits,
+    egress: user.egress,
+    vpn: user.vpn,
   };
 }

@@ -17,7 +17,9 @@ import {
   TOKEN_SCOPES,
   type TokenScope,
   type User,
+  USER_PERMISSIONS,
   type UserLimits,
+  type UserPermissions,
 } from "../store/store.ts";
 
 /** Where admin commands read and write; injectable for tests. */
@@ -38,8 +40,8 @@ export const ADMIN_COMMANDS = ["user", "token", "port", "domain", "usage", "even
 
 /** Usage of the admin commands. */
 export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPORT_DB):
-  mport-server user add NAME [--admin] [--email E] [--password-stdin] [LIMITS]
-  mport-server user set NAME [LIMITS]
+  mport-server user add NAME [--admin] [--email E] [--password-stdin] [LIMITS] [PERMISSIONS]
+  mport-server user set NAME [LIMITS] [PERMISSIONS]
   mport-server user list
   mport-server user disable NAME | user enable NAME
   mport-server token create --user NAME [--label L] [--expires 30d] [--scope client|api|admin]
@@ -55,6 +57,8 @@ export const ADMIN_USAGE = `Admin commands (act on the store given by --db / MPO
   mport-server events [--user NAME] [--since 24h] [--limit N]
 LIMITS: --max-tunnels N --max-connections N --port-range LOW-HIGH --quota 10GB
         --max-reserved-ports N (use "default" to clear)
+PERMISSIONS: --egress | --no-egress  --vpn | --no-vpn (off unless granted; static --token
+        tokens have them)
 Live view of the running server (over its HTTP port, with an admin user's token):
   mport-server clients [--server URL] [--token T | --token-file F] [--json]
   mport-server tunnels [--server URL] [--token T | --token-file F] [--json]
@@ -73,6 +77,10 @@ const LIMITS_LINES =
   --quota SIZE         transfer per calendar month, e.g. 10GB ("default" or "none": no quota)
   --max-reserved-ports N  stable ports kept for the user's tunnel names, >= 1; the least
                        recently used is recycled beyond it ("default": the user's max tunnels)`;
+const PERMISSION_LINES =
+  `  --egress, --no-egress  grant or withdraw connections out through the server (SOCKS5);
+                       off unless granted, also for admins (static --token tokens have it)
+  --vpn, --no-vpn      grant or withdraw the VPN (off unless granted)`;
 const TTL_LINE =
   `  --reservation-ttl D  the server's --reservation-ttl, for expiry times (default 30d; 0: never)`;
 
@@ -80,28 +88,33 @@ const TTL_LINE =
 const ADMIN_HELP: Record<string, Record<string, string>> = {
   user: {
     "": `Usage: mport-server user ACTION …
-  user add NAME [--admin] [--email E] [--password-stdin] [LIMITS]   create a user
-  user set NAME [LIMITS]                                            change a user's limits
-  user list [--json]                                                list users
-  user disable NAME | user enable NAME                              block or unblock a user
+  user add NAME [--admin] [--email E] [--password-stdin] [LIMITS] [PERMISSIONS]
+                                              create a user
+  user set NAME [LIMITS] [PERMISSIONS]        change a user's limits and permissions
+  user list [--json]                          list users
+  user disable NAME | user enable NAME        block or unblock a user
+PERMISSIONS: --egress/--no-egress, --vpn/--no-vpn (off unless granted, also for admins)
 ${DB_LINE}
 Help on one action: mport-server user ACTION --help.`,
     add: `Usage: mport-server user add NAME [--admin] [--email EMAIL] [--password-stdin] [LIMITS]
+       [PERMISSIONS]
 Creates a user (NAME: letters, digits, '.', '_', '-'). The password is asked twice on a terminal,
 or read as one line from stdin with --password-stdin; at least 8 characters.
   --admin              role admin instead of user
   --email EMAIL        contact address
   --password-stdin     read the password from stdin
 ${LIMITS_LINES}
+${PERMISSION_LINES}
 ${DB_LINE}
 ${JSON_LINE}`,
-    set: `Usage: mport-server user set NAME [LIMITS]
-Changes a user's limits; "default" clears one.
+    set: `Usage: mport-server user set NAME [LIMITS] [PERMISSIONS]
+Changes a user's limits ("default" clears one) and permissions.
 ${LIMITS_LINES}
+${PERMISSION_LINES}
 ${DB_LINE}
 ${JSON_LINE}`,
     list: `Usage: mport-server user list [--json]
-Lists users with their role, state, limits and last seen time.
+Lists users with their role, state, limits, permissions and last seen time.
 ${DB_LINE}
 ${JSON_LINE}`,
     disable: `Usage: mport-server user disable NAME
@@ -310,6 +323,34 @@ function parseLimits(values: Record<string, string | boolean | undefined>): Part
   return out;
 }
 
+const PERMISSION_OPTIONS = {
+  egress: { type: "boolean" },
+  "no-egress": { type: "boolean" },
+  vpn: { type: "boolean" },
+  "no-vpn": { type: "boolean" },
+} as const;
+
+/** `--egress` / `--no-egress` and `--vpn` / `--no-vpn`: the permissions to grant or withdraw. */
+function parsePermissions(
+  values: Record<string, string | boolean | undefined>,
+): Partial<UserPermissions> {
+  const out: { -readonly [K in keyof UserPermissions]?: boolean } = {};
+  for (const key of USER_PERMISSIONS) {
+    const grant = values[key] === true;
+    const withdraw = values[`no-${key}`] === true;
+    if (grant && withdraw) {
+      throw new TypeError(`--${key} and --no-${key} contradict each other: give one of them`);
+    }
+    if (grant || withdraw) out[key] = grant;
+  }
+  return out;
+}
+
+/** `egress,vpn`, one of them, or `-`. */
+function permissionsText(u: User): string {
+  return USER_PERMISSIONS.filter((p) => u[p]).join(",") || "-";
+}
+
 async function needUser(service: ManagementService, name: string | undefined): Promise<User> {
   if (!name) throw new TypeError("--user NAME is required");
   return await service.user(name);
@@ -328,6 +369,7 @@ function userRow(u: User): string[] {
     range,
     limitText(u.limits.monthlyQuotaBytes, true),
     limitText(u.limits.maxReservedPorts),
+    permissionsText(u),
     iso(u.createdAt),
     iso(u.lastSeenAt),
   ];
@@ -344,6 +386,7 @@ const USER_HEADERS = [
   "PORTS",
   "QUOTA",
   "RESERVED",
+  "PERMISSIONS",
   "CREATED",
   "LAST SEEN",
 ];
@@ -355,6 +398,7 @@ function parseAdminFlags(args: readonly string[]) {
     allowPositionals: true,
     options: {
       ...LIMIT_OPTIONS,
+      ...PERMISSION_OPTIONS,
       admin: { type: "boolean" },
       email: { type: "string" },
       "password-stdin": { type: "boolean" },
@@ -436,6 +480,7 @@ export async function runAdmin(
           email: values.email ?? null,
           role: values.admin ? "admin" : "user",
           limits: parseLimits(values),
+          ...parsePermissions(values),
         });
         print(USER_HEADERS, [userRow(user)], publicUser(user));
         return 0;
@@ -443,12 +488,20 @@ export async function runAdmin(
       if (action === "set") {
         const user = await needUser(service, rest[0]);
         const limits = parseLimits(values);
-        if (Object.keys(limits).length === 0) {
+        const permissions = parsePermissions(values);
+        if (Object.keys(limits).length === 0 && Object.keys(permissions).length === 0) {
           throw new TypeError(
-            "user set needs at least one of --max-tunnels, --max-connections, --port-range, --quota, --max-reserved-ports",
+            "user set needs at least one of --max-tunnels, --max-connections, --port-range, " +
+              "--quota, --max-reserved-ports, --egress, --no-egress, --vpn, --no-vpn",
           );
         }
-        const updated = await service.setLimits(OPERATOR, user.name, limits);
+        let updated = user;
+        if (Object.keys(limits).length > 0) {
+          updated = await service.setLimits(OPERATOR, user.name, limits);
+        }
+        if (Object.keys(permissions).length > 0) {
+          updated = await service.setPermissions(OPERATOR, user.name, permissions);
+        }
         print(USER_HEADERS, [userRow(updated)], publicUser(updated));
         return 0;
       }

@@ -168,7 +168,8 @@ export function registerAccountRoutes(api: OpenAPIHono<ApiEnv>, deps: ApiDeps): 
     createRoute({
       method: "patch",
       path: "/users/{name}",
-      summary: "Change a user's limits (null: the server default) or disable/enable them (admins)",
+      summary: "Change a user's limits (null: the server default), grant or withdraw egress and " +
+        "vpn, or disable/enable them (admins)",
       request: { params: NameParam, body: body(UserPatchBody) },
       responses: { 200: json(UserSchema, "Updated"), ...errors(400, 401, 403, 404) },
     }),
@@ -176,12 +177,18 @@ export function registerAccountRoutes(api: OpenAPIHono<ApiEnv>, deps: ApiDeps): 
       const { actor } = requireAdmin(c);
       const { name } = c.req.valid("param");
       const b = c.req.valid("json");
-      if (b.limits === undefined && b.disabled === undefined) {
-        throw new ApiError(400, "bad_request", "body: give limits and/or disabled");
+      if (
+        b.limits === undefined && b.disabled === undefined && b.egress === undefined &&
+        b.vpn === undefined
+      ) {
+        throw new ApiError(400, "bad_request", "body: give limits, egress, vpn and/or disabled");
       }
       let user: User = await service.user(name);
       if (b.limits !== undefined && Object.keys(b.limits).length > 0) {
         user = await service.setLimits(actor, name, b.limits);
+      }
+      if (b.egress !== undefined || b.vpn !== undefined) {
+        user = await service.setPermissions(actor, name, { egress: b.egress, vpn: b.vpn });
       }
       if (b.disabled !== undefined && b.disabled !== user.disabled) {
         user = await service.setDisabled(actor, name, b.disabled);

@@ -31,6 +31,10 @@ export const UserSchema = z.object({
   createdAt: z.number().int(),
   lastSeenAt: nullableInt,
   limits: LimitsSchema,
+  /** May open connections out through the server (SOCKS5 egress). */
+  egress: z.boolean(),
+  /** May use the VPN. */
+  vpn: z.boolean(),
 }).openapi("User");
 
 export const MeSchema = z.object({
@@ -75,11 +79,19 @@ export const UserCreateBody = z.object({
   role: z.enum(["admin", "user"]).optional(),
   email: z.string().email().max(254).nullable().optional(),
   limits: LimitsPatch.optional(),
+  /** Grant egress from the start (default false). */
+  egress: z.boolean().optional(),
+  /** Grant the VPN from the start (default false). */
+  vpn: z.boolean().optional(),
 }).strict().openapi("UserCreate");
 
 export const UserPatchBody = z.object({
   disabled: z.boolean().optional(),
   limits: LimitsPatch.optional(),
+  /** Grant (true) or withdraw (false) egress. */
+  egress: z.boolean().optional(),
+  /** Grant (true) or withdraw (false) the VPN. */
+  vpn: z.boolean().optional(),
 }).strict().openapi("UserPatch");
 
 export const PasswordBody = z.object({

@@ -3,17 +3,19 @@
 import { HostBook } from "../accounts/host_book.ts";
 import { hashPassword, hashToken, newToken } from "../accounts/secrets.ts";
 import type { PortRange } from "../../shared/address.ts";
-import type {
-  AuditEvent,
-  HostReservation,
-  PortReservation,
-  Role,
-  Store,
-  TokenRecord,
-  TokenScope,
-  UsageRow,
-  User,
-  UserLimits,
+import {
+  type AuditEvent,
+  type HostReservation,
+  type PortReservation,
+  type Role,
+  type Store,
+  type TokenRecord,
+  type TokenScope,
+  type UsageRow,
+  type User,
+  USER_PERMISSIONS,
+  type UserLimits,
+  type UserPermissions,
 } from "../store/store.ts";
 
 /** What went wrong, as the API reports it; a TypeError so the CLI prints it as a user mistake. */
@@ -148,6 +150,9 @@ export class ManagementService {
       role?: Role;
       email?: string | null;
       limits?: Partial<UserLimits>;
+      /** Permissions granted from the start (default: none). */
+      egress?: boolean;
+      vpn?: boolean;
     },
   ): Promise<User> {
     this.#requireAdmin(actor);
@@ -159,6 +164,7 @@ export class ManagementService {
     }
     checkPassword(u.password);
     checkLimits(u.limits ?? {});
+    const permissions = givenPermissions({ egress: u.egress, vpn: u.vpn });
     // A taken name throws the store's ConflictError (the API answers 409).
     const user = await this.store.createUser({
       name: u.name,
@@ -166,8 +172,15 @@ export class ManagementService {
       role: u.role ?? "user",
       passwordHash: await hashPassword(u.password),
       limits: u.limits ?? {},
+      permissions,
     });
-    await this.#event(actor, "user_created", user.id, { name: u.name, role: user.role });
+    // Only permissions granted show up, so a plain user's event keeps its old shape.
+    const granted = Object.fromEntries(Object.entries(permissions).filter(([, v]) => v));
+    await this.#event(actor, "user_created", user.id, {
+      name: u.name,
+      role: user.role,
+      ...granted,
+    });
     return user;
   }
 
@@ -178,6 +191,26 @@ export class ManagementService {
     checkLimits(limits);
     const updated = await this.store.setUserLimits(user.id, limits);
     await this.#event(actor, "user_limits_changed", user.id, { ...limits });
+    return updated;
+  }
+
+  /**
+   * Grants (true) or withdraws (false) permissions (egress, vpn), leaving the others; returns the
+   * user. Admins only. The audit event `user_permissions_changed` names the user and each value
+   * given; nothing given changes nothing and records nothing. Static `--token` tokens have every
+   * permission whatever is stored.
+   */
+  async setPermissions(
+    actor: Actor,
+    name: string,
+    permissions: Partial<UserPermissions>,
+  ): Promise<User> {
+    this.#requireAdmin(actor);
+    const user = await this.user(name);
+    const given = givenPermissions(permissions);
+    if (Object.keys(given).length === 0) return user;
+    const updated = await this.store.setUserPermissions(user.id, given);
+    await this.#event(actor, "user_permissions_changed", user.id, { name: user.name, ...given });
     return updated;
   }
 
@@ -427,6 +460,20 @@ function checkPassword(password: string): void {
       `the password must be at least ${MIN_PASSWORD} characters long`,
     );
   }
+}
+
+/** The permissions actually given (undefined dropped); bad_request for a non-boolean value. */
+function givenPermissions(p: Partial<UserPermissions>): Partial<UserPermissions> {
+  const out: { -readonly [K in keyof UserPermissions]?: boolean } = {};
+  for (const key of USER_PERMISSIONS) {
+    const v = p[key];
+    if (v === undefined) continue;
+    if (typeof v !== "boolean") {
+      throw new ServiceError("bad_request", `${key} must be true or false`);
+    }
+    out[key] = v;
+  }
+  return out;
 }
 
 function checkLimits(l: Partial<UserLimits>): void {

@@ -24,6 +24,7 @@ import type { ServerConfig } from "../config.ts";
 import { TunnelRefused } from "../listeners/port_allocator.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { Stats } from "../stats.ts";
+import type { Egress, EgressUser } from "../egress/egress.ts";
 import type { Broker, BrokerSession } from "../streams/broker.ts";
 import type { Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
 
@@ -45,6 +46,8 @@ export interface SessionDeps {
   readonly usage: UsageMeter;
   /** Appends an audit event (never throws; failures are logged). */
   readonly audit: (kind: string, userId: number | null, detail: Record<string, unknown>) => void;
+  /** Egress (`mport socks`): its rules and its answer to a hello that asks for it. */
+  readonly egress?: Egress;
   /** Told when a client is welcomed and when that session ends (the API's live events). */
   readonly onClientEvent?: (
     kind: "client.connected" | "client.disconnected",
@@ -73,6 +76,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly #ws: WsConn;
   readonly #deps: SessionDeps;
   readonly #fallbackHost: string;
+  /** The user may use egress (from the token; refreshed by the periodic re-check). */
+  #mayEgress: boolean;
   /** The client came through a trusted proxy over https (HTTP tunnel URLs are https then). */
   readonly #viaHttpsProxy: boolean;
   #welcomed = false;
@@ -102,6 +107,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.userName = principal.userName;
     this.limits = principal.limits;
     this.principal = principal;
+    this.#mayEgress = principal.egress;
     this.remote = remote;
     this.startedAt = deps.now();
     this.#clientId = `anonymous-${this.id}`;
@@ -145,6 +151,18 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   }
 
   /** Tunnels this session serves. */
+  /** The session's user as egress sees it (permission, limits, address). */
+  egressUser(): EgressUser {
+    return {
+      owner: this.owner,
+      userId: this.userId,
+      userName: this.userName,
+      limits: this.limits,
+      mayEgress: this.#mayEgress,
+      remote: this.remote,
+    };
+  }
+
   tunnels(): Iterable<Tunnel> {
     return this.#tunnels;
   }
@@ -391,6 +409,13 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       heartbeatMs: config.heartbeatMs,
       tunnels: granted,
       refused,
+      ...(msg.egress
+        ? {
+          egress: this.#deps.egress
+            ? this.#deps.egress.unavailable(this.egressUser())
+            : "this server does not offer egress",
+        }
+        : {}),
     });
     log.info("client {remote} ({user}) connected as session {id} with {n} tunnel(s)", {
       remote: this.remote,
@@ -438,6 +463,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
     if (this.#closed) return;
     this.limits = result.limits;
+    this.#mayEgress = result.permissions.egress;
     for (const t of this.#tunnels) t.limits = result.limits;
     if (result.reason) {
       this.#deps.stats.refusal("revoked");

@@ -174,6 +174,19 @@ ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'client'
 `;
 }
 
+/**
+ * Per-user permissions beyond tunnels: `egress` (connections out through the server, SOCKS5) and
+ * `vpn`. Both off for every user, existing ones included: an operator grants them by name.
+ */
+function userPermissions(d: Dialect): string {
+  const t = T[d];
+  const no = d === "sqlite" ? "0" : "FALSE";
+  return `
+ALTER TABLE users ADD COLUMN egress ${t.bool} NOT NULL DEFAULT ${no};
+ALTER TABLE users ADD COLUMN vpn ${t.bool} NOT NULL DEFAULT ${no};
+`;
+}
+
 /** Every migration, oldest first. Append new ones; never edit one that has shipped. */
 export const MIGRATIONS: readonly Migration[] = [
   {
@@ -195,6 +208,11 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 4,
     name: "token scopes: client, api, admin",
     sql: tokenScopes(),
+  },
+  {
+    version: 5,
+    name: "user permissions: egress, vpn",
+    sql: { sqlite: userPermissions("sqlite"), postgres: userPermissions("postgres") },
   },
 ];
 

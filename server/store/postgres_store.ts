@@ -21,6 +21,7 @@ import {
   LIMIT_COLUMNS,
   nameTakenMessage,
   noSuchUser,
+  permissionColumns,
   type Row,
   toEvent,
   toHost,
@@ -49,6 +50,7 @@ import {
   type UsageRow,
   type User,
   type UserLimits,
+  type UserPermissions,
 } from "./store.ts";
 import { errorText } from "../../shared/error_text.ts";
 
@@ -236,18 +238,22 @@ class PostgresStore implements Store {
       role: Role;
       passwordHash?: string | null;
       limits?: Partial<UserLimits>;
+      permissions?: Partial<UserPermissions>;
     },
   ): Promise<User> {
     checkRole(u.role);
     const l = u.limits ?? {};
     checkLimits(l);
+    const p = new Map(permissionColumns(u.permissions ?? {}));
     try {
       const [row] = await this.#sql`
         INSERT INTO users (name, email, role, password_hash, created_at, max_tunnels,
-          max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports)
+          max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports,
+          egress, vpn)
         VALUES (${u.name}, ${u.email ?? null}, ${u.role}, ${u.passwordHash ?? null}, ${Date.now()},
           ${l.maxTunnels ?? null}, ${l.maxConnections ?? null}, ${l.portLow ?? null},
-          ${l.portHigh ?? null}, ${l.monthlyQuotaBytes ?? null}, ${l.maxReservedPorts ?? null})
+          ${l.portHigh ?? null}, ${l.monthlyQuotaBytes ?? null}, ${l.maxReservedPorts ?? null},
+          ${p.get("egress") ?? false}, ${p.get("vpn") ?? false})
         RETURNING *`;
       return toUser(row as Row);
     } catch (e) {
@@ -283,6 +289,15 @@ class PostgresStore implements Store {
       const v = limits[key as keyof UserLimits];
       if (v !== undefined) set[column] = v;
     }
+    const [row] = Object.keys(set).length === 0
+      ? await this.#sql`SELECT * FROM users WHERE id = ${id}`
+      : await this.#sql`UPDATE users SET ${this.#sql(set)} WHERE id = ${id} RETURNING *`;
+    if (!row) throw noSuchUser(id);
+    return toUser(row as Row);
+  }
+
+  async setUserPermissions(id: number, permissions: Partial<UserPermissions>): Promise<User> {
+    const set = Object.fromEntries(permissionColumns(permissions));
     const [row] = Object.keys(set).length === 0
       ? await this.#sql`SELECT * FROM users WHERE id = ${id}`
       : await this.#sql`UPDATE users SET ${this.#sql(set)} WHERE id = ${id} RETURNING *`;

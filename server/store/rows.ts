@@ -12,6 +12,7 @@ import type {
   UsageRow,
   User,
   UserLimits,
+  UserPermissions,
 } from "./store.ts";
 
 /** A column value as either driver returns it (postgres `int8` arrives as a string or number). */
@@ -27,6 +28,12 @@ export const LIMIT_COLUMNS: Readonly<Record<keyof UserLimits, string>> = {
   portHigh: "port_high",
   monthlyQuotaBytes: "monthly_quota_bytes",
   maxReservedPorts: "max_reserved_ports",
+};
+
+/** Column names of the permission fields, in `UserPermissions` key order. */
+export const PERMISSION_COLUMNS: Readonly<Record<keyof UserPermissions, string>> = {
+  egress: "egress",
+  vpn: "vpn",
 };
 
 /** Converts an integer column to a JS number, refusing values a number cannot hold exactly. */
@@ -71,6 +78,8 @@ export function toUser(r: Row): User {
       monthlyQuotaBytes: toIntOrNull(r.monthly_quota_bytes, "users.monthly_quota_bytes"),
       maxReservedPorts: toIntOrNull(r.max_reserved_ports, "users.max_reserved_ports"),
     },
+    egress: toBool(r.egress),
+    vpn: toBool(r.vpn),
   };
 }
 
@@ -189,6 +198,25 @@ export function checkLimits(limits: Partial<UserLimits>): void {
   if (cap !== null && cap !== undefined && cap < 1) {
     throw new RangeError(`User limit maxReservedPorts must be at least 1 or null, got ${cap}`);
   }
+}
+
+/**
+ * The (column, value) pairs of the permissions given, in column order; a RangeError for an
+ * unknown permission or a value that is not a boolean.
+ */
+export function permissionColumns(p: Partial<UserPermissions>): [string, boolean][] {
+  const out: [string, boolean][] = [];
+  for (const [key, value] of Object.entries(p)) {
+    if (!Object.hasOwn(PERMISSION_COLUMNS, key)) {
+      throw new RangeError(`Unknown user permission ${key}`);
+    }
+    if (value === undefined) continue;
+    if (typeof value !== "boolean") {
+      throw new RangeError(`User permission ${key} must be true or false, got ${value}`);
+    }
+    out.push([PERMISSION_COLUMNS[key as keyof UserPermissions], value]);
+  }
+  return out;
 }
 
 /** Throws a RangeError unless the optional numbers of a reservation request make sense. */

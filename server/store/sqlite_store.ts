@@ -25,6 +25,7 @@ import {
   MRU_ORDER,
   nameTakenMessage,
   noSuchUser,
+  permissionColumns,
   type Row,
   toEvent,
   toHost,
@@ -53,6 +54,7 @@ import {
   type UsageRow,
   type User,
   type UserLimits,
+  type UserPermissions,
 } from "./store.ts";
 import { errorText } from "../../shared/error_text.ts";
 
@@ -230,17 +232,20 @@ class SqliteStore implements Store {
       role: Role;
       passwordHash?: string | null;
       limits?: Partial<UserLimits>;
+      permissions?: Partial<UserPermissions>;
     },
   ): Promise<User> {
     return this.#op((db) => {
       checkRole(u.role);
       const l = u.limits ?? {};
       checkLimits(l);
+      const p = new Map(permissionColumns(u.permissions ?? {}));
       try {
         const row = db.prepare(
           `INSERT INTO users (name, email, role, disabled, password_hash, created_at, max_tunnels,
-             max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports)
-           VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+             max_connections, port_low, port_high, monthly_quota_bytes, max_reserved_ports,
+             egress, vpn)
+           VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
         ).get(
           u.name,
           u.email ?? null,
@@ -253,6 +258,8 @@ class SqliteStore implements Store {
           l.portHigh ?? null,
           l.monthlyQuotaBytes ?? null,
           l.maxReservedPorts ?? null,
+          p.get("egress") ? 1 : 0,
+          p.get("vpn") ? 1 : 0,
         );
         return toUser(row as Row);
       } catch (e) {
@@ -298,6 +305,19 @@ class SqliteStore implements Store {
         ? db.prepare("SELECT * FROM users WHERE id = ?").get(id)
         : db.prepare(`UPDATE users SET ${sets.join(", ")} WHERE id = ? RETURNING *`)
           .get(...params, id);
+      if (!row) throw noSuchUser(id);
+      return toUser(row as Row);
+    });
+  }
+
+  setUserPermissions(id: number, permissions: Partial<UserPermissions>): Promise<User> {
+    return this.#op((db) => {
+      const sets = permissionColumns(permissions);
+      const row = sets.length === 0
+        ? db.prepare("SELECT * FROM users WHERE id = ?").get(id)
+        : db.prepare(
+          `UPDATE users SET ${sets.map(([c]) => `${c} = ?`).join(", ")} WHERE id = ? RETURNING *`,
+        ).get(...sets.map(([, v]) => (v ? 1 : 0)), id);
       if (!row) throw noSuchUser(id);
       return toUser(row as Row);
     });

@@ -24,6 +24,7 @@ const METHODS = [
   "setUserDisabled",
   "setUserLimits",
   "setUserPassword",
+  "setUserPermissions",
   "touchUser",
   "createToken",
   "tokenByHash",

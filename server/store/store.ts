@@ -19,6 +19,20 @@ export interface UserLimits {
   readonly maxReservedPorts: number | null;
 }
 
+/**
+ * What a user may do besides opening tunnels; each is off unless an operator grants it (an admin
+ * role does not imply them).
+ */
+export interface UserPermissions {
+  /** Connections out through the server (SOCKS5 egress). */
+  readonly egress: boolean;
+  /** The VPN. */
+  readonly vpn: boolean;
+}
+
+/** Every permission a user may be granted, in `UserPermissions` key order. */
+export const USER_PERMISSIONS: readonly (keyof UserPermissions)[] = ["egress", "vpn"];
+
 /** A stored user. Times are epoch milliseconds. */
 export interface User {
   readonly id: number;
@@ -31,6 +45,10 @@ export interface User {
   readonly createdAt: number;
   readonly lastSeenAt: number | null;
   readonly limits: UserLimits;
+  /** May open connections out through the server (SOCKS5 egress). */
+  readonly egress: boolean;
+  /** May use the VPN. */
+  readonly vpn: boolean;
 }
 
 /**
@@ -183,16 +201,24 @@ export interface Store {
       role: Role;
       passwordHash?: string | null;
       limits?: Partial<UserLimits>;
+      /** Permissions granted from the start; the others are off. */
+      permissions?: Partial<UserPermissions>;
     },
   ): Promise<User>;
   userById(id: number): Promise<User | null>;
   userByName(name: string): Promise<User | null>;
   listUsers(): Promise<User[]>;
-  /** Throws a RangeError when there is no such user (so do setUserLimits and setUserPassword). */
+  /** Throws a RangeError when there is no such user (so do setUserLimits, setUserPassword and
+   * setUserPermissions). */
   setUserDisabled(id: number, disabled: boolean): Promise<void>;
   /** Sets the given limits (null clears one), leaves the others, returns the updated user. */
   setUserLimits(id: number, limits: Partial<UserLimits>): Promise<User>;
   setUserPassword(id: number, passwordHash: string): Promise<void>;
+  /**
+   * Grants (true) or withdraws (false) the given permissions, leaves the others, returns the
+   * updated user. A RangeError for an unknown user or a value that is not a boolean.
+   */
+  setUserPermissions(id: number, permissions: Partial<UserPermissions>): Promise<User>;
   touchUser(id: number, at: number): Promise<void>;
 
   /** `scope` defaults to `client`; a RangeError for an unknown one. */

@@ -225,3 +225,57 @@ Deno.test("a static --token keeps logging in as the last known admin while the s
     void accounts;
   }
 });
+
+Deno.test("a static --token may use egress and the VPN; the admin user's own token only when granted", async () => {
+  const { store, accounts, boot } = await setup();
+  try {
+    const viaStatic = await accounts.authenticate(STATIC);
+    assert.ok(viaStatic.ok);
+    assert.deepEqual([viaStatic.principal.egress, viaStatic.principal.vpn], [true, true]);
+    const viaStored = await accounts.authenticate(boot.token);
+    assert.ok(viaStored.ok);
+    assert.equal(viaStored.principal.userName, "admin");
+    assert.deepEqual([viaStored.principal.egress, viaStored.principal.vpn], [false, false]);
+
+    const admin = await store.userByName("admin");
+    await store.setUserPermissions(admin!.id, { egress: true });
+    const granted = await accounts.authenticate(boot.token);
+    assert.ok(granted.ok);
+    assert.deepEqual([granted.principal.egress, granted.principal.vpn], [true, false]);
+  } finally {
+    await store.close();
+  }
+});
+
+Deno.test("recheck returns the user's current permissions; a static token keeps all of them", async () => {
+  const { store, accounts } = await setup();
+  try {
+    const bob = await store.createUser({ name: "bob", role: "user" });
+    const tok = newToken();
+    await store.createToken({ userId: bob.id, label: "", hash: hashToken(tok), expiresAt: null });
+    const r = await accounts.authenticate(tok);
+    assert.ok(r.ok);
+    assert.deepEqual((await accounts.recheck(r.principal)).permissions, {
+      egress: false,
+      vpn: false,
+    });
+    await store.setUserPermissions(bob.id, { egress: true, vpn: true });
+    assert.deepEqual((await accounts.recheck(r.principal)).permissions, {
+      egress: true,
+      vpn: true,
+    });
+    await store.setUserPermissions(bob.id, { egress: false });
+    assert.deepEqual((await accounts.recheck(r.principal)).permissions, {
+      egress: false,
+      vpn: true,
+    });
+
+    const s = await accounts.authenticate(STATIC);
+    assert.ok(s.ok);
+    const again = await accounts.recheck(s.principal);
+    assert.equal(again.reason, null);
+    assert.deepEqual(again.permissions, { egress: true, vpn: true });
+  } finally {
+    await store.close();
+  }
+});

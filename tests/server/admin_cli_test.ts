@@ -24,6 +24,14 @@ const INVALID: { args: string[]; message: string | RegExp }[] = [
   { args: ["user", "add", "alice"], message: /alice/ },
   { args: ["user", "set", "alice"], message: /^user set needs at least one of/ },
   {
+    args: ["user", "set", "alice", "--egress", "--no-egress"],
+    message: "--egress and --no-egress contradict each other: give one of them",
+  },
+  {
+    args: ["user", "add", "carol", "--vpn", "--no-vpn"],
+    message: "--vpn and --no-vpn contradict each other: give one of them",
+  },
+  {
     args: ["user", "disable", "nobody"],
     message: 'no user named "nobody" (see: mport-server user list)',
   },
@@ -232,4 +240,62 @@ Deno.test("token create prints a ready client command", async () => {
     const json = JSON.parse(await run("token", "create", "--user", "alice", "--json"));
     assert.deepEqual(Object.keys(json).sort(), ["expiresAt", "id", "label", "token", "user"]);
   });
+});
+
+Deno.test("user set grants and withdraws egress and vpn; user list shows them in a column and --json", async () => {
+  await withStore(async (store, run) => {
+    await run("user", "add", "alice");
+    await run("user", "add", "root", "--admin");
+    await run("user", "add", "bob", "--egress");
+    const header = (await run("user", "list")).split("\n")[0]!;
+    assert.match(header, /\sRESERVED\s+PERMISSIONS\s+CREATED\s/);
+    const perms = async () =>
+      Object.fromEntries(
+        (JSON.parse(await run("user", "list", "--json")) as {
+          name: string;
+          egress: boolean;
+          vpn: boolean;
+        }[]).map((u) => [u.name, [u.egress, u.vpn]]),
+      );
+    // An admin user gets nothing implicitly; bob was granted egress at user add.
+    assert.deepEqual(await perms(), {
+      alice: [false, false],
+      root: [false, false],
+      bob: [true, false],
+    });
+
+    const set = await run("user", "set", "alice", "--egress", "--vpn");
+    assert.match(set.split("\n")[1]!, /^\d+\s+alice\s.*\segress,vpn\s/);
+    await run("user", "set", "bob", "--no-egress", "--max-tunnels", "4");
+    assert.deepEqual(await perms(), {
+      alice: [true, true],
+      root: [false, false],
+      bob: [false, false],
+    });
+    assert.equal((await store.userByName("bob"))?.limits.maxTunnels, 4);
+    await run("user", "set", "alice", "--no-vpn");
+    const table = (await run("user", "list")).split("\n");
+    assert.match(table.find((l) => /\salice\s/.test(l))!, /\segress\s/);
+    assert.match(table.find((l) => /\sbob\s/.test(l))!, /\s-\s+\d{4}-/);
+
+    const events = (await store.events({})).filter((e) => e.kind === "user_permissions_changed");
+    assert.deepEqual(events.map((e) => e.detail).reverse(), [
+      { name: "alice", egress: true, vpn: true },
+      { name: "bob", egress: false },
+      { name: "alice", vpn: false },
+    ]);
+    const bobCreated = (await store.events({})).find((e) =>
+      e.kind === "user_created" && e.detail.name === "bob"
+    );
+    assert.deepEqual(bobCreated?.detail, { name: "bob", role: "user", egress: true });
+  });
+});
+
+Deno.test("user add and user set --help document the permission flags", () => {
+  for (const action of ["add", "set"]) {
+    const help = adminPreflight(["user", action, "--help"])!;
+    assert.match(help, /--egress, --no-egress\s+grant or withdraw connections out/);
+    assert.match(help, /--vpn, --no-vpn\s+grant or withdraw the VPN/);
+  }
+  assert.equal(adminPreflight(["user", "set", "alice", "--no-egress", "--vpn"]), null);
 });

@@ -122,6 +122,66 @@ apiTest("lets admins list, create, limit, disable and re-password users", async 
   }
 });
 
+apiTest("lets admins grant and withdraw egress and vpn, audited; users cannot", async (c) => {
+  const a = { token: c.tokens.admin };
+  const before = await c.call("GET", "/users", a);
+  for (const u of before.json.items as { name: string; egress: boolean; vpn: boolean }[]) {
+    assert.deepEqual([u.egress, u.vpn], [false, false], `${u.name}: nothing granted yet`);
+  }
+
+  const granted = await c.call("PATCH", "/users/alice", { ...a, body: { egress: true } });
+  assert.equal(granted.status, 200, JSON.stringify(granted.json));
+  assert.deepEqual([granted.json.egress, granted.json.vpn], [true, false]);
+  const both = await c.call("PATCH", "/users/alice", { ...a, body: { vpn: true } });
+  assert.deepEqual([both.json.egress, both.json.vpn], [true, true]);
+  const withdrawn = await c.call("PATCH", "/users/alice", {
+    ...a,
+    body: { egress: false, limits: { maxTunnels: 3 } },
+  });
+  assert.equal(withdrawn.status, 200, JSON.stringify(withdrawn.json));
+  assert.deepEqual([withdrawn.json.egress, withdrawn.json.vpn], [false, true]);
+  assert.equal(withdrawn.json.limits.maxTunnels, 3);
+  const alice = await c.store.userByName("alice");
+  assert.deepEqual([alice?.egress, alice?.vpn], [false, true]);
+  const me = await c.call("GET", "/me", { token: c.tokens.alice });
+  assert.deepEqual([me.json.user.egress, me.json.user.vpn], [false, true]);
+
+  const created = await c.call("POST", "/users", {
+    ...a,
+    body: { name: "erin", password: "long-enough-pw", egress: true },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.json));
+  assert.deepEqual([created.json.egress, created.json.vpn], [true, false]);
+
+  const events = (await c.store.events({})).filter((e) => e.kind === "user_permissions_changed");
+  assert.deepEqual(
+    events.map((e) => e.detail).reverse(),
+    [{ name: "alice", egress: true, by: "admin" }, { name: "alice", vpn: true, by: "admin" }, {
+      name: "alice",
+      egress: false,
+      by: "admin",
+    }],
+  );
+  const erin = (await c.store.events({})).find((e) =>
+    e.kind === "user_created" && e.detail.name === "erin"
+  );
+  assert.deepEqual(erin?.detail, { name: "erin", role: "user", egress: true, by: "admin" });
+
+  // Users cannot grant themselves anything (admins only), nor can an api token of an admin user.
+  for (const token of [c.tokens.alice, c.tokens.adminApi]) {
+    const r = await c.call("PATCH", "/users/alice", { token, body: { egress: true } });
+    assert.equal(r.status, 403);
+    assert.equal(r.json.error.code, "forbidden");
+  }
+  const bad = await c.call("PATCH", "/users/bob", { ...a, body: { egress: "yes" } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error.message, /^egress: /);
+  const empty = await c.call("PATCH", "/users/bob", { ...a, body: {} });
+  assert.equal(empty.status, 400);
+  assert.match(empty.json.error.message, /egress, vpn/);
+  assert.equal((await c.store.userByName("bob"))?.egress, false);
+});
+
 apiTest("answers bad bodies with 400 naming the field", async (c) => {
   const a = { token: c.tokens.admin };
   const cases: [string, string, unknown, RegExp][] = [

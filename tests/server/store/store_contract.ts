@@ -43,6 +43,8 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     assert.equal(typeof alice.createdAt, "number");
     assert.ok(alice.createdAt >= before && alice.createdAt <= Date.now() + 1000);
     assert.equal(alice.lastSeenAt, null);
+    assert.equal(alice.egress, false, "an admin has no egress unless granted");
+    assert.equal(alice.vpn, false);
     assert.deepEqual(alice.limits, {
       maxTunnels: null,
       maxConnections: null,
@@ -138,6 +140,54 @@ export function storeContract(name: string, open: OpenStore, cleanup?: () => Pro
     await assert.rejects(s.setUserLimits(u.id, { portLow: 70000 }), RangeError);
     await assert.rejects(s.setUserLimits(u.id, { maxReservedPorts: 0 }), /at least 1/);
     assert.equal((await s.userById(u.id))?.limits.maxReservedPorts, 4);
+  });
+
+  test("grants and withdraws user permissions, leaving unnamed ones alone", async (s) => {
+    const u = await s.createUser({ name: "heidi", role: "user" });
+    assert.deepEqual([u.egress, u.vpn], [false, false]);
+
+    const v = await s.setUserPermissions(u.id, { egress: true });
+    assert.deepEqual([v.egress, v.vpn], [true, false]);
+    assert.equal(v.name, "heidi");
+    const w = await s.setUserPermissions(u.id, { vpn: true });
+    assert.deepEqual([w.egress, w.vpn], [true, true]);
+    const x = await s.setUserPermissions(u.id, { egress: false, vpn: undefined });
+    assert.deepEqual([x.egress, x.vpn], [false, true]);
+    assert.deepEqual(await s.userById(u.id), x);
+    assert.deepEqual(await s.setUserPermissions(u.id, {}), x);
+
+    const other = await s.userByName("heidi");
+    assert.equal(other?.disabled, false, "other columns are untouched");
+    await assert.rejects(s.setUserPermissions(424242, { egress: true }), RangeError);
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.setUserPermissions(u.id, { egress: 1 as any }),
+      /egress must be true or false/,
+    );
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.setUserPermissions(u.id, { root: true } as any),
+      /Unknown user permission root/,
+    );
+    assert.deepEqual(await s.userById(u.id), x, "a refused change changes nothing");
+  });
+
+  test("creates a user with permissions granted from the start", async (s) => {
+    const a = await s.createUser({ name: "ivan", role: "user", permissions: { egress: true } });
+    assert.deepEqual([a.egress, a.vpn], [true, false]);
+    const b = await s.createUser({
+      name: "judy",
+      role: "admin",
+      permissions: { egress: true, vpn: true },
+    });
+    assert.deepEqual([b.egress, b.vpn], [true, true]);
+    assert.deepEqual(await s.userByName("judy"), b);
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.createUser({ name: "kim", role: "user", permissions: { vpn: "yes" as any } }),
+      RangeError,
+    );
+    assert.equal(await s.userByName("kim"), null);
   });
 
   test("creates tokens, finds them by hash and id, lists, revokes and touches them", async (s) => {

@@ -40,6 +40,7 @@ export async function assertMigratedV1(store: Store, migratedAfter: number): Pro
   const alice = await store.userByName("alice");
   assert.ok(alice);
   assert.equal(alice.limits.maxReservedPorts, null);
+  assert.deepEqual([alice.egress, alice.vpn], [false, false], "no permissions after the upgrade");
   const rows = await store.listReservations();
   assert.deepEqual(
     rows.map((r) => [r.port, r.tunnel, r.createdAt, r.explicit]),

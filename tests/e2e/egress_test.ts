@@ -1,0 +1,207 @@
+// End to end: `mport socks` — a local SOCKS5 and HTTP proxy whose connections leave from the
+// server, with the server's permission and rules.
+import assert from "node:assert/strict";
+import { type Proc, startClient, startServer, TEST_TOKEN } from "./harness.ts";
+import { socksConnect } from "../support/socks_client.ts";
+import { freePort } from "../support/net.ts";
+import {
+  echo,
+  randomBytes,
+  readExactly,
+  readToEnd,
+  sha256,
+  sink,
+  source,
+  startService,
+  writeAll,
+  writeChunks,
+} from "../support/tcp_services.ts";
+
+const MiB = 1024 * 1024;
+
+/** Starts `mport socks` on a free port and waits for its ready line. */
+async function startSocks(
+  serverUrl: string,
+  args: string[] = [],
+): Promise<{ client: Proc; port: number }> {
+  const port = freePort();
+  const client = startClient([
+    "socks",
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--server",
+    serverUrl,
+    ...args,
+  ]);
+  try {
+    await client.stdout.wait(
+      /^socks socks5:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ -> /,
+      15_000,
+    );
+  } catch (e) {
+    await client.stop("SIGKILL");
+    throw new Error(`${(e as Error).message}\n${client.output()}`);
+  }
+  return { client, port };
+}
+
+async function api(serverUrl: string, path: string, init: RequestInit = {}): Promise<unknown> {
+  const res = await fetch(`${serverUrl}/api/v1${path}`, {
+    ...init,
+    headers: {
+      authorization: `Bearer ${TEST_TOKEN}`,
+      "content-type": "application/json",
+      ...init.headers,
+    },
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+Deno.test("SOCKS5 through the server: 256 MiB each way intact, names resolved by the server, a denied destination refused and audited", async () => {
+  const received = Promise.withResolvers<{ bytes: number; sha256: string }>();
+  const sinkService = startService(sink((r) => received.resolve(r)));
+  const down = randomBytes(256 * MiB);
+  const sourceService = startService(source(down));
+  const echoService = startService(echo);
+  const closed = startService(echo);
+  const closedPort = closed.port;
+  await closed.close(); // a port nothing listens on: allowed, but refused by the host
+  const server = await startServer([
+    "--egress",
+    "--egress-allow",
+    `127.0.0.1:${sinkService.port}`,
+    "--egress-allow",
+    `127.0.0.1:${sourceService.port}`,
+    "--egress-allow",
+    `127.0.0.1:${echoService.port}`,
+    "--egress-allow",
+    `127.0.0.1:${closedPort}`,
+  ]);
+  const { client, port: proxy } = await startSocks(server.wsUrl);
+  try {
+    // Upload: hashed as sent and as the destination received it.
+    const up = randomBytes(256 * MiB);
+    const a = await socksConnect(proxy, "127.0.0.1", sinkService.port);
+    assert.equal(a.code, 0);
+    await writeChunks(a.conn, up);
+    await a.conn.closeWrite();
+    await readToEnd(a.conn);
+    a.conn.close();
+    const u = await received.promise;
+    assert.deepEqual({ bytes: u.bytes, sha256: u.sha256 }, {
+      bytes: up.byteLength,
+      sha256: sha256(up),
+    });
+
+    // Download, by name: "localhost" is resolved on the server's side.
+    const b = await socksConnect(proxy, "localhost", sourceService.port);
+    assert.equal(b.code, 0);
+    const got = await readToEnd(b.conn);
+    b.conn.close();
+    assert.deepEqual({ bytes: got.bytes, sha256: got.sha256, end: got.end }, {
+      bytes: down.byteLength,
+      sha256: sha256(down),
+      end: "EOF",
+    });
+
+    // HTTP CONNECT on the same port.
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: proxy });
+    await writeAll(
+      c,
+      new TextEncoder().encode(
+        `CONNECT 127.0.0.1:${echoService.port} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`,
+      ),
+    );
+    const head = new TextDecoder().decode(await readExactly(c, 39));
+    assert.match(head, /^HTTP\/1\.1 200 Connection established\r\n/);
+    c.close();
+
+    // Denied: a loopback port no rule allows (SSRF into the server's own network).
+    const denied = await socksConnect(proxy, "127.0.0.1", server.port);
+    assert.equal(denied.code, 2, "SOCKS reply 2: connection not allowed by ruleset");
+    // Refused by the destination host: reply 5.
+    const refused = await socksConnect(proxy, "127.0.0.1", closedPort);
+    assert.equal(refused.code, 5);
+
+    const events = await api(server.httpUrl, "/events?type=egress_refused") as {
+      items: { type: string; detail: Record<string, unknown> }[];
+    };
+    const destinations = events.items.map((e) => e.detail.destination);
+    assert.ok(destinations.includes(`127.0.0.1:${server.port}`), JSON.stringify(events.items));
+    const done = await api(server.httpUrl, "/events?type=egress") as {
+      items: { detail: Record<string, unknown> }[];
+    };
+    assert.ok(
+      done.items.some((e) =>
+        e.detail.destination === `127.0.0.1:${sinkService.port}` &&
+        e.detail.bytesToDestination === up.byteLength
+      ),
+      JSON.stringify(done.items),
+    );
+  } finally {
+    await client.stop();
+    await server.stop();
+    await Promise.all([sinkService.close(), sourceService.close(), echoService.close()]);
+  }
+});
+
+Deno.test("a user without the egress permission is refused with a sentence that says how to get it, and served once granted", async () => {
+  const server = await startServer(["--egress", "--db", ":memory:"]);
+  try {
+    await api(server.httpUrl, "/users", {
+      method: "POST",
+      body: JSON.stringify({ name: "carol", password: "correct-horse-battery" }),
+    });
+    const made = await api(server.httpUrl, "/tokens", {
+      method: "POST",
+      body: JSON.stringify({ user: "carol", label: "socks" }),
+    }) as { secret: string };
+    const client = startClient([
+      "socks",
+      "--listen",
+      `127.0.0.1:${freePort()}`,
+      "--server",
+      server.wsUrl,
+      "--token",
+      made.secret,
+    ]);
+    const status = await client.status();
+    assert.equal(status.code, 1, client.output());
+    assert.match(
+      client.stderr.lines.join("\n"),
+      /user carol may not use egress \(an admin runs: mport-server user set carol --egress\)/,
+    );
+    // Granted, the same token gets its proxy.
+    await api(server.httpUrl, "/users/carol", {
+      method: "PATCH",
+      body: JSON.stringify({ egress: true }),
+    });
+    const again = await startSocks(server.wsUrl, ["--token", made.secret]);
+    await again.client.stop();
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("a server without --egress tells mport socks so, and the client stops", async () => {
+  const server = await startServer();
+  try {
+    const client = startClient([
+      "socks",
+      "--listen",
+      `127.0.0.1:${freePort()}`,
+      "--server",
+      server.wsUrl,
+    ]);
+    const status = await client.status();
+    assert.equal(status.code, 1, client.output());
+    assert.match(
+      client.stderr.lines.join("\n"),
+      /this server does not offer egress \(its operator starts mport-server with --egress\)/,
+    );
+  } finally {
+    await server.stop();
+  }
+});
