@@ -20,6 +20,7 @@ import {
   type TunnelRequest,
 } from "../shared/protocol.ts";
 import { printable } from "../shared/sanitize.ts";
+import { MPORT_VERSION } from "../shared/version.ts";
 import type { WsConn } from "../shared/ws_conn.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { DataPool, type StreamCounters } from "./streams.ts";
@@ -147,6 +148,7 @@ export class ClientSession {
       host: unbracket(this.#config.server.hostname),
       clientId: this.#clientId,
       ...(this.#config.egress ? { egress: true } : {}),
+      clientVersion: MPORT_VERSION,
     }));
     let welcomed = false;
     try {

@@ -147,6 +147,8 @@ export type ClientControlMessage =
      * server treats each connection as a client of its own.
      */
     readonly clientId?: string;
+    /** The client's version (`0.2.0`), shown to operators. */
+    readonly clientVersion?: string;
     /** The client runs a local egress proxy (`mport socks`): the welcome says if it may. */
     readonly egress?: boolean;
   }
@@ -312,7 +314,12 @@ export function decodeClientControl(text: string): ClientControlMessage {
       if (obj.egress !== undefined && typeof obj.egress !== "boolean") {
         throw new ProtocolError(`field "egress" must be true or false`);
       }
-      const egress = obj.egress === true ? { egress: true } : {};
+      const egress = {
+        ...(obj.egress === true ? { egress: true } : {}),
+        ...(obj.clientVersion !== undefined
+          ? { clientVersion: str(obj, "clientVersion", 64) }
+          : {}),
+      };
       if (obj.clientId === undefined) return { type: "hello", version, tunnels, host, ...egress };
       const clientId = str(obj, "clientId", MAX_CLIENT_ID_LENGTH);
       try {

@@ -15,11 +15,17 @@ export interface LiveClient {
   readonly since: number;
   readonly tunnels: readonly string[];
   readonly dataConnections: number;
+  /** The label of the token it logged in with. */
+  readonly tokenLabel: string;
+  /** The version the client said it is, or null. */
+  readonly clientVersion: string | null;
 }
 
 /** One open tunnel, as `GET …/admin/tunnels` reports it. */
 export interface LiveTunnel {
   readonly name: string;
+  /** The local service as the client named it (`192.168.1.5:5555`, `http://127.0.0.1:3000`). */
+  readonly local: string;
   readonly port: number;
   readonly url: string;
   readonly user: string;
@@ -47,6 +53,8 @@ export function liveClients(sessions: Iterable<ControlSession>): LiveClient[] {
     since: s.startedAt,
     tunnels: [...s.tunnels()].filter((t) => t.session === s).map((t) => t.name),
     dataConnections: s.muxes.size,
+    tokenLabel: s.principal.tokenLabel,
+    clientVersion: s.clientVersion,
   })).sort((a, b) => a.since - b.since);
 }
 
@@ -56,6 +64,7 @@ export function liveTunnels(tunnels: Iterable<Tunnel>): LiveTunnel[] {
     name: t.name,
     port: t.port,
     url: t.url,
+    local: t.local,
     user: t.userName,
     session: t.session?.id ?? null,
     clientAddress: t.session?.remote ?? null,

@@ -168,6 +168,8 @@ export const ClientSchema = z.object({
   since: z.number().int(),
   tunnels: z.array(z.string()),
   dataConnections: z.number().int(),
+  tokenLabel: z.string(),
+  clientVersion: z.string().nullable(),
 }).openapi("Client");
 
 export const TunnelSchema = z.object({
@@ -176,6 +178,7 @@ export const TunnelSchema = z.object({
   kind: z.enum(["tcp", "http"]),
   port: z.number().int(),
   url: z.string(),
+  local: z.string(),
   user: z.string(),
   userId: z.number().int(),
   session: z.string().nullable(),

@@ -76,6 +76,8 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   readonly #ws: WsConn;
   readonly #deps: SessionDeps;
   readonly #fallbackHost: string;
+  /** The version the client said it is (null: it did not say). */
+  clientVersion: string | null = null;
   /** The user may use egress (from the token; refreshed by the periodic re-check). */
   #mayEgress: boolean;
   /** The client came through a trusted proxy over https (HTTP tunnel URLs are https then). */
@@ -324,6 +326,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.#helloSeen = true;
     clearTimeout(this.#handshakeTimer);
     if (msg.clientId !== undefined) this.#clientId = msg.clientId;
+    if (msg.clientVersion !== undefined) this.clientVersion = msg.clientVersion;
     if (msg.version !== PROTOCOL_VERSION) {
       stats.refusal("version_mismatch");
       const side = msg.version > PROTOCOL_VERSION

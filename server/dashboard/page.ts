@@ -115,7 +115,7 @@ export function pageHtml(s: PageSettings): string {
   <div class="card">
     <h2>Connected clients</h2>
     <div class="scroll"><table id="clients-table" class="grid">
-      <thead><tr><th>Client</th><th class="admin-only">User</th><th>Address</th><th class="num">Tunnels</th>
+      <thead><tr><th>Client</th><th class="admin-only">User</th><th>Address</th><th>Token</th><th>Version</th><th class="num">Tunnels</th>
         <th class="num">Data connections</th><th>Connected</th><th></th></tr></thead>
       <tbody></tbody>
     </table></div>

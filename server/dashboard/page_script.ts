@@ -500,6 +500,8 @@ export const PAGE_SCRIPT = String.raw`"use strict";
           el("td", { className: "mono", text: pick(c, ["clientId", "name", "id"]) || "" }),
           el("td", { className: "admin-only", text: pick(c, ["user", "owner"]) || "" }),
           el("td", { className: "mono", text: pick(c, ["address", "remote", "ip"]) || "" }),
+          el("td", { text: c.tokenLabel || "" }),
+          el("td", { className: "mono", text: c.clientVersion || "?" }),
           el("td", { className: "num", text: String(count), title: Array.isArray(tunnels) ? tunnels.join(", ") : null }),
           el("td", { className: "num", text: String(num(c.dataConnections)) }),
           el("td", { className: "muted", text: ago(pick(c, ["since", "connectedAt"])), title: when(pick(c, ["since", "connectedAt"])) }),

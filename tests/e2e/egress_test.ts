@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { type Proc, startClient, startServer, TEST_TOKEN } from "./harness.ts";
 import { socksConnect } from "../support/socks_client.ts";
+import { MPORT_VERSION } from "../../shared/version.ts";
 import { freePort } from "../support/net.ts";
 import {
   echo,
@@ -124,6 +125,12 @@ Deno.test("SOCKS5 through the server: 256 MiB each way intact, names resolved by
     // Refused by the destination host: reply 5.
     const refused = await socksConnect(proxy, "127.0.0.1", closedPort);
     assert.equal(refused.code, 5);
+
+    // The operator sees the client, its version and its token.
+    const clients = await api(server.httpUrl, "/clients") as {
+      items: { clientVersion: string | null; tunnels: string[] }[];
+    };
+    assert.deepEqual(clients.items.map((c) => [c.clientVersion, c.tunnels]), [[MPORT_VERSION, []]]);
 
     const events = await api(server.httpUrl, "/events?type=egress_refused") as {
       items: { type: string; detail: Record<string, unknown> }[];

@@ -34,8 +34,11 @@ class SseReader {
     return r;
   }
 
+  #reader: ReadableStreamDefaultReader<string> | null = null;
+
   async #read(body: ReadableStream<Uint8Array>): Promise<void> {
     const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    this.#reader = reader;
     let buf = "";
     try {
       while (true) {
@@ -76,7 +79,14 @@ class SseReader {
 
   async close(): Promise<void> {
     this.#abort.abort();
-    await this.#done;
+    // The abort ends the read; cancelling as well makes sure, and the wait is bounded either way.
+    this.#reader?.cancel().catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#done,
+      new Promise((r) => (timer = setTimeout(r, 5_000))),
+    ]);
+    clearTimeout(timer);
   }
 }
 
@@ -105,6 +115,7 @@ for (const backend of BACKENDS) {
         const t = tunnels.json.items[0];
         assert.equal(t.name, "web");
         assert.equal(t.user, "alice");
+        assert.equal(typeof t.local, "string");
         assert.equal(typeof t.bytesInPerSecond, "number");
         assert.equal(t.id, (opened.data as { id: string }).id);
         assert.equal(
@@ -119,6 +130,9 @@ for (const backend of BACKENDS) {
         assert.equal(clients.json.items.length, 1);
         assert.equal(clients.json.items[0].user, "alice");
         assert.deepEqual(clients.json.items[0].tunnels, ["web"]);
+        // This raw peer says no version; the token it logged in with is named.
+        assert.equal(clients.json.items[0].clientVersion, null);
+        assert.equal(typeof clients.json.items[0].tokenLabel, "string");
         const clientId = clients.json.items[0].id;
         assert.equal(
           (await c.call("GET", "/clients", { token: c.tokens.bob })).json.items.length,
