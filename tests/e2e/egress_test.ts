@@ -154,6 +154,50 @@ Deno.test("SOCKS5 through the server: 256 MiB each way intact, names resolved by
   }
 });
 
+function curlInstalled(): boolean {
+  try {
+    return new Deno.Command("sh", { args: ["-c", "command -v curl"], stdout: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "curl through mport socks: --socks5-hostname and -x (CONNECT) reach a web service by name",
+  ignore: !curlInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const body = randomBytes(4 * MiB);
+    const web = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => new Response(body.slice()),
+    );
+    const server = await startServer(["--egress", "--egress-allow", `127.0.0.1:${web.addr.port}`]);
+    const { client, port: proxy } = await startSocks(server.wsUrl);
+    try {
+      for (
+        const via of [["--socks5-hostname", `127.0.0.1:${proxy}`], [
+          "-x",
+          `http://127.0.0.1:${proxy}`,
+          "--proxytunnel",
+        ]]
+      ) {
+        const out = await new Deno.Command("curl", {
+          args: ["-sS", "--fail", "--max-time", "30", ...via, `http://localhost:${web.addr.port}/`],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.ok(out.success, `curl ${via.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+        assert.equal(sha256(out.stdout), sha256(body), via.join(" "));
+      }
+    } finally {
+      await client.stop();
+      await server.stop();
+      await web.shutdown();
+    }
+  },
+});
+
 Deno.test("a user without the egress permission is refused with a sentence that says how to get it, and served once granted", async () => {
   const server = await startServer(["--egress", "--db", ":memory:"]);
   try {
