@@ -8,6 +8,7 @@ import { writeAll } from "../../shared/net.ts";
 import { startService, type TcpService } from "../support/tcp_services.ts";
 import { HttpConn, httpRequest } from "../support/http_client.ts";
 import { startHttpTunnel, startLocalHttp, TEST_DOMAIN } from "./http_harness.ts";
+import { TEST_TOKEN } from "./harness.ts";
 
 const HOST = `app.${TEST_DOMAIN}`;
 
@@ -301,5 +302,55 @@ Deno.test("a request through a tunnel shows in /metrics by status class and in t
   } finally {
     await rig.close();
     await local.close();
+  }
+});
+
+Deno.test("HTTP requests are JSON lines in --log-file and their bytes count toward the user's usage", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mport-http-log-" });
+  const body = "x".repeat(100_000);
+  const local = startLocalHttp(() => new Response(body));
+  const rig = await startHttpTunnel({
+    local: String(local.port),
+    clientArgs: ["--subdomain", "app"],
+    serverArgs: ["--log-file", `${dir}/mport.jsonl`, "--usage-flush", "1"],
+  });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const r = await httpRequest(rig.port, { host: HOST, path: `/n${i}` });
+      assert.equal(r.text(), body);
+    }
+    // The access log as JSON lines: one per request, with what an operator filters on.
+    let lines: Record<string, unknown>[] = [];
+    for (let i = 0; i < 100 && lines.length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      lines = (await Deno.readTextFile(`${dir}/mport.jsonl`)).split("\n").filter(Boolean)
+        .map((l) => JSON.parse(l)).filter((l) => /^GET /.test(String(l.message ?? "")));
+    }
+    assert.equal(lines.length, 3, JSON.stringify(lines));
+    const props = (lines[0]!.properties ?? lines[0]) as Record<string, unknown>;
+    assert.equal(props.method, "GET");
+    assert.equal(props.host, HOST);
+    assert.equal(props.target, "/n0");
+    assert.equal(props.status, 200);
+    assert.equal(props.tunnel, "app");
+    assert.ok(Number(props.bytesOut) > 100_000, JSON.stringify(props));
+    // Usage: the tunnel's bytes reach the store (what quotas are counted from).
+    let usage: { items: { tunnel: string; bytesOut: number }[] } = { items: [] };
+    for (let i = 0; i < 100; i++) {
+      const res = await fetch(`${rig.server.httpUrl}/api/v1/usage?granularity=hour`, {
+        headers: { authorization: `Bearer ${TEST_TOKEN}` },
+      });
+      usage = await res.json();
+      if (usage.items.some((u) => u.tunnel === "app" && u.bytesOut >= 300_000)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(
+      usage.items.some((u) => u.tunnel === "app" && u.bytesOut >= 300_000),
+      JSON.stringify(usage),
+    );
+  } finally {
+    await rig.close();
+    await local.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
