@@ -32,6 +32,8 @@ export interface TunnelSpec {
   readonly remotePort: number;
   /** HTTP tunnels: the local URL's scheme, the host asked for and the rules; null for tcp. */
   readonly http: HttpSpec | null;
+  /** A UDP tunnel (datagrams to the local UDP service). */
+  readonly udp?: boolean;
 }
 
 /** An HTTP CONNECT proxy. */
@@ -93,6 +95,8 @@ export const CLIENT_USAGE = `mport: publish a local TCP service through an mport
 Usage:
   mport tcp [HOST:]PORT [--remote-port N] [--name NAME] [options]
   mport http [HOST:]PORT|URL [--subdomain NAME | --domain HOST] [HTTP options]
+  mport udp [HOST:]PORT [--remote-port N] [--name NAME] [options]
+                      a UDP service (DNS, WireGuard…) on a public UDP port
   mport socks [--listen 127.0.0.1:1080] [--username U --password P] [options]
                       a local SOCKS5 and HTTP proxy whose connections leave from
                       the server (egress: the server's operator must allow it)
@@ -334,14 +338,20 @@ export function resolveProxy(
   return parseProxyUrl(fromEnv);
 }
 
-function tunnelFromLocal(local: string, name: string | undefined, remotePort: number): TunnelSpec {
+function tunnelFromLocal(
+  local: string,
+  name: string | undefined,
+  remotePort: number,
+  udp = false,
+): TunnelSpec {
   const { host, port } = parseHostPort(local, "127.0.0.1");
   return {
-    name: validateTunnelName(name ?? defaultTunnelName(host, port)),
+    name: validateTunnelName(name ?? (udp ? `udp-${port}` : defaultTunnelName(host, port))),
     localHost: host,
     localPort: port,
     remotePort,
     http: null,
+    ...(udp ? { udp: true } : {}),
   };
 }
 
@@ -398,8 +408,8 @@ function parseConfigFile(text: string, path: string): FileConfig {
       throw new TypeError(`${at("tunnels")}: tunnels[${i}] must be a table`);
     }
     const r = t as Record<string, unknown>;
-    if (r.type !== undefined && r.type !== "tcp" && r.type !== "http") {
-      throw new TypeError(`${at("type", i)}: tunnels[${i}]: type must be "tcp" or "http"`);
+    if (r.type !== undefined && r.type !== "tcp" && r.type !== "http" && r.type !== "udp") {
+      throw new TypeError(`${at("type", i)}: tunnels[${i}]: type must be "tcp", "http" or "udp"`);
     }
     const isHttp = r.type === "http";
     for (const k of Object.keys(r)) {
@@ -460,7 +470,7 @@ function parseConfigFile(text: string, path: string): FileConfig {
     } catch (e) {
       throw new TypeError(`${at("remote_port", i)}: ${(e as Error).message}`);
     }
-    return tunnelFromLocal(String(r.local), r.name as string | undefined, remote);
+    return tunnelFromLocal(String(r.local), r.name as string | undefined, remote, r.type === "udp");
   });
   let inspect: string | false | undefined;
   if (doc.inspect !== undefined) {
@@ -717,12 +727,12 @@ export function parseClientArgs(
       localInsecure: values["local-insecure"],
     })];
     if (values.config) file = parseConfigFile(readFile(values.config), values.config);
-  } else if (command === "tcp") {
+  } else if (command === "tcp" || command === "udp") {
     if (rest.length !== 1) {
-      throw new TypeError("usage: mport tcp [HOST:]PORT [--remote-port N] [--name NAME]");
+      throw new TypeError(`usage: mport ${command} [HOST:]PORT [--remote-port N] [--name NAME]`);
     }
     const remote = values["remote-port"] ? parsePort(values["remote-port"], "--remote-port") : 0;
-    tunnels = [tunnelFromLocal(rest[0]!, values.name, remote)];
+    tunnels = [tunnelFromLocal(rest[0]!, values.name, remote, command === "udp")];
     if (values.config) file = parseConfigFile(readFile(values.config), values.config);
   } else if (command === "start") {
     if (rest.length > 0) throw new TypeError(`unexpected argument "${rest[0]}" for mport start`);
@@ -737,7 +747,8 @@ export function parseClientArgs(
     if (tunnels.length === 0) throw new TypeError(`${values.config} lists no [[tunnels]]`);
   } else {
     throw new TypeError(
-      `unknown command "${command}": use "mport tcp PORT", "mport http PORT", "mport socks", ` +
+      `unknown command "${command}": use "mport tcp PORT", "mport http PORT", "mport udp PORT", ` +
+        `"mport socks", ` +
         `"mport start --config FILE" or ` +
         `"mport login TOKEN --server URL"`,
     );

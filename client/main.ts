@@ -83,6 +83,10 @@ async function main(): Promise<number> {
         console.log(`${spec.name} ${url} -> ${localUrl(spec.http.target)}`);
         return;
       }
+      if (spec.udp) {
+        console.log(`${spec.name} ${url} -> ${formatHostPort(spec.localHost, spec.localPort)}`);
+        return;
+      }
       const hostPort = url.replace(/^tcp:\/\//, "");
       console.log(`${spec.name} ${url} -> ${formatHostPort(spec.localHost, spec.localPort)}`);
       if (spec.localPort === ADB_PORT) console.log(`adb connect ${hostPort}`);

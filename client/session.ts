@@ -136,7 +136,7 @@ export class ClientSession {
         }
         : {
           name: t.name,
-          kind: "tcp",
+          kind: t.udp ? "udp" : "tcp",
           local: formatHostPort(t.localHost, t.localPort),
           remotePort: t.remotePort || this.#ports.get(t.name) || 0,
         }
@@ -285,7 +285,7 @@ export class ClientSession {
       const spec = specs.get(g.name);
       if (!spec) continue;
       granted.set(g.name, spec);
-      if (g.kind === "tcp") this.#ports.set(g.name, g.remotePort);
+      if (g.kind !== "http") this.#ports.set(g.name, g.remotePort);
       else this.#http.granted(g);
       this.#events.onReady({ ...g, url: printable(g.url) }, spec);
     }

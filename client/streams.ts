@@ -11,6 +11,7 @@ import {
   streamPath,
 } from "../shared/protocol.ts";
 import type { HttpTunnels } from "./http/http_tunnels.ts";
+import { serveUdpFlow, type UdpCounters } from "./udp_flow.ts";
 import { printable } from "../shared/sanitize.ts";
 import { limitUnsentBytes } from "../shared/tcp_reset.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
@@ -80,6 +81,8 @@ export class DataPool {
   readonly #tunnels: Map<string, TunnelSpec>;
   readonly #gates: TunnelGates;
   readonly #http: HttpTunnels;
+  /** What this client's UDP flows carried and dropped. */
+  readonly #udp: UdpCounters = { datagramsToLocal: 0, datagramsFromLocal: 0, dropped: 0 };
   /** Open data connections. */
   readonly muxes = new Set<Mux>();
   #dialing = 0;
@@ -265,6 +268,11 @@ export class DataPool {
     if (spec.http) {
       // An HTTP visitor: the tunnel's engine answers it and keeps its own local connections.
       this.#http.serve(stream, spec.name, remote, extra);
+      return;
+    }
+    if (spec.udp) {
+      // One public source's datagrams: relayed from a UDP socket of this flow's own.
+      serveUdpFlow(stream, { host: spec.localHost, port: spec.localPort }, this.#udp, this.#log);
       return;
     }
     await new Promise<void>((resolve) => {

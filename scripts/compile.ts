@@ -29,6 +29,8 @@ const PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-ffi",
+  // UDP tunnels (Deno.listenDatagram).
+  "--unstable-net",
 ] as const;
 
 /** The two programs. */

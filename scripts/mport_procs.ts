@@ -167,6 +167,7 @@ export function spawnDeno(
       new URL("deno.json", ROOT).pathname,
       ...denoFlags,
       "-A",
+      "--unstable-net",
       main,
       ...args,
     ],

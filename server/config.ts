@@ -90,6 +90,8 @@ export interface ServerConfig {
    * server has TLS or a trusted proxy says the client came over https, else http.
    */
   readonly publicHttpScheme: "http" | "https" | null;
+  /** `--udp-idle`: a UDP tunnel's flow (one source address) with no datagram this long ends. */
+  readonly udpIdleMs: number;
   /** `--egress`: clients may open connections from the server (`mport socks`); off by default. */
   readonly egress: boolean;
   /** `--egress-allow` / `--egress-deny` rules, as given (validated). */
@@ -143,6 +145,7 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   httpDomain: null,
   httpListen: null,
   publicHttpScheme: null,
+  udpIdleMs: 60_000,
   egress: false,
   egressAllow: [],
   egressDeny: [],
@@ -254,6 +257,7 @@ Usage: mport-server [options]
                                  default none: the socket address counts)
   --buffer-budget SIZE           per-user memory for fast streams' grown windows (default 16MiB)
   --idle-timeout SECONDS         close user connections idle this long, 0 = never (default 0)
+  --udp-idle SECONDS             end a UDP tunnel's flow (one source) idle this long (default 60)
   --egress                       let permitted users' clients open connections from here
                                  (mport socks); loopback, private and link-local addresses
                                  are refused unless allowed
@@ -407,6 +411,7 @@ const SERVER_OPTIONS = {
   "idle-timeout": { type: "string" },
   "http-domain": { type: "string" },
   egress: { type: "boolean" },
+  "udp-idle": { type: "string" },
   "egress-allow": { type: "string", multiple: true },
   "egress-deny": { type: "string", multiple: true },
   "http-listen": { type: "string" },
@@ -606,6 +611,7 @@ function buildConfig(
     maxUnauthenticatedPerIp: num("max-unauthenticated-per-ip", d.maxUnauthenticatedPerIp),
     httpDomain: values["http-domain"] ? httpDomain(values["http-domain"]) : null,
     egress: (values.egress as boolean | undefined) === true,
+    udpIdleMs: secs("udp-idle", d.udpIdleMs),
     egressAllow: (values["egress-allow"] ?? []).map((r) =>
       parseEgressRule(r, "--egress-allow").text
     ),

@@ -32,6 +32,7 @@ import { HostBook } from "./accounts/host_book.ts";
 import { HttpStats } from "./http/http_stats.ts";
 import { Vhosts } from "./http/vhosts.ts";
 import { Egress } from "./egress/egress.ts";
+import { UdpRelay, UdpStats } from "./udp/udp_relay.ts";
 import { EgressPolicy } from "./egress/policy.ts";
 import type { FrontSlot, HttpFront, RequestHead } from "./listeners/http_front.ts";
 
@@ -78,9 +79,10 @@ export async function startServer(
   const sessions = new Map<string, ControlSession>();
   const muxes = new Set<Mux>();
   const httpStats = new HttpStats();
+  const udpStats = new UdpStats();
   const stats = new Stats(now, {
     dataConns: () => muxes.size,
-    extra: () => [...userMetrics(usage), ...httpStats.prometheus()],
+    extra: () => [...userMetrics(usage), ...httpStats.prometheus(), ...udpStats.prometheus()],
   });
   const accounts = new Accounts(store, config.tokens, now);
   const writeEvent = (
@@ -162,6 +164,20 @@ export async function startServer(
     },
     new HostBook(store, { domain: config.httpDomain, now }),
   );
+  registry.onUdpTunnel((tunnel) => {
+    new UdpRelay(tunnel, {
+      stats,
+      udp: udpStats,
+      usage,
+      log: log("udp"),
+      idleMs: config.udpIdleMs,
+    }).run().catch((e) => {
+      logger.error("UDP tunnel {name} stopped relaying: {error}", {
+        name: tunnel.name,
+        error: String(e),
+      });
+    });
+  });
   const proxies = new TrustedProxies(config.trustedProxies);
   /** A trusted proxy says the browser reached it over https (session cookies get Secure). */
   const forwardedHttps = (headers: Headers, peer: string): boolean => {
@@ -403,7 +419,7 @@ export async function startServer(
   let sweeping: Promise<unknown> | null = null;
   const sweep = () => {
     sweeping ??= book.sweep(
-      registry.all().filter((t) => t.kind === "tcp").map((t) => ({
+      registry.all().filter((t) => t.kind !== "http").map((t) => ({
         userId: t.userId,
         port: t.port,
       })),

@@ -1,6 +1,6 @@
 // Tunnels (a public listener owned by a token and a name) and the registry that grants and releases them.
 import type { Logger } from "@logtape/logtape";
-import { formatHostPort } from "../shared/address.ts";
+import { formatHostPort, type PortRange } from "../shared/address.ts";
 import type { OpenExtra, TunnelGrant, TunnelKind, TunnelRequest } from "../shared/protocol.ts";
 import type { MuxStream } from "../shared/mux_stream.ts";
 import { closeQuietly } from "../shared/net.ts";
@@ -50,6 +50,7 @@ export interface PendingConn {
 /** Where a tunnel is published: a listening port, or an HTTP host name. */
 export type TunnelPlace =
   | { readonly kind: "tcp"; readonly listener: Deno.TcpListener; readonly publicHost: string }
+  | { readonly kind: "udp"; readonly socket: Deno.DatagramConn; readonly publicHost: string }
   | { readonly kind: "http"; readonly host: string; readonly url: string };
 
 /** One published port or HTTP host name. */
@@ -80,6 +81,8 @@ export class Tunnel {
   readonly active = new Set<MuxStream>();
   graceTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listener: Deno.TcpListener | null;
+  /** UDP tunnels: the public socket. */
+  readonly socket: Deno.DatagramConn | null;
   #closed = false;
 
   constructor(session: TunnelOwnerSession, req: TunnelRequest, place: TunnelPlace) {
@@ -90,10 +93,17 @@ export class Tunnel {
     this.name = req.name;
     this.local = req.local;
     this.kind = place.kind;
+    this.socket = null;
     if (place.kind === "tcp") {
       this.#listener = place.listener;
       this.port = (place.listener.addr as Deno.NetAddr).port;
       this.url = `tcp://${formatHostPort(place.publicHost, this.port)}`;
+      this.host = null;
+    } else if (place.kind === "udp") {
+      this.#listener = null;
+      this.socket = place.socket;
+      this.port = (place.socket.addr as Deno.NetAddr).port;
+      this.url = `udp://${formatHostPort(place.publicHost, this.port)}`;
       this.host = null;
     } else {
       this.#listener = null;
@@ -149,6 +159,7 @@ export class Tunnel {
     this.#closed = true;
     clearTimeout(this.graceTimer);
     if (this.#listener) closeQuietly(this.#listener);
+    if (this.socket) closeQuietly(this.socket);
     for (const p of [...this.pending]) p.drop(reason, 502);
   }
 
@@ -210,6 +221,14 @@ export class TunnelRegistry {
     return [...this.#tunnels.values()];
   }
 
+  /** Starts relaying a new UDP tunnel's datagrams (set by the server). */
+  #onUdp: ((tunnel: Tunnel) => void) | null = null;
+
+  /** Who relays UDP tunnels' datagrams. */
+  onUdpTunnel(relay: (tunnel: Tunnel) => void): void {
+    this.#onUdp = relay;
+  }
+
   /** The ports actually bound (the config may say 0), for HTTP tunnels' URLs. */
   #ports_: { main: number | null; sites: number | null } = { main: null, sites: null };
 
@@ -263,10 +282,12 @@ export class TunnelRegistry {
     const key = `${session.owner}\0${req.name}`;
     const existing = this.#tunnels.get(key);
     if (existing) this.#checkHolder(existing, session);
-    if (existing && existing.kind !== "tcp") {
+    if (existing && existing.kind !== req.kind) {
       throw new TunnelRefused(
         "name_in_use",
-        `tunnel ${req.name} is an HTTP tunnel of yours; pick another --name for this one`,
+        `tunnel ${req.name} is a${
+          existing.kind === "http" ? "n HTTP" : ` ${existing.kind.toUpperCase()}`
+        } tunnel of yours; pick another --name for this one`,
       );
     }
     if (existing && (req.remotePort === 0 || req.remotePort === existing.port)) {
@@ -331,13 +352,21 @@ export class TunnelRegistry {
       }
       this.release(existing, "the client asked for a different port");
     }
-    let listener: Deno.TcpListener;
+    let listener: Deno.TcpListener | Deno.DatagramConn;
+    const udp = req.kind === "udp";
+    const binder = (
+      p: number,
+      r: PortRange | undefined,
+      ex: ReadonlySet<number> | undefined,
+      o: string,
+    ): Deno.TcpListener | Deno.DatagramConn =>
+      udp ? this.#ports.bindUdp(p, r, ex, o) : this.#ports.bind(p, r, ex, o);
     for (let attempt = 1;; attempt++) {
       try {
         const owner = userRange ? "your" : "the server's";
         listener = pick
-          ? bindPicked(this.#ports, pick, range, owner)
-          : this.#ports.bind(port, range, undefined, owner);
+          ? bindPicked(this.#ports, pick, range, owner, binder)
+          : binder(port, range, undefined, owner);
         break;
       } catch (e) {
         // A listener closed a moment ago frees its port only on a later turn of the event loop,
@@ -367,14 +396,21 @@ export class TunnelRegistry {
     }
     recent.push(now);
     this.#createdAt.set(session.owner, recent);
-    const tunnel = new Tunnel(session, req, { kind: "tcp", listener, publicHost });
+    const tunnel = new Tunnel(
+      session,
+      req,
+      udp
+        ? { kind: "udp", socket: listener as Deno.DatagramConn, publicHost }
+        : { kind: "tcp", listener: listener as Deno.TcpListener, publicHost },
+    );
     tunnel.session = session;
     tunnel.heldSince = now;
     tunnel.openedAt = now;
     this.#tunnels.set(key, tunnel);
     this.#stats.tunnelsCreated++;
     this.#stats.tunnelsActive++;
-    tunnel.acceptLoop(this.#onConn, this.#log);
+    if (udp) this.#onUdp?.(tunnel);
+    else tunnel.acceptLoop(this.#onConn, this.#log);
     this.#log.info("tunnel {name} opened on {url} for {local}", {
       name: tunnel.name,
       url: tunnel.url,

@@ -94,6 +94,21 @@ export class PipeEnd {
     return p.byteLength;
   }
 
+  /**
+   * Queues `p` (copied) only if it fits under the high-water mark now: false, and nothing
+   * queued, when the reader is behind or the pipe is closed (a datagram is dropped, not waited
+   * for).
+   */
+  offer(p: Uint8Array): boolean {
+    const ch = this.#out;
+    if (this.#closed || ch.aborted || ch.eof) return false;
+    if (ch.queued + p.byteLength > PIPE_HIGH_WATER) return false;
+    ch.chunks.push(p.slice());
+    ch.queued += p.byteLength;
+    ch.wakeReader();
+    return true;
+  }
+
   /** The peer reads EOF once it has read everything written before. */
   closeWrite(): Promise<void> {
     if (this.#closed) return Promise.reject(new Deno.errors.BadResource("pipe end is closed"));

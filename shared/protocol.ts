@@ -96,8 +96,13 @@ const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   "internal",
 ]);
 
-/** Kinds of tunnel: a public TCP port, or a public HTTP host name. */
-export type TunnelKind = "tcp" | "http";
+/** Kinds of tunnel: a public TCP port, a public HTTP host name, or a public UDP port. */
+export type TunnelKind = "tcp" | "http" | "udp";
+
+/** Largest UDP payload carried (IPv4's limit; IPv6 jumbograms are not carried). */
+export const MAX_DATAGRAM_BYTES = 65_507;
+/** Bytes before each datagram on a UDP tunnel's stream: its length, u16 big-endian. */
+export const DATAGRAM_HEADER_BYTES = 2;
 
 /** A tunnel the client asks for. */
 export interface TunnelRequest {
@@ -276,12 +281,12 @@ function tunnelRequest(v: unknown): TunnelRequest {
   } catch (e) {
     throw new ProtocolError((e as Error).message);
   }
-  if (t.kind !== "tcp" && t.kind !== "http") {
-    throw new ProtocolError(`tunnel "${name}": kind must be "tcp" or "http"`);
+  if (t.kind !== "tcp" && t.kind !== "http" && t.kind !== "udp") {
+    throw new ProtocolError(`tunnel "${name}": kind must be "tcp", "http" or "udp"`);
   }
   const local = str(t, "local", 300);
-  if (t.kind === "tcp") {
-    return { name, kind: "tcp", local, remotePort: int(t, "remotePort", 0, 65535) };
+  if (t.kind === "tcp" || t.kind === "udp") {
+    return { name, kind: t.kind, local, remotePort: int(t, "remotePort", 0, 65535) };
   }
   const req: { -readonly [K in keyof TunnelRequest]: TunnelRequest[K] } = {
     name,
@@ -349,7 +354,7 @@ export function decodeServerControl(text: string): ServerControlMessage {
       }
       const tunnels = obj.tunnels.map((v: unknown): TunnelGrant => {
         const t = (typeof v === "object" && v !== null ? v : {}) as Json;
-        const kind = t.kind === "http" ? "http" : "tcp";
+        const kind = t.kind === "http" ? "http" : t.kind === "udp" ? "udp" : "tcp";
         return {
           name: str(t, "name", MAX_NAME_LENGTH),
           kind,

@@ -214,21 +214,27 @@ export class PortBook {
  * the user's own automatic reservations of other tunnels whose port can be bound, so that a user
  * cycling tunnel names is never stuck on their own reservations. Throws `TunnelRefused`.
  */
-export function bindPicked(
+export function bindPicked<T = Deno.TcpListener>(
   ports: PortAllocator,
   pick: PortPick,
   range: PortRange | undefined,
   rangeOwner: string,
-): Deno.TcpListener {
+  bind: (
+    port: number,
+    range: PortRange | undefined,
+    exclude: ReadonlySet<number> | undefined,
+    owner: string,
+  ) => T = (p, r, ex, o) => ports.bind(p, r, ex, o) as T,
+): T {
   try {
-    return ports.bind(0, range, pick.avoid, rangeOwner);
+    return bind(0, range, pick.avoid, rangeOwner);
   } catch (e) {
     if (!(e instanceof TunnelRefused) || e.code !== "port_taken") throw e;
     for (const port of pick.recyclable) {
       const inside = range ? port >= range.low && port <= range.high : ports.inRange(port);
       if (!inside || ports.held(port)) continue;
       try {
-        return ports.bind(port, range, undefined, rangeOwner);
+        return bind(port, range, undefined, rangeOwner);
       } catch (inner) {
         if (!(inner instanceof TunnelRefused)) throw inner;
       }

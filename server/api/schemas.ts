@@ -175,7 +175,7 @@ export const ClientSchema = z.object({
 export const TunnelSchema = z.object({
   id: z.string(),
   name: z.string(),
-  kind: z.enum(["tcp", "http"]),
+  kind: z.enum(["tcp", "http", "udp"]),
   port: z.number().int(),
   url: z.string(),
   local: z.string(),

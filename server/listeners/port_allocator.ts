@@ -48,6 +48,32 @@ export class PortAllocator {
     exclude: ReadonlySet<number> = new Set(),
     rangeOwner = "the server's",
   ): Deno.TcpListener {
+    return this.#bind(requested, range, exclude, rangeOwner, (p) => this.#tryListen(p));
+  }
+
+  /** As {@link bind}, for a UDP socket (UDP tunnels; needs Deno's `--unstable-net`). */
+  bindUdp(
+    requested: number,
+    range: PortRange = this.#range,
+    exclude: ReadonlySet<number> = new Set(),
+    rangeOwner = "the server's",
+  ): Deno.DatagramConn {
+    if (typeof Deno.listenDatagram !== "function") {
+      throw new TunnelRefused(
+        "internal",
+        "UDP tunnels need Deno's --unstable-net flag on the server (deno task server has it)",
+      );
+    }
+    return this.#bind(requested, range, exclude, rangeOwner, (p) => this.#tryUdp(p));
+  }
+
+  #bind<T>(
+    requested: number,
+    range: PortRange,
+    exclude: ReadonlySet<number>,
+    rangeOwner: string,
+    open: (port: number) => T | null,
+  ): T {
     const { low, high } = range;
     if (requested !== 0) {
       if (requested < low || requested > high) {
@@ -62,7 +88,7 @@ export class PortAllocator {
           `port ${requested} is already used by another tunnel (choose another --remote-port)`,
         );
       }
-      const l = this.#tryListen(requested);
+      const l = open(requested);
       if (!l) {
         throw new TunnelRefused(
           "port_taken",
@@ -76,7 +102,7 @@ export class PortAllocator {
     for (let i = 0; i < size; i++) {
       const port = low + ((start - low + i) % size);
       if (this.#held.has(port) || exclude.has(port)) continue;
-      const l = this.#tryListen(port);
+      const l = open(port);
       if (l) {
         this.#cursor = port + 1 > high ? low : port + 1;
         return l;
@@ -88,6 +114,19 @@ export class PortAllocator {
   /** Forgets a port when its tunnel is released. */
   release(port: number): void {
     this.#held.delete(port);
+  }
+
+  #tryUdp(port: number): Deno.DatagramConn | null {
+    try {
+      const s = Deno.listenDatagram({ hostname: this.#bindHost, port, transport: "udp" });
+      this.#held.add(port);
+      return s;
+    } catch (e) {
+      if (e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.PermissionDenied) {
+        return null;
+      }
+      throw e;
+    }
   }
 
   #tryListen(port: number): Deno.TcpListener | null {

@@ -286,7 +286,9 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["serve", ...BASE],
-      message: 'unknown command "serve": use "mport tcp PORT", "mport http PORT", "mport socks", ' +
+      message:
+        'unknown command "serve": use "mport tcp PORT", "mport http PORT", "mport udp PORT", ' +
+        '"mport socks", ' +
         '"mport start --config FILE" or ' +
         '"mport login TOKEN --server URL"',
     },
@@ -349,8 +351,8 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
     },
     {
       args: ["start", "--config", "t.toml"],
-      toml: '[[tunnels]]\nlocal = 22\n[[tunnels]]\nlocal = 53\ntype = "udp"',
-      message: 't.toml:5: tunnels[1]: type must be "tcp" or "http"',
+      toml: '[[tunnels]]\nlocal = 22\n[[tunnels]]\nlocal = 53\ntype = "sctp"',
+      message: 't.toml:5: tunnels[1]: type must be "tcp", "http" or "udp"',
     },
     {
       args: ["start", "--config", "t.toml"],
@@ -1357,3 +1359,35 @@ for (const c of HTTP_INVALID) {
     });
   });
 }
+
+Deno.test("client `udp PORT` publishes a local UDP service, named udp-PORT unless named", () => {
+  const c = parse(["udp", "53", ...BASE]);
+  assert.deepEqual(c.tunnels, [{
+    name: "udp-53",
+    localHost: "127.0.0.1",
+    localPort: 53,
+    remotePort: 0,
+    http: null,
+    udp: true,
+  }]);
+  const named = parse(["udp", "10.0.0.2:51820", "--remote-port", "10007", "--name", "wg", ...BASE]);
+  assert.deepEqual(
+    named.tunnels.map((t) => [t.name, t.localHost, t.localPort, t.remotePort, t.udp]),
+    [
+      ["wg", "10.0.0.2", 51820, 10007, true],
+    ],
+  );
+});
+
+Deno.test('client config file: a [[tunnels]] table with type = "udp"', () => {
+  const c = parse(
+    ["start", "--config", "t.toml"],
+    {},
+    withToml(
+      'server = "wss://vps.example.com"\ntoken = "client-token-0123"\n[[tunnels]]\ntype = "udp"\nlocal = "53"\nname = "dns"\nremote_port = 10053',
+    ),
+  );
+  assert.deepEqual(c.tunnels.map((t) => [t.name, t.localPort, t.remotePort, t.udp]), [
+    ["dns", 53, 10053, true],
+  ]);
+});

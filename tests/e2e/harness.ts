@@ -44,7 +44,7 @@ export class Proc {
 
 function spawn(main: string, args: string[], env: Record<string, string> = {}): Proc {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", main, ...args],
+    args: ["run", "-A", "--unstable-net", main, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -340,8 +340,8 @@ const INVALID: {
   {
     name: "a tunnel of another kind",
     decoder: "client",
-    input: hello({ tunnels: [tunnel("web", { kind: "udp" })] }),
-    message: 'tunnel "web": kind must be "tcp" or "http"',
+    input: hello({ tunnels: [tunnel("web", { kind: "sctp" })] }),
+    message: 'tunnel "web": kind must be "tcp", "http" or "udp"',
   },
   {
     name: "a numeric local address",
