@@ -19,6 +19,12 @@ import type { EgressPolicy } from "./policy.ts";
 export const EGRESS_DIAL_TIMEOUT_MS = 10_000;
 /** Name used for egress in usage rows and metrics (it is no tunnel). */
 export const EGRESS_USAGE_NAME = "egress";
+/**
+ * Audit rows a user's egress writes per minute at most: a client opening connections in a loop
+ * must not fill the store. Past it, one `egress_audit_suppressed` row per minute says how many
+ * were left out.
+ */
+export const EGRESS_AUDIT_ROWS_PER_MINUTE = 600;
 
 /** Who asks: the session's user. */
 export interface EgressUser {
@@ -46,6 +52,8 @@ export interface EgressDeps {
   /** Name resolution (default: the system resolver, /etc/hosts included). */
   readonly resolve?: (host: string) => Promise<string[]>;
   readonly dialTimeoutMs?: number;
+  /** Clock for the audit budget (tests). */
+  readonly now?: () => number;
 }
 
 class Refusal extends Error {
@@ -58,9 +66,45 @@ class Refusal extends Error {
 export class Egress {
   readonly #d: EgressDeps;
   readonly #perOwner = new Map<string, number>();
+  /** Audit rows written this minute, and left out, per user. */
+  readonly #audited = new Map<number, { minute: number; rows: number; suppressed: number }>();
 
   constructor(deps: EgressDeps) {
     this.#d = deps;
+  }
+
+  /** Writes an audit row unless the user is past this minute's budget (then counts it). */
+  #audit(kind: string, userId: number, detail: Record<string, unknown>): void {
+    const now = this.#d.now?.() ?? Date.now();
+    const minute = Math.floor(now / 60_000);
+    let a = this.#audited.get(userId);
+    if (!a || a.minute !== minute) {
+      if (a && a.suppressed > 0) {
+        this.#d.audit("egress_audit_suppressed", userId, {
+          rows: a.suppressed,
+          minute: new Date(a.minute * 60_000).toISOString(),
+        });
+      }
+      a = { minute, rows: 0, suppressed: 0 };
+      this.#audited.set(userId, a);
+      // Other users' earlier minutes end too: their summaries go out, and they are forgotten.
+      for (const [id, other] of this.#audited) {
+        if (other.minute >= minute) continue;
+        if (other.suppressed > 0) {
+          this.#d.audit("egress_audit_suppressed", id, {
+            rows: other.suppressed,
+            minute: new Date(other.minute * 60_000).toISOString(),
+          });
+        }
+        this.#audited.delete(id);
+      }
+    }
+    if (a.rows >= EGRESS_AUDIT_ROWS_PER_MINUTE) {
+      a.suppressed++;
+      return;
+    }
+    a.rows++;
+    this.#d.audit(kind, userId, detail);
   }
 
   /** Why a user cannot use egress at all, or null when they can (told to clients at hello). */
@@ -96,7 +140,7 @@ export class Egress {
     const dest = formatHostPort(host, port);
     const refuse = (code: ErrorCode, message: string) => {
       d.stats.refusal(code);
-      d.audit("egress_refused", user.userId, { destination: dest, code, message });
+      this.#audit("egress_refused", user.userId, { destination: dest, code, message });
       d.log.info("egress for {user} to {dest} refused: {message}", {
         user: user.userName,
         dest,
@@ -172,7 +216,7 @@ export class Egress {
       onEnd: (end) => {
         release();
         d.stats.connectionClosed();
-        d.audit("egress", user.userId, {
+        this.#audit("egress", user.userId, {
           destination: dest,
           address,
           bytesToDestination: bytesOut,
