@@ -2,6 +2,7 @@
 // What the server asks for is capped per tunnel (see tunnel_gate.ts) and its text is never printed raw.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../shared/address.ts";
+import { connectWithin } from "../shared/net.ts";
 import { Mux } from "../shared/mux.ts";
 import type { MuxStream, WindowBudget } from "../shared/mux_stream.ts";
 import {
@@ -55,20 +56,15 @@ const budget = new SimpleBudget(CLIENT_BUDGET_BYTES);
 /** Connects to a local service, giving up after `timeoutMs`. */
 async function dialLocal(spec: TunnelSpec, timeoutMs: number): Promise<Deno.TcpConn> {
   const addr = formatHostPort(spec.localHost, spec.localPort);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const attempt = Deno.connect({ hostname: spec.localHost, port: spec.localPort });
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs / 1000} s`)), timeoutMs);
-  });
   try {
-    const conn = await Promise.race([attempt, timeout]);
+    const conn = await connectWithin(
+      Deno.connect({ hostname: spec.localHost, port: spec.localPort }),
+      timeoutMs,
+    );
     conn.setNoDelay(true);
     return conn;
   } catch (e) {
-    attempt.then((c) => c.close(), () => {});
     throw new Error(`cannot connect to local service ${addr}: ${(e as Error).message}`);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

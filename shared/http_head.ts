@@ -339,3 +339,18 @@ function dechunk(bytes: Uint8Array): Uint8Array {
   }
   return new Uint8Array(out);
 }
+
+/** The host a request names, lower case, without port or final dot; null if none or invalid. */
+export function requestHost(headers: Headers): string | null {
+  const raw = headers.get("host");
+  if (!raw) return null;
+  let host = raw.trim().toLowerCase();
+  if (host.startsWith("[")) return null; // an IPv6 literal is never a tunnel's name
+  const colon = host.lastIndexOf(":");
+  if (colon >= 0) {
+    if (!/^[0-9]{1,5}$/.test(host.slice(colon + 1))) return null;
+    host = host.slice(0, colon);
+  }
+  if (host.endsWith(".")) host = host.slice(0, -1);
+  return /^[a-z0-9.-]{1,253}$/.test(host) ? host : null;
+}

@@ -1,5 +1,6 @@
 // Error responses a visitor can understand: a small HTML page, or JSON for API clients.
 import { isFieldValue, isToken, latin1Bytes } from "./http_head.ts";
+import { closeQuietly, writeAll } from "./net.ts";
 
 /** What went wrong, for the visitor. */
 export interface ErrorPage {
@@ -195,4 +196,24 @@ export function errorResponse(page: ErrorPage, opts: ErrorResponseOptions): Uint
   out.set(head);
   out.set(body, head.length);
   return out;
+}
+
+/**
+ * Answers with an error page and closes `conn` (the page is small: it fits the socket buffer).
+ * Never rejects; resolves once the connection is closed.
+ */
+export async function answerAndClose(
+  conn: Deno.Conn,
+  page: ErrorPage,
+  opts: { readonly accept: string | null; readonly head?: boolean },
+): Promise<void> {
+  try {
+    await writeAll(
+      conn,
+      errorResponse(page, { accept: opts.accept, close: true, head: opts.head }),
+    );
+  } catch {
+    // the peer left
+  }
+  closeQuietly(conn);
 }

@@ -40,3 +40,45 @@ export function innermostConn(conn: Deno.Conn): Deno.Conn {
     c = inner;
   }
 }
+
+/** `a` then `b` in one new buffer. */
+export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.byteLength + b.byteLength);
+  out.set(a);
+  out.set(b, a.byteLength);
+  return out;
+}
+
+/** A wait bounded by {@link within} ran out. */
+export class TimedOut extends Error {
+  constructor(readonly ms: number) {
+    super(`timed out after ${ms / 1000} s`);
+    this.name = "TimedOut";
+  }
+}
+
+/** Waits for `p` at most `ms` (one timer, cleared when `p` settles); rejects with TimedOut. */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimedOut(ms)), ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A connection attempt bounded by `ms`; a connection that arrives after giving up is closed. */
+export async function connectWithin<T extends { close(): void }>(
+  attempt: Promise<T>,
+  ms: number,
+): Promise<T> {
+  try {
+    return await within(attempt, ms);
+  } catch (e) {
+    attempt.then((c) => c.close(), () => {});
+    throw e;
+  }
+}

@@ -18,12 +18,13 @@ import {
   parseResponseHead,
   readHead,
   type RequestHead,
+  requestHost,
   type ResponseHead,
 } from "../../shared/http_head.ts";
 import { Fields } from "../../shared/http_fields.ts";
 import { type ErrorPage, errorResponse } from "../../shared/http_pages.ts";
 import type { IpRules } from "../../shared/ip_cidr.ts";
-import { closeQuietly, writeAll } from "../../shared/net.ts";
+import { closeQuietly, concatBytes, writeAll } from "../../shared/net.ts";
 import type { OpenExtra } from "../../shared/protocol.ts";
 import type { Capture, CaptureHandle } from "../inspector/capture.ts";
 import { LocalDialError, type LocalPool, targetUrl } from "./local_pool.ts";
@@ -132,7 +133,7 @@ class Source {
   /** Puts back bytes read past a message (copied: the read buffer is reused). */
   unread(bytes: Uint8Array): void {
     if (bytes.byteLength === 0) return;
-    this.pending = this.pending.byteLength === 0 ? bytes.slice() : concat(bytes, this.pending);
+    this.pending = this.pending.byteLength === 0 ? bytes.slice() : concatBytes(bytes, this.pending);
   }
 }
 
@@ -252,13 +253,14 @@ class Exchanges {
       await this.#page(accept, head, page, !noBody);
       return noBody;
     };
-    const host = hostOf(req.headers.get("host"));
-    if (host !== null && t.hosts.length > 0 && !t.hosts.includes(host)) {
+    const hostHeader = req.headers.get("host");
+    const host = requestHost(req.headers);
+    if (hostHeader !== null && t.hosts.length > 0 && (host === null || !t.hosts.includes(host))) {
       return await refuse({
         status: 421,
         code: "misdirected_request",
         title: "Misdirected request",
-        message: `This connection serves ${t.hosts.join(", ")}, not ${host}.`,
+        message: `This connection serves ${t.hosts.join(", ")}, not ${host ?? hostHeader}.`,
       });
     }
     if (rules.ipRules && this.#visitor.replayOf === undefined && !rules.ipRules.allows(this.#ip)) {
@@ -362,7 +364,7 @@ class Exchanges {
     // A small body that came with the head goes out in the same write (one syscall, one packet).
     const whole = framing.kind === "none" || upgrade ? null : this.#wholeBody(framing, capture);
     try {
-      await writeAll(local, whole ? concat(outHead, whole) : outHead);
+      await writeAll(local, whole ? concatBytes(outHead, whole) : outHead);
     } catch {
       closeQuietly(local);
       if (framing.kind === "none") return "stale";
@@ -454,7 +456,7 @@ class Exchanges {
     if (early) {
       // Body bytes that came with the head go out in the same write.
       const used = this.#feedResponse(tracker, early, local, capture);
-      await this.#toVisitor(used > 0 ? concat(resHead, early.subarray(0, used)) : resHead);
+      await this.#toVisitor(used > 0 ? concatBytes(resHead, early.subarray(0, used)) : resHead);
       if (used < early.byteLength) localSrc.unread(early.subarray(used));
     } else {
       await this.#toVisitor(resHead);
@@ -729,23 +731,7 @@ function forwardedNode(ip: string): string {
   return ip.includes(":") ? `"[${ip}]"` : ip;
 }
 
-function hostOf(value: string | null): string | null {
-  if (!value) return null;
-  let h = value.trim().toLowerCase();
-  if (h.startsWith("[")) return h;
-  const colon = h.lastIndexOf(":");
-  if (colon >= 0) h = h.slice(0, colon);
-  return h.endsWith(".") ? h.slice(0, -1) : h;
-}
-
 function defaultPortHost(host: string, port: number, scheme: "http" | "https"): string {
   const standard = scheme === "https" ? port === 443 : port === 80;
   return standard ? formatHostPort(host, port).replace(/:\d+$/, "") : formatHostPort(host, port);
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }

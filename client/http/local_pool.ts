@@ -1,7 +1,7 @@
 // Keep-alive connections to an HTTP tunnel's local service: one new TCP (or TLS) connection per
 // burst of requests, not per request.
 import { formatHostPort } from "../../shared/address.ts";
-import { closeQuietly } from "../../shared/net.ts";
+import { closeQuietly, connectWithin } from "../../shared/net.ts";
 import { errorText } from "../../shared/error_text.ts";
 import { connectInsecureTls } from "./insecure_tls.ts";
 
@@ -60,18 +60,11 @@ export class LocalPool {
   /** A new connection; throws {@link LocalDialError}. */
   async dial(): Promise<Deno.Conn> {
     const t = this.target;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const attempt: Promise<Deno.Conn> = t.scheme === "https"
       ? (t.insecure ? connectInsecureTls(t.host, t.port) : connectTlsVerified(t.host, t.port))
       : Deno.connect({ hostname: t.host, port: t.port });
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`timed out after ${this.#dialTimeoutMs / 1000} s`)),
-        this.#dialTimeoutMs,
-      );
-    });
     try {
-      const conn = await Promise.race([attempt, timeout]);
+      const conn = await connectWithin(attempt, this.#dialTimeoutMs);
       try {
         (conn as Deno.TcpConn).setNoDelay?.(true);
       } catch {
@@ -79,7 +72,6 @@ export class LocalPool {
       }
       return conn;
     } catch (e) {
-      attempt.then((c) => c.close(), () => {});
       const hint = e instanceof Deno.errors.ConnectionRefused
         ? "is it running?"
         : t.scheme === "https" && /certificate|tls|handshake/i.test(errorText(e))
@@ -88,8 +80,6 @@ export class LocalPool {
       throw new LocalDialError(
         `cannot connect to the local service ${targetUrl(t)}: ${errorText(e)} (${hint})`,
       );
-    } finally {
-      clearTimeout(timer);
     }
   }
 

@@ -8,7 +8,7 @@ import { parseIp } from "../../shared/ip_cidr.ts";
 import type { Mux } from "../../shared/mux.ts";
 import type { MuxStream } from "../../shared/mux_stream.ts";
 import type { ErrorCode } from "../../shared/protocol.ts";
-import { closeQuietly } from "../../shared/net.ts";
+import { closeQuietly, connectWithin, TimedOut, within } from "../../shared/net.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
@@ -251,7 +251,7 @@ export class Egress {
       addresses = [host.replace(/^\[|\]$/g, "")];
     } else {
       try {
-        addresses = await withTimeout(
+        addresses = await within(
           (d.resolve ?? systemResolve)(host),
           d.dialTimeoutMs ?? EGRESS_DIAL_TIMEOUT_MS,
         );
@@ -272,12 +272,13 @@ export class Egress {
   }
 
   async #dial(ip: string, port: number, dest: string): Promise<Deno.TcpConn> {
-    const attempt = Deno.connect({ hostname: ip, port });
     try {
-      return await withTimeout(attempt, this.#d.dialTimeoutMs ?? EGRESS_DIAL_TIMEOUT_MS);
+      return await connectWithin(
+        Deno.connect({ hostname: ip, port }),
+        this.#d.dialTimeoutMs ?? EGRESS_DIAL_TIMEOUT_MS,
+      );
     } catch (e) {
-      attempt.then((c) => c.close(), () => {});
-      if (e instanceof TimeoutError) {
+      if (e instanceof TimedOut) {
         throw new Refusal("egress_timeout", `${dest} did not answer within ${e.ms / 1000} s`);
       }
       if (e instanceof Deno.errors.ConnectionRefused) {
@@ -295,22 +296,4 @@ export class Egress {
 async function systemResolve(host: string): Promise<string[]> {
   const found = await lookup(host, { all: true, verbatim: true });
   return found.map((a) => a.address);
-}
-
-class TimeoutError extends Error {
-  constructor(readonly ms: number) {
-    super(`timed out after ${ms} ms`);
-  }
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(ms)), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -2,6 +2,7 @@
 // (method, path, status, sizes, duration) without changing a byte: the access log and metrics.
 import { BodyTracker, requestFraming, responseFraming } from "../../shared/http_framing.ts";
 import { latin1, parseRequestHead, parseResponseHead } from "../../shared/http_head.ts";
+import { concatBytes } from "../../shared/net.ts";
 
 /** Longest head the observer reads; past it, it stops watching the connection. */
 export const MAX_OBSERVED_HEAD_BYTES = 64 * 1024;
@@ -64,7 +65,7 @@ class HeadScanner {
         continue;
       }
       const rest = bytes.subarray(off);
-      const joined = this.#head.byteLength === 0 ? rest : concat(this.#head, rest);
+      const joined = this.#head.byteLength === 0 ? rest : concatBytes(this.#head, rest);
       const from = Math.max(0, this.#head.byteLength - 3);
       const end = findHeadEnd(joined, from);
       if (end < 0) {
@@ -231,11 +232,4 @@ function findHeadEnd(buf: Uint8Array, from: number): number {
     if (buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i + 4;
   }
   return -1;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }

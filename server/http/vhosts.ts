@@ -2,9 +2,9 @@
 // visitor's connection to the tunnel's client as one stream, watched for the access log.
 import type { Logger } from "@logtape/logtape";
 import { formatHostPort } from "../../shared/address.ts";
-import { type ErrorPage, errorResponse } from "../../shared/http_pages.ts";
-import { latin1Bytes } from "../../shared/http_head.ts";
-import { closeQuietly, writeAll } from "../../shared/net.ts";
+import { answerAndClose, type ErrorPage } from "../../shared/http_pages.ts";
+import { latin1Bytes, requestHost } from "../../shared/http_head.ts";
+import { concatBytes } from "../../shared/net.ts";
 import type { OpenExtra } from "../../shared/protocol.ts";
 import { normalizeIp, type TrustedProxies } from "../client_address.ts";
 import type { FrontSlot, RequestHead } from "../listeners/http_front.ts";
@@ -25,21 +25,6 @@ export interface VhostDeps {
   readonly stats: Stats;
   readonly httpStats: HttpStats;
   readonly log: Logger;
-}
-
-/** The host a request names, lower case, without port or final dot; null if none or invalid. */
-export function requestHost(headers: Headers): string | null {
-  const raw = headers.get("host");
-  if (!raw) return null;
-  let host = raw.trim().toLowerCase();
-  if (host.startsWith("[")) return null; // an IPv6 literal is never a tunnel's name
-  const colon = host.lastIndexOf(":");
-  if (colon >= 0) {
-    if (!/^[0-9]{1,5}$/.test(host.slice(colon + 1))) return null;
-    host = host.slice(0, colon);
-  }
-  if (host.endsWith(".")) host = host.slice(0, -1);
-  return /^[a-z0-9.-]{1,253}$/.test(host) ? host : null;
 }
 
 /** Routes requests for tunnels' host names. */
@@ -97,7 +82,7 @@ export class Vhosts {
     };
     const remote = proxied ? clientIp : formatHostPort(peerIp, peer.port);
     const observer = new HttpObserver((e) => this.#exchange(tunnel, clientIp, e));
-    const first = concat(latin1Bytes(head.raw + "\r\n\r\n"), leftover);
+    const first = concatBytes(latin1Bytes(head.raw + "\r\n\r\n"), leftover);
     const visitor = new VisitorConn(conn, first, observer);
     d.broker.onPublicConn(tunnel, visitor.asConn(), {
       remote,
@@ -154,19 +139,6 @@ export class Vhosts {
     page: ErrorPage,
     head: boolean,
   ): void {
-    writeAll(conn, errorResponse(page, { accept, close: true, head }))
-      .catch(() => {})
-      .finally(() => {
-        closeQuietly(conn);
-        slot.release();
-      });
+    answerAndClose(conn, page, { accept, head }).then(() => slot.release());
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (b.byteLength === 0) return a;
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }

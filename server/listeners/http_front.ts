@@ -2,7 +2,7 @@
 // accepting through descriptor exhaustion, and hands each one to an upgrade handler or splices it
 // to an inner Deno.serve.
 import type { Logger } from "@logtape/logtape";
-import { closeQuietly } from "../../shared/net.ts";
+import { closeQuietly, concatBytes } from "../../shared/net.ts";
 import { HttpHeadError, latin1Bytes, parseRequestHead, readHead } from "../../shared/http_head.ts";
 import { AcceptLoop, isFdExhaustion } from "./accept_loop.ts";
 import { FdReserve, initSignalHandling } from "./fd_limits.ts";
@@ -412,7 +412,7 @@ class Front implements HttpFront {
       }
       // A complete head arrived: from here it is an ordinary connection, capped per address.
       slot.authenticated();
-      const first = concat(latin1Bytes(got.head + "\r\n\r\n"), got.leftover);
+      const first = concatBytes(latin1Bytes(got.head + "\r\n\r\n"), got.leftover);
       await this.#spliceToInner(conn, remote, ip, first);
     } finally {
       if (!handedOver) {
@@ -499,14 +499,6 @@ function headErrorKind(e: unknown): FrontRefusalKind | null {
       return never;
     }
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (b.byteLength === 0) return a;
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
 }
 
 function pathOf(target: string): string {

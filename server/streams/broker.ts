@@ -5,9 +5,8 @@ import { formatSize } from "../../shared/units.ts";
 import type { Mux } from "../../shared/mux.ts";
 import type { MuxStream, StreamHooks } from "../../shared/mux_stream.ts";
 import type { OpenExtra } from "../../shared/protocol.ts";
-import { closeQuietly, writeAll } from "../../shared/net.ts";
 import { resetConn } from "../../shared/tcp_reset.ts";
-import { type ErrorPage, errorResponse } from "../../shared/http_pages.ts";
+import { answerAndClose, type ErrorPage } from "../../shared/http_pages.ts";
 import type { ServerConfig } from "../config.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
@@ -113,7 +112,7 @@ export class Broker {
         tunnel.pending.splice(i, 1);
         clearTimeout(pending.timer);
         if (visitor && status) {
-          answerAndClose(conn, offlinePage(tunnel, status, reason), visitor.accept);
+          answerAndClose(conn, offlinePage(tunnel, status, reason), { accept: visitor.accept });
         } else {
           resetConn(conn);
         }
@@ -226,7 +225,7 @@ export class Broker {
     this.#stats.refusal(reason);
     this.#log.warn("refused {remote} on {name}: {reason}", { remote, name: tunnel.name, reason });
     if (visitor) {
-      answerAndClose(conn, refusalPage(tunnel, reason), visitor.accept);
+      answerAndClose(conn, refusalPage(tunnel, reason), { accept: visitor.accept });
       visitor.onClosed();
       return;
     }
@@ -244,13 +243,6 @@ export interface HttpVisitor {
   readonly accept: string | null;
   /** Called once when the broker is done with the connection (refused, dropped or ended). */
   onClosed(): void;
-}
-
-/** Writes a small error response (it fits the socket buffer) and closes. */
-function answerAndClose(conn: Deno.Conn, page: ErrorPage, accept: string | null): void {
-  writeAll(conn, errorResponse(page, { accept, close: true }))
-    .catch(() => {})
-    .finally(() => closeQuietly(conn));
 }
 
 function offlinePage(tunnel: Tunnel, status: 502 | 504, reason: string): ErrorPage {
