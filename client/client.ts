@@ -2,6 +2,7 @@
 import { Backoff } from "../shared/backoff.ts";
 import { log } from "../shared/log.ts";
 import { printable } from "../shared/sanitize.ts";
+import { formatHostPort } from "../shared/address.ts";
 import type { TunnelGrant, TunnelRefusal } from "../shared/protocol.ts";
 import type { ClientConfig, TunnelSpec } from "./config.ts";
 import { ClientSession } from "./session.ts";
@@ -9,9 +10,11 @@ import type { StreamCounters } from "./streams.ts";
 import { TunnelGates } from "./tunnel_gate.ts";
 import { HttpTunnels } from "./http/http_tunnels.ts";
 import { Capture } from "./inspector/capture.ts";
-import { type RunningInspector, startInspector } from "./inspector/server.ts";
+import { launchInspector } from "./inspector/launch.ts";
 import { MuxDialer } from "./egress/mux_dialer.ts";
+import type { EgressStatus } from "./egress/egress_types.ts";
 import { type SocksServer, startSocksServer } from "./egress/socks_server.ts";
+import { VpnClient } from "./vpn/vpn_client.ts";
 
 /**
  * What the client prints when a session ended and it will try again: the reason, then
@@ -28,10 +31,12 @@ export interface ClientEvents {
   ready(grant: TunnelGrant, spec: TunnelSpec): void;
   /** A problem the user should read: a refusal, a lost connection, a retry. */
   problem(message: string): void;
-  /** The request inspector is listening (HTTP tunnels only). */
+  /** The inspector (HTTP tunnels) or status page (`mport socks`) is listening. */
   inspector?(url: string): void;
   /** `mport socks`: the local proxy listens and the server accepted egress. */
   egress?(addr: Deno.NetAddr): void;
+  /** `mport vpn`: the tunnel is up (the line says address, device, routes, DNS). */
+  vpn?(line: string): void;
 }
 
 /** A running client. */
@@ -41,7 +46,7 @@ export interface RunningClient {
   readonly counters: StreamCounters;
   /** `mport socks`: the local proxy's address once it listens. */
   socksAddr(): Deno.NetAddr | null;
-  /** The request inspector's address once it listens (null: off, failed or not yet). */
+  /** The inspector's (or status page's) address once it listens (null: off, failed or not yet). */
   inspectorAddr(): Deno.NetAddr | null;
   /**
    * Stops reconnecting, says `bye` and closes the control channel (the server frees the ports at
@@ -77,24 +82,6 @@ export function runClient(
   const http = new HttpTunnels(config.tunnels, config.dialTimeoutMs, capture, log("http"));
   /** Public URL of each granted tunnel, for the inspector. */
   const urls = new Map<string, string>();
-  let inspector: RunningInspector | null = null;
-  const inspectorStarted = capture && config.inspect
-    ? startInspector({
-      hostname: config.inspect.host,
-      port: config.inspect.port,
-      capture,
-      replay: (entry, edits) => http.replay(entry, edits),
-      status: () => ({ tunnels: http.status(urls) }),
-    }).then((running) => {
-      inspector = running;
-      const a = running.addr;
-      events.inspector?.(
-        `http://${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`,
-      );
-    }, (e) => {
-      events.problem(`request inspector not started: ${(e as Error).message}`);
-    })
-    : Promise.resolve();
   let stopping = false;
   let current: ClientSession | null = null;
   const sessions = new Set<ClientSession>();
@@ -120,14 +107,66 @@ export function runClient(
       socksFailed = (e as Error).message;
     })
     : Promise.resolve();
+  // For the status page: whether a session is welcomed, since when, and why the last one ended.
+  let link: { connected: boolean; since: number | null; problem: string | null } = {
+    connected: false,
+    since: null,
+    problem: null,
+  };
+  const egressStatus = (): EgressStatus | null => {
+    if (!config.egress) return null;
+    const s = socks as SocksServer | null;
+    const c = dialer.counters;
+    return {
+      kind: "socks",
+      server: config.server.origin,
+      ...link,
+      bytesUp: c.bytesUp,
+      bytesDown: c.bytesDown,
+      listen: s
+        ? formatHostPort(s.addr.hostname, s.addr.port)
+        : formatHostPort(config.egress.host, config.egress.port),
+      connections: { active: c.active, opened: c.opened, refused: c.refused },
+    };
+  };
+  // mport vpn: the TUN device and the host's changes outlive sessions; each session carries packets.
+  const vpn = config.vpn
+    ? new VpnClient(config.vpn, {
+      url: config.server.origin,
+      host: config.proxy?.host ?? config.server.hostname,
+      port: config.proxy?.port ??
+        (Number(config.server.port) || (config.server.protocol === "wss:" ? 443 : 80)),
+    }, log("vpn"))
+    : null;
+  const inspector = launchInspector(
+    capture || config.egress || vpn ? config.inspect : null,
+    {
+      capture,
+      replay: (entry, edits) => http.replay(entry, edits),
+      status: () => ({ tunnels: http.status(urls) }),
+      egress: config.egress ? egressStatus : vpn ? () => vpn.status() : undefined,
+      disconnect: config.egress || vpn ? () => void close() : undefined,
+    },
+    events,
+  );
   const done = (async (): Promise<{ fatal: string | null }> => {
     await socksStarted;
     if (socksFailed) return { fatal: socksFailed };
+    if (vpn) {
+      const cleaned = await vpn.recover();
+      if (cleaned.length > 0) {
+        events.problem(
+          `cleaned up after an earlier mport vpn that did not exit cleanly: ${cleaned.join(", ")}`,
+        );
+      }
+    }
     try {
       while (!stopping) {
         // The session has made every server text it passes on printable.
+        // With the VPN up, dial the address kept outside it (its name may not resolve now).
+        const pinned = vpn?.pinnedAddress();
         const session = new ClientSession(
-          config,
+          pinned ? { ...config, connectAddress: pinned } : config,
           clientId,
           ports,
           counters,
@@ -142,7 +181,15 @@ export function runClient(
             onNotice: (message) => events.problem(message),
             onTunnelClosed: (name, reason) =>
               events.problem(`tunnel ${name} closed by the server: ${reason}`),
+            onVpn: vpn
+              ? async (lease, pickMux) => {
+                const line = await vpn.onLease(lease, pickMux);
+                if (line) events.vpn?.(line);
+              }
+              : undefined,
             onEgress: () => {
+              // Sent on every welcome: the session is up.
+              link = { connected: true, since: Date.now(), problem: null };
               const s = socks as SocksServer | null;
               if (s && !egressAnnounced) {
                 egressAnnounced = true;
@@ -158,6 +205,8 @@ export function runClient(
         const started = Date.now();
         const end = await session.run();
         current = null;
+        link = { connected: false, since: null, problem: printable(end.message) };
+        vpn?.onSessionEnd(printable(end.message));
         const pool = session.pool;
         if (!pool || pool.muxes.size === 0) sessions.delete(session);
         else {
@@ -191,21 +240,23 @@ export function runClient(
       for (const s of sessions) s.pool?.close();
       http.close();
       await (socks as SocksServer | null)?.close();
-      await inspectorStarted;
-      await (inspector as RunningInspector | null)?.close();
+      await vpn?.close();
+      await inspector.close();
     }
   })();
+
+  async function close(): Promise<void> {
+    stopping = true;
+    current?.close();
+    wake?.();
+    await done;
+  }
 
   return {
     done,
     counters,
-    inspectorAddr: () => (inspector as RunningInspector | null)?.addr ?? null,
+    inspectorAddr: () => inspector.addr(),
     socksAddr: () => (socks as SocksServer | null)?.addr ?? null,
-    async close() {
-      stopping = true;
-      current?.close();
-      wake?.();
-      await done;
-    },
+    close,
   };
 }

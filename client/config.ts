@@ -10,6 +10,8 @@ import {
 } from "../shared/protocol.ts";
 import { keyLine, parseTomlFile, tableLine, where } from "../shared/toml_file.ts";
 import { Secret } from "../shared/secret.ts";
+import { parseCidr, parseIp } from "../shared/ip_cidr.ts";
+import type { VpnSpec } from "./vpn/vpn_client.ts";
 import { LOGIN_FILE_NAME, parseLoginFile, type SavedLogin } from "./login.ts";
 import { DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS } from "./tunnel_gate.ts";
 import {
@@ -77,13 +79,31 @@ export interface ClientConfig {
   readonly inspect: { readonly host: string; readonly port: number } | null;
   /** `mport socks`: the local SOCKS5/HTTP proxy whose connections leave from the server. */
   readonly egress: EgressSpec | null;
+  /** `mport vpn`: a full-tunnel VPN through the server (Linux). */
+  readonly vpn: VpnSpec | null;
+  /**
+   * Dial this address instead of resolving the server's (or the proxy's) name: `mport vpn` pins
+   * the address it kept outside the tunnel, since DNS may only be reachable through the tunnel.
+   */
+  readonly connectAddress?: string | null;
 }
+
+export type { VpnSpec };
 
 /** The local egress proxy of `mport socks`. */
 export interface EgressSpec {
   readonly host: string;
   readonly port: number;
   readonly auth: { readonly username: string; readonly password: Secret } | null;
+}
+
+/** The client's TUN device unless `--device` names another. */
+export const DEFAULT_VPN_DEVICE = "mport0";
+
+/** What `mport vpn` says on systems it does not run on. */
+export function vpnUnsupported(os: string): string {
+  return `mport vpn runs on Linux only (this is ${os}): on Windows it needs the Wintun driver and ` +
+    "on macOS a utun device, which mport does not drive yet; use `mport socks` there instead";
 }
 
 /** Where `mport socks` listens unless told. */
@@ -100,6 +120,11 @@ Usage:
   mport socks [--listen 127.0.0.1:1080] [--username U --password P] [options]
                       a local SOCKS5 and HTTP proxy whose connections leave from
                       the server (egress: the server's operator must allow it)
+  mport vpn [--routes default|CIDR,...] [--dns IP] [--kill-switch] [options]
+                      a full-tunnel VPN through the server (Linux, root or
+                      CAP_NET_ADMIN): a TUN device with an address from the
+                      server, routes, DNS while connected; --kill-switch drops
+                      what does not go through the tunnel while it runs
   mport start --config mport.toml [options]
   mport login TOKEN --server URL   save server and token for later runs (in
                       ~/.config/mport/config.toml, mode 0600; %APPDATA%\\mport)
@@ -514,6 +539,44 @@ function httpTunnel(local: string, name: string | undefined, v: HttpOptionValues
 }
 
 /** `--inspect HOST:PORT` / `--no-inspect` / the file's `inspect`: the address, or null (off). */
+/** `--routes`: `default`, or IPv4 CIDR blocks separated by commas. */
+export function vpnRoutes(text: string): "default" | string[] {
+  const t = text.trim();
+  if (t === "default") return "default";
+  const out: string[] = [];
+  for (const part of t.split(",").map((p) => p.trim()).filter((p) => p !== "")) {
+    let cidr;
+    try {
+      cidr = parseCidr(part);
+    } catch {
+      cidr = null;
+    }
+    if (!cidr || cidr.family !== 4) {
+      throw new TypeError(
+        `invalid --routes "${text}": give default or IPv4 blocks like 10.0.0.0/8,192.0.2.0/24`,
+      );
+    }
+    out.push(`${[...cidr.bytes].join(".")}/${cidr.prefix}`);
+  }
+  if (out.length === 0) throw new TypeError(`invalid --routes "${text}": it names no block`);
+  return out;
+}
+
+/** `--dns`: IPv4 addresses (repeatable, or separated by commas); `none` leaves DNS alone. */
+export function vpnDnsList(values: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const v of values.flatMap((x) => x.split(",")).map((x) => x.trim()).filter(Boolean)) {
+    if (v === "none") return [];
+    const ip = parseIp(v);
+    if (ip === null || ip.byteLength !== 4) {
+      throw new TypeError(`invalid --dns "${v}": give an IPv4 address, e.g. 1.1.1.1 (or none)`);
+    }
+    out.push(v);
+  }
+  if (out.length > 3) throw new TypeError("--dns takes at most 3 servers (resolv.conf reads 3)");
+  return out;
+}
+
 function inspectAddress(
   off: boolean | undefined,
   flag: string | undefined,
@@ -620,6 +683,10 @@ export function parseClientArgs(
       inspect: { type: "string" },
       "no-inspect": { type: "boolean" },
       listen: { type: "string" },
+      routes: { type: "string" },
+      dns: { type: "string", multiple: true },
+      "kill-switch": { type: "boolean" },
+      device: { type: "string" },
       username: { type: "string" },
       password: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -675,7 +742,36 @@ export function parseClientArgs(
   if (command !== "socks" && socksFlags.length > 0) {
     throw new TypeError(`--${socksFlags[0]} belongs to \`mport socks\``);
   }
-  if (command === "socks") {
+  let vpn: VpnSpec | null = null;
+  const vpnFlags = (["routes", "dns", "kill-switch", "device"] as const).filter((f) =>
+    values[f] !== undefined
+  );
+  if (command !== "vpn" && vpnFlags.length > 0) {
+    throw new TypeError(`--${vpnFlags[0]} belongs to \`mport vpn\``);
+  }
+  if (command === "vpn") {
+    if (os !== "linux") throw new TypeError(vpnUnsupported(os));
+    if (rest.length > 0) throw new TypeError(`unexpected argument "${rest[0]}" for mport vpn`);
+    if (values.name || values["remote-port"]) {
+      throw new TypeError("--name and --remote-port belong to `mport tcp`");
+    }
+    const device = values.device ?? DEFAULT_VPN_DEVICE;
+    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(device)) {
+      throw new TypeError(`invalid --device "${device}": 1-15 letters, digits, '_', '.' or '-'`);
+    }
+    const idFile = values["client-id-file"] ?? defaultClientIdFile(env, os);
+    vpn = {
+      routes: vpnRoutes(values.routes ?? "default"),
+      dns: values.dns === undefined ? null : vpnDnsList(values.dns),
+      killSwitch: values["kill-switch"] === true,
+      device,
+      journal: idFile
+        ? `${idFile.replace(/[\\/][^\\/]*$/, "")}/vpn-${device}.json`
+        : `/run/mport-vpn-${device}.json`,
+    };
+    tunnels = [];
+    if (values.config) file = parseConfigFile(readFile(values.config), values.config);
+  } else if (command === "socks") {
     if (rest.length > 0) throw new TypeError(`unexpected argument "${rest[0]}" for mport socks`);
     if (values.name || values["remote-port"]) {
       throw new TypeError("--name and --remote-port belong to `mport tcp`");
@@ -748,7 +844,7 @@ export function parseClientArgs(
   } else {
     throw new TypeError(
       `unknown command "${command}": use "mport tcp PORT", "mport http PORT", "mport udp PORT", ` +
-        `"mport socks", ` +
+        `"mport socks", "mport vpn", ` +
         `"mport start --config FILE" or ` +
         `"mport login TOKEN --server URL"`,
     );
@@ -825,6 +921,7 @@ export function parseClientArgs(
       clientIdFile: values["client-id-file"] ?? defaultClientIdFile(env, os),
       inspect: inspectAddress(values["no-inspect"], values.inspect, file.inspect),
       egress,
+      vpn,
     },
     warnings,
   };

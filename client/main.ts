@@ -98,6 +98,9 @@ async function main(): Promise<number> {
       const at = formatHostPort(addr.hostname, addr.port);
       console.log(`socks socks5://${at} http://${at} -> ${printable(config.server.host)}`);
     },
+    vpn(line) {
+      console.log(printable(line, MAX_LINE_CHARS));
+    },
     problem(message) {
       console.error(`mport: ${printable(message, MAX_LINE_CHARS)}`);
     },

@@ -18,7 +18,10 @@ import {
   type TunnelGrant,
   type TunnelRefusal,
   type TunnelRequest,
+  type VpnLease,
 } from "../shared/protocol.ts";
+import { errorText } from "../shared/error_text.ts";
+import type { Mux } from "../shared/mux.ts";
 import { printable } from "../shared/sanitize.ts";
 import { MPORT_VERSION } from "../shared/version.ts";
 import type { WsConn } from "../shared/ws_conn.ts";
@@ -48,6 +51,11 @@ export interface SessionEvents {
   onNotice(message: string): void;
   /** The server accepted this client's egress (after every welcome that did). */
   onEgress?(): void;
+  /**
+   * `mport vpn`: the server's lease, after every welcome; `pickMux` finds this session's data
+   * connections. A rejection ends the session with its message (fatal when `fatal` is set on it).
+   */
+  onVpn?(lease: VpnLease, pickMux: () => Mux | null): Promise<void>;
 }
 
 // `name_in_use` as a session error: a newer connection of this client id took every tunnel over
@@ -148,6 +156,7 @@ export class ClientSession {
       host: unbracket(this.#config.server.hostname),
       clientId: this.#clientId,
       ...(this.#config.egress ? { egress: true } : {}),
+      ...(this.#config.vpn ? { vpn: true } : {}),
       clientVersion: MPORT_VERSION,
     }));
     let welcomed = false;
@@ -270,7 +279,19 @@ export class ClientSession {
       return;
     }
     this.#events.onEgress?.();
-    if (msg.tunnels.length === 0 && !wantsEgress) {
+    let lease: VpnLease | null = null;
+    if (this.#config.vpn) {
+      if (msg.vpn === undefined || typeof msg.vpn === "string") {
+        const why = msg.vpn === undefined
+          ? "the server does not offer a VPN (upgrade mport-server)"
+          : printable(msg.vpn);
+        // A full pool may have room later; a missing permission or a server without a pool not.
+        this.#finish({ fatal: !/is full/.test(why), message: why, welcomed: false });
+        return;
+      }
+      lease = msg.vpn;
+    }
+    if (msg.tunnels.length === 0 && !wantsEgress && !lease) {
       // Retrying cannot fix a port outside the range or a tunnel limit; a taken port may free up.
       const hopeless = msg.refused.length > 0 && msg.refused.every((r) => UNFIXABLE.has(r.code));
       this.#finish({
@@ -300,6 +321,13 @@ export class ClientSession {
       this.#http,
     );
     this.#pool.fill();
+    if (lease && this.#events.onVpn) {
+      const pool = this.#pool;
+      this.#events.onVpn(lease, () => pool.pickMux()).catch((e) => {
+        const fatal = (e as { fatal?: boolean }).fatal === true;
+        this.#finish({ fatal, message: printable(errorText(e)), welcomed: true });
+      });
+    }
     const interval = msg.heartbeatMs;
     this.#timer = setInterval(() => {
       if (Date.now() - this.#lastSeen > interval * HEARTBEAT_MISSES) {

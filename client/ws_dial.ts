@@ -38,6 +38,11 @@ export interface DialOptions {
   readonly timeoutMs: number;
   /** Largest message the returned `WsConn` accepts. */
   readonly maxMessageBytes: number;
+  /**
+   * The address to open TCP to instead of resolving the first hop's name (the proxy's, else the
+   * server's); TLS and the Host header still name the server.
+   */
+  readonly address?: string | null;
 }
 
 /** An open WebSocket and what the server answered to the upgrade. */
@@ -142,6 +147,7 @@ export async function dialServer(
     proxy: config.proxy,
     timeoutMs: config.dialTimeoutMs,
     maxMessageBytes,
+    address: config.connectAddress ?? null,
   });
   return ws;
 }
@@ -162,8 +168,8 @@ export async function dialWebSocket(opts: DialOptions): Promise<DialResult> {
   let conn: Deno.Conn | null = null;
   try {
     const tcp = opts.proxy
-      ? await connectTcp(opts.proxy.host, opts.proxy.port, deadline.signal)
-      : await connectTcp(target.host, target.port, deadline.signal);
+      ? await connectTcp(opts.address ?? opts.proxy.host, opts.proxy.port, deadline.signal)
+      : await connectTcp(opts.address ?? target.host, target.port, deadline.signal);
     conn = tcp;
     deadline.hold(tcp);
     if (opts.proxy) {

@@ -8,9 +8,18 @@ import { MPORT_BENCH } from "./bench_tunnels.ts";
 import { ACKED, CONCURRENCY, log, type Plan, QuietWait, runOnce, type Setup } from "./bench_run.ts";
 import { spawnDeno } from "./mport_procs.ts";
 import { HTTP_CONCURRENCY } from "./bench_http.ts";
+import {
+  runVpnBench,
+  VPN_FULL,
+  VPN_QUICK,
+  vpnBenchLimitMs,
+  vpnBenchUnavailable,
+} from "./bench_vpn.ts";
+import { renderVpnMarkdown, VPN_PATHS, type VpnReport } from "./bench_vpn_report.ts";
+import { openvpnVersion } from "./openvpn_rig.ts";
 
-const USAGE = `Usage: deno task bench [--quick] [--runs N] [--idle N] [--no-ssh] [--json FILE]
-                        [--service process|inproc] [--deno-flags F]
+const USAGE = `Usage: deno task bench [--quick] [--runs N] [--idle N] [--no-ssh] [--no-vpn]
+                        [--json FILE] [--service process|inproc] [--deno-flags F]
 
 Runs the real mport-server and mport client on 127.0.0.1 and, when sshd is installed, a private
 sshd with an "ssh -tt -R" session, and measures both against a direct connection to the same local
@@ -19,7 +28,9 @@ RTT p50/p99), new connections per second, CPU per GiB and per request, idle memo
 with N connections open, and a 16 MiB transfer in 256 KiB writes with one outstanding at a time
 (adb-style); and HTTP tunnels: 13-byte responses on 1 and 10 keep-alive connections (rate, p50,
 p99) and 1 MiB responses (MiB/s), direct to a local Deno.serve service and through mport-server's
-Host routing and \`mport http\`. Prints medians of the runs as a Markdown table with ratios and
+Host routing and \`mport http\`. Then, as root with network namespaces and iperf3, the VPN
+section (scripts/bench_vpn.ts): the direct path, OpenVPN and mport vpn (wss and ws) between
+namespaces, iperf3 each way and RTT. Prints medians of the runs as Markdown tables with ratios and
 PASS/FAIL per target.
 
   --quick            a short smoke run: 128 MiB each way, 1 s per rate test, 2,000 idle
@@ -29,6 +40,8 @@ PASS/FAIL per target.
   --idle N           idle connections for the memory test (default 8000, 2000 with --quick;
                      lowered to fit the open files limit)
   --no-ssh           leave out the ssh -R column even when sshd is installed
+  --no-vpn           leave out the VPN section (it needs root, ip netns and iperf3; with
+                     --quick it also needs openvpn, and runs 2 s per iperf3 direction)
   --json FILE        also write every run's results as JSON
   --service MODE     where the sink/source/echo service runs: its own process (process, default),
                      as a real local service would, or inside this process (inproc)
@@ -132,6 +145,7 @@ async function main(): Promise<number> {
         runs: { type: "string" },
         idle: { type: "string" },
         "no-ssh": { type: "boolean" },
+        "no-vpn": { type: "boolean" },
         json: { type: "string" },
         service: { type: "string" },
         "deno-flags": { type: "string" },
@@ -187,6 +201,14 @@ async function main(): Promise<number> {
     log(`no ssh column: ${sshSkipped}`);
   }
 
+  // The VPN section: skipped, with the reason printed, where it cannot run. The smoke run (CI)
+  // leaves it out unless OpenVPN is there to compare against.
+  let vpnSkipped: string | null = values["no-vpn"] ? "--no-vpn" : await vpnBenchUnavailable();
+  if (vpnSkipped === null && quick && (await openvpnVersion()) === null) {
+    vpnSkipped = "openvpn is not installed (apt-get install openvpn)";
+  }
+  if (vpnSkipped !== null) log(`no VPN section: ${vpnSkipped}`);
+
   const cleanups: (() => Promise<void>)[] = [];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await c().catch(() => {});
@@ -200,7 +222,7 @@ async function main(): Promise<number> {
       Deno.exit(130);
     });
   }
-  const runLimitMs = RUN_LIMIT_MS * runs + 60_000;
+  const runLimitMs = RUN_LIMIT_MS * runs + 60_000 + (vpnSkipped ? 0 : vpnBenchLimitMs(runs));
   const watchdog = setTimeout(async () => {
     console.error(`bench: the run took longer than ${runLimitMs / 60_000} minutes; stopping`);
     await cleanup();
@@ -259,14 +281,28 @@ async function main(): Promise<number> {
       wallS: (performance.now() - started) / 1000,
     };
     console.log(renderMarkdown(info, results));
+    let vpn: VpnReport | null = null;
+    if (vpnSkipped === null) {
+      vpn = await runVpnBench({
+        plan: quick ? VPN_QUICK : VPN_FULL,
+        runs,
+        paths: VPN_PATHS,
+        denoFlags,
+        register: (stop) => cleanups.push(stop),
+        log: (line) => log(line),
+      });
+      console.log(renderVpnMarkdown(vpn));
+    } else {
+      console.log(`## VPN (network namespaces)\n\nSkipped: ${vpnSkipped}.\n`);
+    }
     if (values.json) {
       await Deno.writeTextFile(
         values.json,
-        JSON.stringify({ info, plan, runs: results }, null, 2) + "\n",
+        JSON.stringify({ info, plan, runs: results, vpn }, null, 2) + "\n",
       );
       log(`results written to ${values.json}`);
     }
-    log(`done in ${info.wallS.toFixed(0)} s`);
+    log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
     return 0;
   } catch (e) {
     console.error(`bench: ${(e as Error).stack ?? e}`);

@@ -29,6 +29,8 @@ const PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-ffi",
+  // The VPN sets addresses, routes and nftables rules with the system's tools.
+  "--allow-run=ip,nft",
   // UDP tunnels (Deno.listenDatagram).
   "--unstable-net",
 ] as const;

@@ -9,12 +9,16 @@ import {
   DEFAULT_PATH_PREFIX,
   HANDSHAKE_TIMEOUT_MS,
   HEARTBEAT_INTERVAL_MS,
+  MAX_VPN_MTU,
   MUX_DEFAULT_BUDGET_BYTES,
 } from "../shared/protocol.ts";
 import { Secret } from "../shared/secret.ts";
 import { keyLine, parseTomlFile, where } from "../shared/toml_file.ts";
 import { parseDuration, parseSize } from "../shared/units.ts";
 import { parseEgressRule } from "./egress/policy.ts";
+import { parseVpnPool } from "./vpn/vpn_pool.ts";
+import { ipv4ToU32 } from "../shared/ipv4.ts";
+import { join } from "node:path";
 
 /** Everything the server needs, fully defaulted and validated. */
 export interface ServerConfig {
@@ -97,6 +101,16 @@ export interface ServerConfig {
   /** `--egress-allow` / `--egress-deny` rules, as given (validated). */
   readonly egressAllow: readonly string[];
   readonly egressDeny: readonly string[];
+  /** `--vpn-pool`: the VPN's address block (canonical `a.b.c.d/n`), or null: no VPN. */
+  readonly vpnPool: string | null;
+  /** `--vpn-dns`: DNS servers suggested to VPN clients. */
+  readonly vpnDns: readonly string[];
+  /** `--vpn-mtu`: MTU of the VPN devices. */
+  readonly vpnMtu: number;
+  /** `--vpn-device`: the server's TUN device. */
+  readonly vpnDevice: string;
+  /** Where the VPN keeps what it must restore after a crash (next to the store when it can). */
+  readonly vpnStateFile: string;
   /** `--metrics-token`: a bearer token that may read /metrics from any address (null: none). */
   readonly metricsToken: Secret | null;
   /**
@@ -149,6 +163,11 @@ export const SERVER_DEFAULTS: Omit<ServerConfig, "tokens" | "tlsCert" | "tlsKey"
   egress: false,
   egressAllow: [],
   egressDeny: [],
+  vpnPool: null,
+  vpnDns: [],
+  vpnMtu: 1500,
+  vpnDevice: "mportgw0",
+  vpnStateFile: "/var/lib/mport/vpn-state.json",
   metricsToken: null,
   metricsAllow: DEFAULT_METRICS_ALLOW,
 };
@@ -165,6 +184,21 @@ export function httpDomain(text: string): string {
     );
   }
   return d;
+}
+
+function vpnDns(text: string): string {
+  if (ipv4ToU32(text.trim()) === null) {
+    throw new TypeError(`invalid --vpn-dns "${text}": give an IPv4 address, e.g. 1.1.1.1`);
+  }
+  return text.trim();
+}
+
+function vpnMtu(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 576 || n > MAX_VPN_MTU) {
+    throw new TypeError(`invalid --vpn-mtu "${text}": give a number from 576 to ${MAX_VPN_MTU}`);
+  }
+  return n;
 }
 
 function httpScheme(text: string): "http" | "https" {
@@ -264,6 +298,12 @@ Usage: mport-server [options]
   --egress-allow RULE            allow a destination: CIDR[:PORT[-PORT]] or a domain
                                  (.example.com for it and its subdomains) (repeatable)
   --egress-deny RULE             deny one, the same forms; deny wins (repeatable)
+  --vpn-pool CIDR                offer a full-tunnel VPN (mport vpn, Linux, root) with client
+                                 addresses from this block, e.g. 10.8.0.0/24; the server is
+                                 its first address; the egress rules apply to VPN packets
+  --vpn-dns IP                   DNS server suggested to VPN clients (repeatable)
+  --vpn-mtu N                    MTU of the VPN devices (default 1500)
+  --vpn-device NAME              the server's TUN device (default mportgw0)
   --http-domain DOMAIN           serve HTTP tunnels on NAME.DOMAIN (wildcard DNS *.DOMAIN to
                                  this server); without it HTTP tunnels are refused
   --http-listen HOST:PORT        also serve the tunnels' sites on this plain-HTTP address (e.g.
@@ -411,6 +451,10 @@ const SERVER_OPTIONS = {
   "idle-timeout": { type: "string" },
   "http-domain": { type: "string" },
   egress: { type: "boolean" },
+  "vpn-pool": { type: "string" },
+  "vpn-dns": { type: "string", multiple: true },
+  "vpn-mtu": { type: "string" },
+  "vpn-device": { type: "string" },
   "udp-idle": { type: "string" },
   "egress-allow": { type: "string", multiple: true },
   "egress-deny": { type: "string", multiple: true },
@@ -616,6 +660,11 @@ function buildConfig(
       parseEgressRule(r, "--egress-allow").text
     ),
     egressDeny: (values["egress-deny"] ?? []).map((r) => parseEgressRule(r, "--egress-deny").text),
+    vpnPool: values["vpn-pool"] ? parseVpnPool(values["vpn-pool"]).text : null,
+    vpnDns: (values["vpn-dns"] ?? []).map(vpnDns),
+    vpnMtu: values["vpn-mtu"] ? vpnMtu(values["vpn-mtu"]) : d.vpnMtu,
+    vpnDevice: values["vpn-device"] ?? d.vpnDevice,
+    vpnStateFile: values["data-dir"] ? join(values["data-dir"], "vpn-state.json") : d.vpnStateFile,
     httpListen: values["http-listen"]
       ? (({ host, port }) => ({ host, port }))(
         parseHostPort(values["http-listen"], "0.0.0.0", true),

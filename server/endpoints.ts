@@ -289,10 +289,23 @@ async function stream(
   const mux: Mux = new Mux(ws, {
     role: "server",
     budget: deps.budgets.of(session.owner),
-    // Egress streams the client opens (mport socks); refused when the server has no egress.
-    onConnect: deps.egress
-      ? (stream, host, port) => deps.egress!.handle(mux, stream, host, port, session.egressUser())
-      : undefined,
+    // Streams the client opens: egress (mport socks) and the VPN's packets (mport vpn).
+    onConnect: (stream, host, port, service) => {
+      if (service === "vpn") {
+        if (!deps.vpn) {
+          return stream.reset(
+            "egress_denied",
+            "this server does not offer a VPN (its operator starts mport-server with --vpn-pool)",
+          );
+        }
+        return deps.vpn.handle(mux, stream, session.vpnUser(), session.vpnAddress);
+      }
+      if (!deps.egress) return stream.reset("egress_denied", "this server does not offer egress");
+      if (service === "udp") {
+        return deps.egress.handleUdp(mux, stream, session.egressUser(), deps.config.udpIdleMs);
+      }
+      deps.egress.handle(mux, stream, host, port, session.egressUser());
+    },
   });
   deps.muxes.add(mux);
   mux.done.then(() => deps.muxes.delete(mux));

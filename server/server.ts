@@ -34,6 +34,8 @@ import { Vhosts } from "./http/vhosts.ts";
 import { Egress } from "./egress/egress.ts";
 import { UdpRelay, UdpStats } from "./udp/udp_relay.ts";
 import { EgressPolicy } from "./egress/policy.ts";
+import { VpnGateway } from "./vpn/vpn_gateway.ts";
+import { parseVpnPool, VpnPool } from "./vpn/vpn_pool.ts";
 import type { FrontSlot, HttpFront, RequestHead } from "./listeners/http_front.ts";
 
 /** A running server. */
@@ -82,7 +84,12 @@ export async function startServer(
   const udpStats = new UdpStats();
   const stats = new Stats(now, {
     dataConns: () => muxes.size,
-    extra: () => [...userMetrics(usage), ...httpStats.prometheus(), ...udpStats.prometheus()],
+    extra: () => [
+      ...userMetrics(usage),
+      ...httpStats.prometheus(),
+      ...udpStats.prometheus(),
+      ...(vpn?.stats.prometheus() ?? []),
+    ],
   });
   const accounts = new Accounts(store, config.tokens, now);
   const writeEvent = (
@@ -207,6 +214,23 @@ export async function startServer(
     if (binding) binding.then(handle, () => closeQuietly(conn));
     else handle();
   };
+  const policy = new EgressPolicy(config.egressAllow, config.egressDeny);
+  // --vpn-pool: the TUN device and the host's rules come first, so a server that cannot set them
+  // up says so and does not start.
+  const vpn = config.vpnPool
+    ? await VpnGateway.start({
+      pool: new VpnPool(parseVpnPool(config.vpnPool)),
+      device: config.vpnDevice,
+      mtu: config.vpnMtu,
+      dns: config.vpnDns,
+      policy,
+      usage,
+      monthlyQuotaBytes: config.monthlyQuotaBytes,
+      log: log("vpn"),
+      audit,
+      stateFile: config.vpnStateFile,
+    })
+    : undefined;
   const deps: EndpointDeps = {
     config,
     registry,
@@ -231,7 +255,7 @@ export async function startServer(
     muxes,
     egress: new Egress({
       enabled: config.egress,
-      policy: new EgressPolicy(config.egressAllow, config.egressDeny),
+      policy,
       maxConnectionsPerClient: config.maxConnectionsPerClient,
       monthlyQuotaBytes: config.monthlyQuotaBytes,
       usage,
@@ -239,6 +263,7 @@ export async function startServer(
       log: log("egress"),
       audit,
     }),
+    vpn,
   };
   // The management operations and browser sessions, shared by the API and the dashboard.
   const service = new ManagementService(store, config, now);
@@ -347,6 +372,7 @@ export async function startServer(
       },
     });
   } catch (e) {
+    await vpn?.close();
     if (e instanceof Deno.errors.AddrInUse) {
       throw inUse(config.listenHost, config.listenPort, "--listen");
     }
@@ -369,6 +395,7 @@ export async function startServer(
       });
     } catch (e) {
       await front.close();
+      await vpn?.close();
       if (e instanceof Deno.errors.AddrInUse) throw inUse(host, port, "--http-listen");
       throw e;
     }
@@ -381,6 +408,7 @@ export async function startServer(
     } catch (e) {
       await front.close();
       await sitesFront?.close();
+      await vpn?.close();
       throw e;
     } finally {
       binding = null;
@@ -489,6 +517,7 @@ export async function startServer(
         // The last usage goes to the store before the front closes, within one store deadline:
         // a stalled database costs at most that, and SIGTERM still ends the process.
         await finalWrites();
+        await vpn?.close();
         await running.close();
         await sitesFront?.close();
       })();

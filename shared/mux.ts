@@ -3,6 +3,7 @@ import {
   CLIENT_STREAM_BIT,
   CloseCode,
   decodeMuxFrame,
+  type EgressService,
   encodeMuxFrame,
   type ErrorCode,
   MUX_HEADER_BYTES,
@@ -54,7 +55,12 @@ export interface MuxOptions {
    * `sendConnected()` and `attach()`, or `reset()` (egress_denied / egress_failed). Without a
    * handler every such stream is refused.
    */
-  readonly onConnect?: (stream: MuxStream, host: string, port: number) => void;
+  readonly onConnect?: (
+    stream: MuxStream,
+    host: string,
+    port: number,
+    service: EgressService,
+  ) => void;
   /** Called once when the data connection is gone, with why. */
   readonly onClose?: (reason: string) => void;
   /** The peer broke the protocol (the connection is being closed with the error's code). */
@@ -145,6 +151,7 @@ export class Mux implements StreamLink {
     host: string,
     port: number,
     hooks: StreamHooks = {},
+    service: EgressService = "tcp",
   ): { stream: MuxStream; connected: Promise<string> } {
     if (this.#opts.role !== "client") throw new Error("only the client opens egress streams");
     if (this.#closed) throw new Error("data connection is closed");
@@ -159,7 +166,7 @@ export class Mux implements StreamLink {
     });
     // Nobody may be listening yet when it fails: the caller awaits it later.
     connected.catch(() => {});
-    this.#control(encodeMuxFrame({ type: "connect", id, host, port }));
+    this.#control(encodeMuxFrame({ type: "connect", id, host, port, service }));
     return { stream, connected };
   }
 
@@ -268,7 +275,7 @@ export class Mux implements StreamLink {
       return;
     }
     if (frame.type === "connect") {
-      this.#onConnect(id, frame.host, frame.port);
+      this.#onConnect(id, frame.host, frame.port, frame.service);
       return;
     }
     const stream = this.#streams.get(id);
@@ -313,7 +320,7 @@ export class Mux implements StreamLink {
     }
   }
 
-  #onConnect(id: number, host: string, port: number): void {
+  #onConnect(id: number, host: string, port: number, service: EgressService): void {
     if (this.#opts.role !== "server") {
       throw new ProtocolError("only the client opens egress streams");
     }
@@ -332,7 +339,7 @@ export class Mux implements StreamLink {
       stream.reset("egress_denied", "this server does not offer egress");
       return;
     }
-    this.#opts.onConnect(stream, host, port);
+    this.#opts.onConnect(stream, host, port, service);
   }
 
   #onOpen(id: number, tunnel: string, remote: string, extra: OpenExtra | undefined): void {

@@ -138,6 +138,23 @@ export interface TunnelRefusal {
   readonly message: string;
 }
 
+/** A VPN client's virtual interface, handed out by the server from its `--vpn-pool`. */
+export interface VpnLease {
+  /** The client's virtual IPv4 address (`10.8.0.2`). */
+  readonly address: string;
+  /** Prefix length of the pool (`24`). */
+  readonly prefix: number;
+  /** The server's address in the pool (`10.8.0.1`). */
+  readonly gateway: string;
+  /** MTU of the virtual interfaces. */
+  readonly mtu: number;
+  /** DNS servers the server suggests (`--vpn-dns`); the client's `--dns` overrides them. */
+  readonly dns: readonly string[];
+}
+
+/** Largest MTU of a VPN interface (an IP packet travels as one framed datagram). */
+export const MAX_VPN_MTU = 9000;
+
 /** Messages the client sends on the control channel. */
 export type ClientControlMessage =
   | {
@@ -156,6 +173,8 @@ export type ClientControlMessage =
     readonly clientVersion?: string;
     /** The client runs a local egress proxy (`mport socks`): the welcome says if it may. */
     readonly egress?: boolean;
+    /** The client runs `mport vpn`: the welcome carries its lease, or why not. */
+    readonly vpn?: boolean;
   }
   | { readonly type: "ping"; readonly t: number }
   | { readonly type: "pong"; readonly t: number }
@@ -175,6 +194,8 @@ export type ServerControlMessage =
     readonly refused: readonly TunnelRefusal[];
     /** Answer to a hello with `egress`: null when egress may be used, else why not. */
     readonly egress?: string | null;
+    /** Answer to a hello with `vpn`: the client's virtual address, or why it gets none. */
+    readonly vpn?: VpnLease | string;
   }
   | { readonly type: "tunnel_close"; readonly name: string; readonly reason: string }
   | { readonly type: "ping"; readonly t: number }
@@ -319,8 +340,12 @@ export function decodeClientControl(text: string): ClientControlMessage {
       if (obj.egress !== undefined && typeof obj.egress !== "boolean") {
         throw new ProtocolError(`field "egress" must be true or false`);
       }
+      if (obj.vpn !== undefined && typeof obj.vpn !== "boolean") {
+        throw new ProtocolError(`field "vpn" must be true or false`);
+      }
       const egress = {
         ...(obj.egress === true ? { egress: true } : {}),
+        ...(obj.vpn === true ? { vpn: true } : {}),
         ...(obj.clientVersion !== undefined
           ? { clientVersion: str(obj, "clientVersion", 64) }
           : {}),
@@ -381,6 +406,7 @@ export function decodeServerControl(text: string): ServerControlMessage {
         ...(obj.egress === undefined ? {} : {
           egress: obj.egress === null ? null : str(obj, "egress", 1024),
         }),
+        ...(obj.vpn === undefined ? {} : { vpn: vpnAnswer(obj.vpn) }),
       };
     }
     case "tunnel_close":
@@ -398,6 +424,31 @@ export function decodeServerControl(text: string): ServerControlMessage {
     default:
       throw new ProtocolError(`unknown control message type "${String(obj.type).slice(0, 32)}"`);
   }
+}
+
+function vpnAnswer(v: unknown): VpnLease | string {
+  if (typeof v === "string") return str({ vpn: v }, "vpn", 1024);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ProtocolError(`field "vpn" must be a lease object or a reason`);
+  }
+  const o = v as Json;
+  const ipv4 = (key: string) => {
+    const text = str(o, key, 15);
+    if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(text) || text.split(".").some((p) => Number(p) > 255)) {
+      throw new ProtocolError(`field "${key}" must be an IPv4 address`);
+    }
+    return text;
+  };
+  if (!Array.isArray(o.dns) || o.dns.length > 4) {
+    throw new ProtocolError(`field "dns" must be an array of at most 4 addresses`);
+  }
+  return {
+    address: ipv4("address"),
+    prefix: int(o, "prefix", 8, 30),
+    gateway: ipv4("gateway"),
+    mtu: int(o, "mtu", 576, MAX_VPN_MTU),
+    dns: o.dns.map((d: unknown) => str({ dns: d }, "dns", 45)),
+  };
 }
 
 /** Encodes any protocol message as a JSON text frame. */
@@ -447,6 +498,13 @@ export function legacyStreamPath(prefix: string): string {
 // Egress (SOCKS): the client opens streams too, with `CONNECT` {host, port}; their ids have the
 // top bit set (0x80000001 up), so the two id spaces never meet. The server answers `CONNECTED`
 // {address} once it reached the destination, or `RESET` (egress_denied, egress_failed).
+
+/**
+ * What a client-opened stream carries: `tcp` one connection to host:port; `udp` the datagrams of
+ * a SOCKS5 UDP association (each framed with its destination); `vpn` the IP packets of the
+ * client's virtual interface (each framed with its length).
+ */
+export type EgressService = "tcp" | "udp" | "vpn";
 
 /** Stream ids the client opens (egress) have this bit set; the server's never do. */
 export const CLIENT_STREAM_BIT = 0x8000_0000;
@@ -511,7 +569,14 @@ export type MuxFrame =
     readonly extra?: OpenExtra;
   }
   | { readonly type: "eof"; readonly id: number }
-  | { readonly type: "connect"; readonly id: number; readonly host: string; readonly port: number }
+  | {
+    readonly type: "connect";
+    readonly id: number;
+    /** tcp: a destination; udp and vpn carry their destinations inside the stream ("" and 0). */
+    readonly host: string;
+    readonly port: number;
+    readonly service: EgressService;
+  }
   | { readonly type: "connected"; readonly id: number; readonly address: string }
   | {
     readonly type: "reset";
@@ -594,9 +659,15 @@ export function decodeMuxFrame(msg: Uint8Array): MuxFrame {
         throw new ProtocolError(`connect frame for stream ${id}, which is not a client stream id`);
       }
       const obj = muxJson(payload, "connect");
+      if (obj.service === "udp" || obj.service === "vpn") {
+        return { type: "connect", id, host: "", port: 0, service: obj.service };
+      }
+      if (obj.service !== undefined && obj.service !== "tcp") {
+        throw new ProtocolError(`field "service" must be "tcp", "udp" or "vpn"`);
+      }
       const host = str(obj, "host", MAX_EGRESS_HOST_LENGTH);
       if (host.length === 0) throw new ProtocolError(`field "host" is empty`);
-      return { type: "connect", id, host, port: int(obj, "port", 1, 65535) };
+      return { type: "connect", id, host, port: int(obj, "port", 1, 65535), service: "tcp" };
     }
     case MuxType.connected: {
       const obj = muxJson(payload, "connected");
@@ -648,7 +719,13 @@ export function encodeMuxFrame(frame: Exclude<MuxFrame, { type: "data" }>): Uint
       payload = new Uint8Array(0);
       break;
     case "connect":
-      payload = textEncoder.encode(JSON.stringify({ host: frame.host, port: frame.port }));
+      payload = textEncoder.encode(
+        JSON.stringify(
+          frame.service === "tcp"
+            ? { host: frame.host, port: frame.port }
+            : { service: frame.service },
+        ),
+      );
       break;
     case "connected":
       payload = textEncoder.encode(JSON.stringify({ address: frame.address }));

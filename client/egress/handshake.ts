@@ -39,6 +39,11 @@ export interface EgressRequest {
   readonly protocol: string;
   readonly host: string;
   readonly port: number;
+  /**
+   * A SOCKS5 UDP ASSOCIATE: host:port is where the client will send its datagrams from (often
+   * 0.0.0.0:0, "not known yet"), and `accept` tells it the relay's address.
+   */
+  readonly associate?: boolean;
   /** Bytes already read from the client that belong to the destination. */
   readonly initial: Uint8Array;
   /** Tells the client its destination is open (`address` = what the server dialled). */

@@ -1,11 +1,16 @@
 // The local egress proxy's streams, carried on the client's data connections: `CONNECT` to the
-// server, which dials the destination and answers `CONNECTED` or `RESET`.
+// server, which dials the destination (or opens a UDP association) and answers `CONNECTED` or
+// `RESET`.
 import { ConnectRefused, type Mux } from "../../shared/mux.ts";
-import type { StreamHooks } from "../../shared/mux_stream.ts";
-import type { ErrorCode } from "../../shared/protocol.ts";
+import type { MuxStream, StreamHooks } from "../../shared/mux_stream.ts";
+import { type EgressService, type ErrorCode, MAX_DATAGRAM_BYTES } from "../../shared/protocol.ts";
+import { DatagramReader, frameDatagram } from "../../shared/datagrams.ts";
+import { memoryPipe } from "../../shared/mem_pipe.ts";
+import { closeQuietly } from "../../shared/net.ts";
 import { PrefixedConn } from "../../shared/prefixed_conn.ts";
 import { printable } from "../../shared/sanitize.ts";
 import {
+  type EgressDatagrams,
   type EgressDialer,
   type EgressFailure,
   EgressRefused,
@@ -55,6 +60,57 @@ export class MuxDialer implements EgressDialer {
   }
 
   async open(host: string, port: number): Promise<EgressStream> {
+    const { stream, address } = await this.#connect(host, port, "tcp");
+    return {
+      address: printable(address, 128),
+      attach(conn: Deno.Conn, initial?: Uint8Array) {
+        stream.attach(
+          initial && initial.byteLength > 0 ? new PrefixedConn(conn, initial).asConn() : conn,
+        );
+      },
+      abandon() {
+        stream.reset("internal", "the local client went away");
+      },
+    };
+  }
+
+  /**
+   * A UDP association on the server: one stream whose datagrams (each framed with its length)
+   * are `ATYP ADDR PORT DATA`. Datagrams wait in bounded queues; past them they are dropped.
+   */
+  async openUdp(): Promise<EgressDatagrams> {
+    const { stream } = await this.#connect("", 0, "udp");
+    const [streamSide, ours] = memoryPipe();
+    stream.attach(streamSide.asConn());
+    const reader = new DatagramReader(ours.asConn());
+    let closed = false;
+    return {
+      send(datagram: Uint8Array): boolean {
+        if (datagram.byteLength > MAX_DATAGRAM_BYTES) return false;
+        return ours.offer(frameDatagram(datagram));
+      },
+      async receive(): Promise<Uint8Array | null> {
+        try {
+          return await reader.next();
+        } catch {
+          return null; // reset, or broken framing: the association is over either way
+        }
+      },
+      close() {
+        if (closed) return;
+        closed = true;
+        ours.closeWrite().catch(() => {});
+        closeQuietly(ours);
+      },
+    };
+  }
+
+  /** Opens a stream and waits for the server's answer: the address it reached, or a refusal. */
+  async #connect(
+    host: string,
+    port: number,
+    service: EgressService,
+  ): Promise<{ stream: MuxStream; address: string }> {
     const mux = await this.#waitForMux();
     const counters = this.counters;
     const hooks: StreamHooks = {
@@ -64,7 +120,7 @@ export class MuxDialer implements EgressDialer {
     };
     let opened;
     try {
-      opened = mux.connect(host, port, hooks);
+      opened = mux.connect(host, port, hooks, service);
     } catch (e) {
       throw new EgressRefused("failed", `cannot open a stream: ${(e as Error).message}`);
     }
@@ -94,17 +150,7 @@ export class MuxDialer implements EgressDialer {
     } finally {
       clearTimeout(timer);
     }
-    return {
-      address: printable(address, 128),
-      attach(conn: Deno.Conn, initial?: Uint8Array) {
-        stream.attach(
-          initial && initial.byteLength > 0 ? new PrefixedConn(conn, initial).asConn() : conn,
-        );
-      },
-      abandon() {
-        stream.reset("internal", "the local client went away");
-      },
-    };
+    return { stream, address };
   }
 
   /** The current data connection; waits a while for one when the client is reconnecting. */

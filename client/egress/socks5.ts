@@ -1,7 +1,8 @@
 // SOCKS5 (RFC 1928) with username/password authentication (RFC 1929): the server side of the
-// handshake, CONNECT only, and the reply codes for each way a destination can fail.
+// handshake (CONNECT and UDP ASSOCIATE), and the reply codes for each way a destination can fail.
 import { writeAll } from "../../shared/net.ts";
 import { parseIp } from "../../shared/ip_cidr.ts";
+import { formatIpv6 } from "../../shared/socks_address.ts";
 import type { EgressFailure } from "./egress_types.ts";
 import {
   type Credentials,
@@ -9,6 +10,8 @@ import {
   HandshakeReader,
   HandshakeRefused,
 } from "./handshake.ts";
+
+export { formatIpv6 };
 
 export const SOCKS5_VERSION = 0x05;
 export const SOCKS4_VERSION = 0x04;
@@ -89,30 +92,6 @@ function boundAddress(address: string): Uint8Array | null {
   out[1 + ip.length] = port >> 8;
   out[2 + ip.length] = port & 0xff;
   return out;
-}
-
-/** IPv6 bytes as RFC 5952 text (lower case, longest run of zero groups as "::"). */
-export function formatIpv6(bytes: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  let bestAt = -1;
-  let bestLen = 1; // a single zero group is not shortened
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (g: number[]) => g.map((x) => x.toString(16)).join(":");
-  if (bestAt < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestAt))}::${hex(groups.slice(bestAt + bestLen))}`;
 }
 
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
@@ -232,21 +211,22 @@ async function readRequest(conn: Deno.Conn, reader: HandshakeReader): Promise<Eg
   }
   const port = (reader.peek(length - 2) << 8) | reader.peek(length - 1);
   reader.take(length);
-  if (command !== CMD_CONNECT) {
-    const name = command === CMD_BIND
-      ? "BIND"
-      : command === CMD_UDP_ASSOCIATE
-      ? "UDP ASSOCIATE"
-      : `command ${command}`;
+  if (command !== CMD_CONNECT && command !== CMD_UDP_ASSOCIATE) {
+    const name = command === CMD_BIND ? "BIND" : `command ${command}`;
     throw fail(
       Socks5Reply.commandNotSupported,
-      `SOCKS5 ${name} is not supported (only CONNECT)`,
+      `SOCKS5 ${name} is not supported (only CONNECT and UDP ASSOCIATE)`,
       "info",
     );
   }
-  if (port === 0) throw fail(Socks5Reply.generalFailure, "SOCKS5 request for port 0");
+  const associate = command === CMD_UDP_ASSOCIATE;
+  // UDP ASSOCIATE names where the client will send from, and may leave it 0.0.0.0:0.
+  if (port === 0 && !associate) {
+    throw fail(Socks5Reply.generalFailure, "SOCKS5 request for port 0");
+  }
   return {
-    protocol: "socks5",
+    protocol: associate ? "socks5-udp" : "socks5",
+    ...(associate ? { associate } : {}),
     host,
     port,
     initial: reader.rest(),

@@ -4,6 +4,7 @@ import type { Logger } from "@logtape/logtape";
 import { closeQuietly, writeAll } from "../../shared/net.ts";
 import { errorText } from "../../shared/error_text.ts";
 import {
+  type EgressDatagrams,
   type EgressDialer,
   type EgressFailure,
   EgressRefused,
@@ -17,12 +18,20 @@ import {
   HandshakeReader,
   HandshakeRefused,
 } from "./handshake.ts";
-import { MAX_CREDENTIAL_BYTES, SOCKS4_VERSION, SOCKS5_VERSION, socks5Handshake } from "./socks5.ts";
+import {
+  MAX_CREDENTIAL_BYTES,
+  SOCKS4_VERSION,
+  SOCKS5_VERSION,
+  socks5Handshake,
+  Socks5Reply,
+  socks5Reply,
+} from "./socks5.ts";
+import { relayAssociation } from "./socks5_udp.ts";
 import { httpHandshake, targetText } from "./http_proxy.ts";
 import { TrackedConn } from "./tracked_conn.ts";
 
 export { EgressRefused };
-export type { EgressDialer, EgressFailure, EgressStream, SocksServerOptions };
+export type { EgressDatagrams, EgressDialer, EgressFailure, EgressStream, SocksServerOptions };
 export { MAX_DOMAIN_BYTES } from "./socks5.ts";
 export { MAX_HTTP_HEAD_BYTES } from "./http_proxy.ts";
 
@@ -197,21 +206,13 @@ class ProxyListener implements SocksServer {
     const conn = tracked.asConn();
     const request = await this.#handshake(tracked, peer);
     if (request === null) return;
+    if (request.associate) return await this.#associate(tracked, request, peer);
     const target = targetText(request.host, request.port);
     let stream: EgressStream;
     try {
       stream = await this.#dialer.open(request.host, request.port);
     } catch (e) {
-      const refusal = e instanceof EgressRefused ? e : new EgressRefused("failed", errorText(e));
-      this.#log.info("{protocol} from {peer} to {target} refused ({kind}): {reason}", {
-        protocol: request.protocol,
-        peer,
-        target,
-        kind: refusal.kind,
-        reason: refusal.message,
-      });
-      if (!tracked.closed) await request.refuse(refusal).catch(() => {});
-      closeQuietly(conn);
+      await this.#refuse(tracked, request, peer, target, e);
       return;
     }
     if (tracked.closed) {
@@ -249,6 +250,85 @@ class ProxyListener implements SocksServer {
       });
       closeQuietly(conn);
     }
+  }
+
+  /** Logs why the server did not open a destination, tells the client, and closes. */
+  async #refuse(
+    tracked: TrackedConn,
+    request: EgressRequest,
+    peer: string,
+    target: string,
+    e: unknown,
+  ): Promise<void> {
+    const refusal = e instanceof EgressRefused ? e : new EgressRefused("failed", errorText(e));
+    this.#log.info("{protocol} from {peer} to {target} refused ({kind}): {reason}", {
+      protocol: request.protocol,
+      peer,
+      target,
+      kind: refusal.kind,
+      reason: refusal.message,
+    });
+    if (!tracked.closed) await request.refuse(refusal).catch(() => {});
+    closeQuietly(tracked.asConn());
+  }
+
+  /**
+   * SOCKS5 UDP ASSOCIATE: a UDP socket on the address the client reached us at, one association
+   * on the server, relayed until the control connection (or the server's side) ends.
+   */
+  async #associate(tracked: TrackedConn, request: EgressRequest, peer: string): Promise<void> {
+    const conn = tracked.asConn();
+    const openUdp = this.#dialer.openUdp?.bind(this.#dialer);
+    if (!openUdp || typeof Deno.listenDatagram !== "function") {
+      this.#log.info("local proxy: {peer}: SOCKS5 UDP ASSOCIATE is not supported {why}; closed", {
+        peer,
+        why: openUdp ? "without Deno's --unstable-net flag" : "by this proxy's transport",
+      });
+      await writeAll(conn, socks5Reply(Socks5Reply.commandNotSupported)).catch(() => {});
+      closeQuietly(conn);
+      return;
+    }
+    const local = conn.localAddr as Deno.NetAddr;
+    let socket: Deno.DatagramConn;
+    try {
+      socket = Deno.listenDatagram({ transport: "udp", hostname: local.hostname, port: 0 });
+    } catch (e) {
+      const why = `cannot open a UDP socket on ${local.hostname}: ${errorText(e)}`;
+      return await this.#refuse(tracked, request, peer, "udp", new EgressRefused("failed", why));
+    }
+    const relay = socket.addr as Deno.NetAddr;
+    let datagrams;
+    try {
+      datagrams = await openUdp();
+    } catch (e) {
+      closeQuietly(socket);
+      return await this.#refuse(tracked, request, peer, "udp", e);
+    }
+    if (tracked.closed) {
+      datagrams.close();
+      closeQuietly(socket);
+      return;
+    }
+    try {
+      await request.accept(targetText(relay.hostname, relay.port));
+    } catch {
+      datagrams.close();
+      closeQuietly(socket);
+      closeQuietly(conn);
+      return;
+    }
+    const totals = await relayAssociation({
+      control: conn,
+      socket,
+      datagrams,
+      clientIp: (conn.remoteAddr as Deno.NetAddr).hostname,
+      clientPort: request.port,
+      log: this.#log,
+    });
+    this.#log.debug(
+      "UDP association of {peer} ended: {up} datagrams out, {down} back, {dropped} dropped",
+      { peer, ...totals },
+    );
   }
 
   /** The request a client made, or null once it was answered and closed. */

@@ -1,6 +1,9 @@
 // The inspector page's HTML, a constant so `deno compile` builds it in (script and style: own files).
 
-/** The page at `/`: a skeleton that `/app.js` fills in (the CSP allows no inline script). */
+/**
+ * The page at `/`: a skeleton that `/app.js` fills in (the CSP allows no inline script). The status
+ * panel shows when the client runs a SOCKS proxy or VPN, the request list when it captures.
+ */
 export const PAGE_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -10,15 +13,27 @@ export const PAGE_HTML = `<!doctype html>
 <link rel="icon" href="/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/app.css">
 <script src="/app.js" defer></script>
+<script src="/status.js" defer></script>
 </head>
 <body>
 <header class="top">
-  <h1>mport <span>inspector</span></h1>
+  <h1>mport <span id="page-kind">inspector</span></h1>
   <ul id="tunnels" class="tunnels" aria-label="Tunnels"></ul>
   <span id="live" class="live" title="Live updates">connecting…</span>
 </header>
 <div id="notice" class="notice" role="status" hidden></div>
-<main class="layout">
+<section id="egress" class="pane egress" aria-label="Connection status" hidden>
+  <div class="egress-head">
+    <h2 id="egress-kind"></h2>
+    <span id="egress-state" class="state"></span>
+    <button id="disconnect" type="button" class="danger" hidden>Disconnect</button>
+  </div>
+  <p id="egress-problem" class="error" hidden></p>
+  <p id="egress-stopped" class="stopped" hidden>The client stopped: it is disconnected from the
+    server and its proxy is closed. Start it again from the command line.</p>
+  <dl id="egress-facts" class="facts"></dl>
+</section>
+<main id="layout" class="layout" hidden>
   <section id="list-pane" class="pane list-pane" aria-label="Requests">
     <div class="toolbar">
       <input id="filter" type="search" autocomplete="off" spellcheck="false"

@@ -4,7 +4,10 @@
 // (textContent), never as HTML. It is written without backticks or "${" so it can live in a
 // String.raw template.
 
-/** The page's behaviour: list, filter, detail, replay, edit and replay, clear, live updates. */
+/**
+ * The page's behaviour: list, filter, detail, replay, edit and replay, clear, live updates. Its
+ * helpers are shared with the status panel's script as `window.mportPage`.
+ */
 export const PAGE_SCRIPT = String.raw`"use strict";
 (function () {
   var state = { items: [], selected: null, detail: null, listSeq: 0, detailSeq: 0 };
@@ -305,7 +308,8 @@ export const PAGE_SCRIPT = String.raw`"use strict";
         var a = el("a", { href: t.url, target: "_blank", rel: "noopener noreferrer", text: t.url });
         return el("li", null, [el("b", { text: t.name }), " ", a, " → " + t.local]);
       }));
-    }, function () {});
+      return s;
+    }, function () { return null; });
   }
 
   // Live updates: refresh at most every 150 ms however many changes arrive.
@@ -317,9 +321,10 @@ export const PAGE_SCRIPT = String.raw`"use strict";
   function soonDetail() {
     if (detailTimer === null) detailTimer = setTimeout(function () { detailTimer = null; if (state.selected) loadDetail(); }, 150);
   }
+  var source = null;
   function connect() {
     var live = $("live");
-    var source = new EventSource("/api/events");
+    source = new EventSource("/api/events");
     source.addEventListener("open", function () {
       live.textContent = "live";
       live.className = "live on";
@@ -370,8 +375,24 @@ export const PAGE_SCRIPT = String.raw`"use strict";
   $("edit-cancel").addEventListener("click", function () { $("edit").hidden = true; });
   $("edit").addEventListener("submit", submitEditor);
 
-  loadStatus();
-  loadList();
-  connect();
+  $("egress").addEventListener("mport:stopped", function () {
+    if (source) source.close();
+  });
+
+  var started = loadStatus();
+  started.then(function (s) {
+    // Without an answer, show the request list as before.
+    var capturing = !s || s.capture !== null;
+    $("layout").hidden = !capturing;
+    if (capturing) {
+      loadList();
+      connect();
+    } else {
+      $("page-kind").textContent = "status";
+      document.title = "mport status";
+    }
+  });
+  // For /status.js (the SOCKS/VPN panel), which runs next.
+  window.mportPage = { el: el, api: api, notice: notice, status: started };
 })();
 `;

@@ -106,7 +106,25 @@ pre.body.hex { white-space: pre; }
 .note { color: var(--muted); font-size: 12.5px; margin: 6px 0 0; }
 .note.trunc { color: var(--warn); }
 
+.egress { margin: 16px 16px 0; padding: 14px 16px; }
+.egress-head { display: flex; align-items: center; gap: 12px; flex-wrap: wrap; }
+.egress-head h2 { font-size: 15px; margin: 0; font-weight: 650; }
+.egress-head button { margin-left: auto; }
+.state { font-size: 13px; color: var(--muted); }
+.state::before { content: "●"; margin-right: 5px; }
+.state.ok::before { color: var(--ok); } .state.warn::before { color: var(--warn); }
+.state.off::before { color: var(--muted); }
+button.danger { background: transparent; color: var(--bad); border-color: var(--bad); }
+.egress .error { margin: 8px 0 0; }
+.stopped { margin: 10px 0 0; padding: 8px 12px; border-radius: 6px; background: var(--sel); }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: 5px 18px; margin: 12px 0 0;
+  font-size: 13px; }
+.facts dt { color: var(--muted); }
+.facts dd { margin: 0; font-family: var(--mono); font-size: 12.5px; word-break: break-all; }
+.facts dd.rate { color: var(--accent); }
+
 @media (max-width: 820px) {
+  .egress { margin: 8px 8px 0; }
   .layout { padding: 8px; flex-direction: column; }
   .pane { width: 100%; }
   body.has-detail .list-pane { display: none; }

@@ -1,9 +1,11 @@
 // The inspector's local web server: the page, its JSON API and live updates, on 127.0.0.1 only.
 import { Hono } from "hono";
 import type { Context } from "hono";
+import type { EgressStatus } from "../egress/egress_types.ts";
 import type { Capture, CapturedExchange } from "./capture.ts";
 import { FAVICON_SVG, PAGE_HTML } from "./page.ts";
 import { PAGE_SCRIPT } from "./page_script.ts";
+import { STATUS_SCRIPT } from "./page_status_script.ts";
 import { PAGE_STYLE } from "./page_style.ts";
 import { detail, matches, parseFilter, summarize } from "./views.ts";
 
@@ -22,15 +24,23 @@ export interface InspectorServerOptions {
   readonly hostname: string;
   /** 4040; when taken, the next ports up to port+10 are tried. 0: any free port. */
   readonly port: number;
-  readonly capture: Capture;
+  /** The captured HTTP requests; null: no request list (a SOCKS or VPN client's status page). */
+  readonly capture: Capture | null;
   /**
    * Re-sends a captured request (optionally edited) to its local service through the tunnel's
    * rules; resolves with the new exchange id. Rejects with an Error whose message is shown to
-   * the user.
+   * the user. Without it, replay answers 404.
    */
-  readonly replay: (entry: CapturedExchange, edits?: ReplayEdits) => Promise<string>;
-  /** Extra status for the page header: tunnels (name, public URL, local). */
-  readonly status: () => { tunnels: readonly { name: string; url: string; local: string }[] };
+  readonly replay?: (entry: CapturedExchange, edits?: ReplayEdits) => Promise<string>;
+  /** Extra status for the page header: tunnels (name, public URL, local). None: no tunnels. */
+  readonly status?: () => { tunnels: readonly { name: string; url: string; local: string }[] };
+  /**
+   * `mport socks` / `mport vpn`: the connection's status for the page's status panel and
+   * `GET /api/egress` (null: none at the moment).
+   */
+  readonly egress?: () => EgressStatus | null;
+  /** Stops the client (the page's Disconnect button, `POST /api/disconnect`). */
+  readonly disconnect?: () => void;
 }
 
 /** A running inspector. */
@@ -128,6 +138,16 @@ function buildApp(
   events: Set<EventClient>,
 ): Hono {
   const { capture } = opts;
+  const captured = (): Capture => {
+    if (!capture) {
+      throw new ApiError(
+        404,
+        "no_capture",
+        "this client has no HTTP tunnels, so it captures no requests",
+      );
+    }
+    return capture;
+  };
   const app = new Hono();
 
   app.use(async (c, next) => {
@@ -169,16 +189,37 @@ function buildApp(
 
   app.get("/", () => asset(PAGE_HTML, "text/html; charset=utf-8"));
   app.get("/app.js", () => asset(PAGE_SCRIPT, "text/javascript; charset=utf-8"));
+  app.get("/status.js", () => asset(STATUS_SCRIPT, "text/javascript; charset=utf-8"));
   app.get("/app.css", () => asset(PAGE_STYLE, "text/css; charset=utf-8"));
   app.get("/favicon.svg", () => asset(FAVICON_SVG, "image/svg+xml"));
 
   app.get("/api/status", (c) =>
     c.json({
-      tunnels: opts.status().tunnels,
-      capture: { ...capture.usage, limits: capture.limits },
+      tunnels: opts.status?.().tunnels ?? [],
+      capture: capture ? { ...capture.usage, limits: capture.limits } : null,
+      egress: opts.egress !== undefined,
+      disconnect: opts.disconnect !== undefined,
     }));
 
+  app.get("/api/egress", (c) => {
+    const status = opts.egress?.() ?? null;
+    if (status === null) {
+      throw new ApiError(404, "no_egress", "this client runs no SOCKS proxy or VPN");
+    }
+    return c.json(status);
+  });
+
+  app.post("/api/disconnect", (c) => {
+    if (!opts.disconnect) {
+      throw new ApiError(404, "no_disconnect", "this client cannot be stopped from its page");
+    }
+    // The client stops after this answer is sent (its shutdown waits for open requests).
+    opts.disconnect();
+    return c.json({ disconnecting: true }, 202);
+  });
+
   app.get("/api/requests", (c) => {
+    const capture = captured();
     let filter;
     try {
       filter = parseFilter(new URL(c.req.url).searchParams);
@@ -188,17 +229,18 @@ function buildApp(
     return c.json({ requests: capture.list().filter((e) => matches(e, filter)).map(summarize) });
   });
 
-  app.get("/api/requests/:id", (c) => c.json(detail(find(capture, c.req.param("id")))));
+  app.get("/api/requests/:id", (c) => c.json(detail(find(captured(), c.req.param("id")))));
 
   app.delete("/api/requests", (c) => {
-    capture.clear();
+    captured().clear();
     for (const client of events) client.send("clear", {});
     return c.body(null, 204);
   });
 
   app.post("/api/requests/:id/replay", async (c) => {
-    const entry = find(capture, c.req.param("id"));
+    const entry = find(captured(), c.req.param("id"));
     const edits = parseEdits(await readBody(c.req.raw));
+    if (!opts.replay) throw new ApiError(404, "no_replay", "this client cannot replay requests");
     let id: string;
     try {
       id = await opts.replay(entry, edits);
@@ -325,14 +367,18 @@ export function parseEdits(text: string): ReplayEdits | undefined {
   return edits;
 }
 
-/** `GET /api/events`: a Server-Sent Events stream of changed exchanges (as list summaries). */
-function eventStream(capture: Capture, events: Set<EventClient>): Response {
+/**
+ * `GET /api/events`: a Server-Sent Events stream of changed exchanges (as list summaries); without
+ * a capture it only ends when the inspector closes.
+ */
+function eventStream(capture: Capture | null, events: Set<EventClient>): Response {
   const encoder = new TextEncoder();
   let client: EventClient | undefined;
   const body = new ReadableStream<Uint8Array>({
     start(controller) {
       let open = true;
-      const unsubscribe = capture.subscribe((e) => client?.send("request", summarize(e)));
+      const unsubscribe = capture?.subscribe((e) => client?.send("request", summarize(e))) ??
+        (() => {});
       client = {
         send(event, data) {
           if (!open) return;

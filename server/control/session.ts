@@ -14,6 +14,7 @@ import {
   truncateReason,
   type TunnelGrant,
   type TunnelRefusal,
+  type VpnLease,
 } from "../../shared/protocol.ts";
 import type { Mux } from "../../shared/mux.ts";
 import { type WsConn, WsProtocolError } from "../../shared/ws_conn.ts";
@@ -25,6 +26,7 @@ import { TunnelRefused } from "../listeners/port_allocator.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { Stats } from "../stats.ts";
 import type { Egress, EgressUser } from "../egress/egress.ts";
+import type { VpnGateway, VpnUser } from "../vpn/vpn_gateway.ts";
 import type { Broker, BrokerSession } from "../streams/broker.ts";
 import type { Tunnel, TunnelOwnerSession, TunnelRegistry } from "../tunnels.ts";
 
@@ -48,6 +50,8 @@ export interface SessionDeps {
   readonly audit: (kind: string, userId: number | null, detail: Record<string, unknown>) => void;
   /** Egress (`mport socks`): its rules and its answer to a hello that asks for it. */
   readonly egress?: Egress;
+  /** The VPN gateway (`--vpn-pool`): leases at hello, packet streams afterwards. */
+  readonly vpn?: VpnGateway;
   /** Told when a client is welcomed and when that session ends (the API's live events). */
   readonly onClientEvent?: (
     kind: "client.connected" | "client.disconnected",
@@ -80,6 +84,10 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
   clientVersion: string | null = null;
   /** The user may use egress (from the token; refreshed by the periodic re-check). */
   #mayEgress: boolean;
+  /** The user may use the VPN (from the token; refreshed by the periodic re-check). */
+  #mayVpn: boolean;
+  /** The virtual address leased at hello (`mport vpn`), held until the session ends. */
+  #vpnAddress: string | null = null;
   /** The client came through a trusted proxy over https (HTTP tunnel URLs are https then). */
   readonly #viaHttpsProxy: boolean;
   #welcomed = false;
@@ -110,6 +118,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.limits = principal.limits;
     this.principal = principal;
     this.#mayEgress = principal.egress;
+    this.#mayVpn = principal.vpn;
     this.remote = remote;
     this.startedAt = deps.now();
     this.#clientId = `anonymous-${this.id}`;
@@ -163,6 +172,23 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       mayEgress: this.#mayEgress,
       remote: this.remote,
     };
+  }
+
+  /** The session's user as the VPN gateway sees it. */
+  vpnUser(): VpnUser {
+    return {
+      userId: this.userId,
+      userName: this.userName,
+      limits: this.limits,
+      mayVpn: this.#mayVpn,
+      clientId: this.#clientId,
+      remote: this.remote,
+    };
+  }
+
+  /** The virtual address leased to this session, or null. */
+  get vpnAddress(): string | null {
+    return this.#vpnAddress;
   }
 
   tunnels(): Iterable<Tunnel> {
@@ -404,6 +430,13 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     }
     this.#welcomed = true;
     stats.clientsConnected++;
+    let vpn: VpnLease | string | undefined;
+    if (msg.vpn) {
+      vpn = this.#deps.vpn
+        ? this.#deps.vpn.lease(this.vpnUser())
+        : "this server does not offer a VPN (its operator starts mport-server with --vpn-pool)";
+      if (typeof vpn !== "string") this.#vpnAddress = vpn.address;
+    }
     this.#send({
       type: "welcome",
       version: PROTOCOL_VERSION,
@@ -419,6 +452,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
             : "this server does not offer egress",
         }
         : {}),
+      ...(vpn === undefined ? {} : { vpn }),
     });
     log.info("client {remote} ({user}) connected as session {id} with {n} tunnel(s)", {
       remote: this.remote,
@@ -467,6 +501,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     if (this.#closed) return;
     this.limits = result.limits;
     this.#mayEgress = result.permissions.egress;
+    this.#mayVpn = result.permissions.vpn;
     for (const t of this.#tunnels) t.limits = result.limits;
     if (result.reason) {
       this.#deps.stats.refusal("revoked");
@@ -525,6 +560,7 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
       }
     }
     this.#letGo();
+    if (this.#vpnAddress !== null) this.#deps.vpn?.release(this.vpnUser());
     if (this.#welcomed) {
       log.info("session {id} from {remote} closed", { id: this.id, remote: this.remote });
       this.#deps.onClientEvent?.("client.disconnected", this);

@@ -14,6 +14,7 @@ import type { UsageMeter } from "../accounts/usage.ts";
 import type { Stats } from "../stats.ts";
 import type { UserLimits } from "../store/store.ts";
 import type { EgressPolicy } from "./policy.ts";
+import { UdpAssociation } from "./egress_udp.ts";
 
 /** Time to resolve a destination's name and to connect to it. */
 export const EGRESS_DIAL_TIMEOUT_MS = 10_000;
@@ -129,6 +130,120 @@ export class Egress {
     });
   }
 
+  /**
+   * A client opened a UDP association (SOCKS5 UDP ASSOCIATE) on `stream`: checked like a
+   * connection, then each datagram is checked on its own. `idleMs` ends a quiet association.
+   */
+  handleUdp(mux: Mux, stream: MuxStream, user: EgressUser, idleMs: number): void {
+    const d = this.#d;
+    const refuse = (code: ErrorCode, message: string) =>
+      this.#refuse(stream, user, "udp", code, message);
+    const release = this.#admit(user, refuse);
+    if (!release) return;
+    const opened = Date.now();
+    let association: UdpAssociation;
+    try {
+      association = new UdpAssociation({
+        policy: d.policy,
+        resolve: d.resolve ?? systemResolve,
+        resolveTimeoutMs: d.dialTimeoutMs ?? EGRESS_DIAL_TIMEOUT_MS,
+        idleMs,
+        log: d.log,
+        audit: (kind, detail) => this.#audit(kind, user.userId, detail),
+        finished: (totals, reason) => {
+          release();
+          d.stats.connectionClosed();
+          this.#audit("egress_udp", user.userId, {
+            ...totals,
+            seconds: Math.round((Date.now() - opened) / 1000),
+            ended: reason,
+            client: user.remote,
+          });
+        },
+        now: d.now,
+      });
+    } catch (e) {
+      release();
+      return refuse("egress_failed", `cannot open a UDP socket on the server: ${errorText(e)}`);
+    }
+    const meter = d.usage.meter(user.userId, user.userName, EGRESS_USAGE_NAME);
+    d.usage.connection(user.userId, EGRESS_USAGE_NAME);
+    d.stats.connectionOpened();
+    stream.setHooks({
+      onSent: (n) => {
+        d.stats.bytesOut += n;
+        meter.bytesOut(n);
+      },
+      onReceived: (n) => {
+        d.stats.bytesIn += n;
+        meter.bytesIn(n);
+      },
+      onEnd: () => association.end("the stream ended"),
+    });
+    mux.sendConnected(stream.id, association.address);
+    association.start(stream);
+    d.log.debug("UDP egress association for {user} on {address}", {
+      user: user.userName,
+      address: association.address,
+    });
+  }
+
+  #refuse(
+    stream: MuxStream,
+    user: EgressUser,
+    dest: string,
+    code: ErrorCode,
+    message: string,
+  ): void {
+    this.#d.stats.refusal(code);
+    this.#audit("egress_refused", user.userId, { destination: dest, code, message });
+    this.#d.log.info("egress for {user} to {dest} refused: {message}", {
+      user: user.userName,
+      dest,
+      message,
+    });
+    stream.reset(code, message);
+  }
+
+  /**
+   * Checks the permission, the connection limit and the quota; refuses (and returns null) or
+   * takes one of the user's connections and returns how to give it back (idempotent).
+   */
+  #admit(
+    user: EgressUser,
+    refuse: (code: ErrorCode, message: string) => void,
+  ): (() => void) | null {
+    const d = this.#d;
+    const off = this.unavailable(user);
+    if (off) {
+      refuse("egress_denied", off);
+      return null;
+    }
+    const count = this.#perOwner.get(user.owner) ?? 0;
+    const max = user.limits.maxConnections ?? d.maxConnectionsPerClient;
+    if (count >= max) {
+      refuse("rate_limited", `connection limit reached: at most ${max} at once per user`);
+      return null;
+    }
+    const quota = user.limits.monthlyQuotaBytes ?? d.monthlyQuotaBytes;
+    if (quota !== null && d.usage.monthBytesCached(user.userId) >= quota) {
+      refuse(
+        "quota_exceeded",
+        `monthly transfer quota of ${formatSize(quota)} reached for user ${user.userName}`,
+      );
+      return null;
+    }
+    this.#perOwner.set(user.owner, count + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.#perOwner.get(user.owner) ?? 1) - 1;
+      if (n <= 0) this.#perOwner.delete(user.owner);
+      else this.#perOwner.set(user.owner, n);
+    };
+  }
+
   async #connect(
     mux: Mux,
     stream: MuxStream,
@@ -138,39 +253,10 @@ export class Egress {
   ): Promise<void> {
     const d = this.#d;
     const dest = formatHostPort(host, port);
-    const refuse = (code: ErrorCode, message: string) => {
-      d.stats.refusal(code);
-      this.#audit("egress_refused", user.userId, { destination: dest, code, message });
-      d.log.info("egress for {user} to {dest} refused: {message}", {
-        user: user.userName,
-        dest,
-        message,
-      });
-      stream.reset(code, message);
-    };
-    const off = this.unavailable(user);
-    if (off) return refuse("egress_denied", off);
-    const count = this.#perOwner.get(user.owner) ?? 0;
-    const max = user.limits.maxConnections ?? d.maxConnectionsPerClient;
-    if (count >= max) {
-      return refuse("rate_limited", `connection limit reached: at most ${max} at once per user`);
-    }
-    const quota = user.limits.monthlyQuotaBytes ?? d.monthlyQuotaBytes;
-    if (quota !== null && d.usage.monthBytesCached(user.userId) >= quota) {
-      return refuse(
-        "quota_exceeded",
-        `monthly transfer quota of ${formatSize(quota)} reached for user ${user.userName}`,
-      );
-    }
-    this.#perOwner.set(user.owner, count + 1);
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      const n = (this.#perOwner.get(user.owner) ?? 1) - 1;
-      if (n <= 0) this.#perOwner.delete(user.owner);
-      else this.#perOwner.set(user.owner, n);
-    };
+    const refuse = (code: ErrorCode, message: string) =>
+      this.#refuse(stream, user, dest, code, message);
+    const release = this.#admit(user, refuse);
+    if (!release) return;
     let conn: Deno.TcpConn;
     let address: string;
     try {

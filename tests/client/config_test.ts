@@ -288,7 +288,7 @@ const INVALID: { args: string[]; env?: Record<string, string>; toml?: string; me
       args: ["serve", ...BASE],
       message:
         'unknown command "serve": use "mport tcp PORT", "mport http PORT", "mport udp PORT", ' +
-        '"mport socks", ' +
+        '"mport socks", "mport vpn", ' +
         '"mport start --config FILE" or ' +
         '"mport login TOKEN --server URL"',
     },
@@ -1391,3 +1391,89 @@ Deno.test('client config file: a [[tunnels]] table with type = "udp"', () => {
     ["dns", 53, 10053, true],
   ]);
 });
+
+Deno.test("client `vpn` routes everything by default, takes the server's DNS and no kill switch", () => {
+  const c = parse(["vpn", ...BASE, "--client-id-file", "/etc/mport/client-id"]);
+  assert.deepEqual(c.vpn, {
+    routes: "default",
+    dns: null,
+    killSwitch: false,
+    device: "mport0",
+    journal: "/etc/mport/vpn-mport0.json",
+  });
+  assert.deepEqual(c.tunnels, []);
+});
+
+Deno.test("client `vpn` takes routes, DNS servers, the kill switch and a device name", () => {
+  const c = parse([
+    "vpn",
+    ...BASE,
+    "--routes",
+    "10.0.0.0/8, 192.0.2.7/24",
+    "--dns",
+    "1.1.1.1,9.9.9.9",
+    "--dns",
+    "8.8.8.8",
+    "--kill-switch",
+    "--device",
+    "work0",
+  ]);
+  assert.deepEqual(
+    [c.vpn?.routes, c.vpn?.dns, c.vpn?.killSwitch, c.vpn?.device],
+    [["10.0.0.0/8", "192.0.2.0/24"], ["1.1.1.1", "9.9.9.9", "8.8.8.8"], true, "work0"],
+  );
+  assert.deepEqual(parse(["vpn", ...BASE, "--dns", "none"]).vpn?.dns, []);
+});
+
+for (
+  const c of [
+    {
+      args: ["--routes", "everything"],
+      message:
+        'invalid --routes "everything": give default or IPv4 blocks like 10.0.0.0/8,192.0.2.0/24',
+    },
+    {
+      args: ["--routes", "fd00::/8"],
+      message:
+        'invalid --routes "fd00::/8": give default or IPv4 blocks like 10.0.0.0/8,192.0.2.0/24',
+    },
+    { args: ["--routes", ","], message: 'invalid --routes ",": it names no block' },
+    {
+      args: ["--dns", "one.one.one.one"],
+      message: 'invalid --dns "one.one.one.one": give an IPv4 address, e.g. 1.1.1.1 (or none)',
+    },
+    {
+      args: ["--dns", "1.1.1.1,1.0.0.1,8.8.8.8,8.8.4.4"],
+      message: "--dns takes at most 3 servers (resolv.conf reads 3)",
+    },
+    {
+      args: ["--device", "a-device-name-too-long"],
+      message: `invalid --device "a-device-name-too-long": 1-15 letters, digits, '_', '.' or '-'`,
+    },
+    { args: ["extra"], message: 'unexpected argument "extra" for mport vpn' },
+  ]
+) {
+  Deno.test(`client \`vpn ${c.args.join(" ")}\` is refused: ${c.message}`, () => {
+    assert.throws(() => parse(["vpn", ...BASE, ...c.args]), {
+      name: "TypeError",
+      message: c.message,
+    });
+  });
+}
+
+Deno.test("VPN flags belong to `mport vpn`", () => {
+  assert.throws(() => parse(["tcp", "22", ...BASE, "--kill-switch"]), {
+    message: "--kill-switch belongs to `mport vpn`",
+  });
+});
+
+for (const os of ["windows", "darwin"] as const) {
+  Deno.test(`client \`vpn\` on ${os} says it runs on Linux only and what it would take`, () => {
+    assert.throws(() => parseClientArgs(["vpn", ...BASE], {}, readFile, () => null, os), {
+      name: "TypeError",
+      message: `mport vpn runs on Linux only (this is ${os}): on Windows it needs the Wintun ` +
+        "driver and on macOS a utun device, which mport does not drive yet; use `mport socks` " +
+        "there instead",
+    });
+  });
+}

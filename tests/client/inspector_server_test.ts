@@ -463,6 +463,8 @@ Deno.test("GET /api/status gives the tunnels and the store's usage and limits", 
         bytes: 5,
         limits: { maxEntries: 200, maxBytes: 32 * 1024 * 1024, maxBodyBytes: 64 },
       },
+      egress: false,
+      disconnect: false,
     });
   });
 });
@@ -541,6 +543,7 @@ Deno.test("the page, script and style are served with a strict Content-Security-
     const cases: [string, RegExp][] = [
       ["/", /^text\/html/],
       ["/app.js", /^text\/javascript/],
+      ["/status.js", /^text\/javascript/],
       ["/app.css", /^text\/css/],
       ["/favicon.svg", /^image\/svg\+xml/],
     ];
@@ -553,6 +556,7 @@ Deno.test("the page, script and style are served with a strict Content-Security-
       const text = await res.text();
       if (path === "/") {
         assert.match(text, /<script src="\/app.js" defer><\/script>/);
+        assert.match(text, /<script src="\/status.js" defer><\/script>/);
         assert.doesNotMatch(
           text,
           /<script>|<style>|https?:\/\//,

@@ -80,7 +80,27 @@ function sized(bytes: number, pad: string): string {
   return text;
 }
 
+const LEASE = { address: "10.8.0.2", prefix: 24, gateway: "10.8.0.1", mtu: 1500, dns: ["1.1.1.1"] };
+
 const VALID: { name: string; decoder: string; input: string; want: unknown }[] = [
+  {
+    name: "hello asking for the VPN",
+    decoder: "client",
+    input: hello({ tunnels: [], vpn: true }),
+    want: { type: "hello", version: PROTOCOL_VERSION, tunnels: [], host: "vps", vpn: true },
+  },
+  {
+    name: "a welcome with a VPN lease",
+    decoder: "server",
+    input: welcome({ vpn: LEASE }),
+    want: { ...JSON.parse(welcome()), vpn: LEASE },
+  },
+  {
+    name: "a welcome that says why there is no VPN",
+    decoder: "server",
+    input: welcome({ vpn: "user bob may not use the VPN" }),
+    want: { ...JSON.parse(welcome()), vpn: "user bob may not use the VPN" },
+  },
   {
     name: "hello with one tunnel",
     decoder: "client",
@@ -265,6 +285,44 @@ const INVALID: {
   closeCode?: number;
 }[] = [
   { name: "bad JSON", decoder: "client", input: "{", message: "control message is not valid JSON" },
+  {
+    name: "hello with a vpn that is not a boolean",
+    decoder: "client",
+    input: hello({ vpn: "yes" }),
+    message: 'field "vpn" must be true or false',
+  },
+  {
+    name: "a VPN lease with an address that is not IPv4",
+    decoder: "server",
+    input: welcome({ vpn: { ...LEASE, address: "10.8.0.300" } }),
+    message: 'field "address" must be an IPv4 address',
+  },
+  {
+    name: "a VPN lease with an MTU past the limit",
+    decoder: "server",
+    input: welcome({ vpn: { ...LEASE, mtu: 65535 } }),
+    message: 'field "mtu" must be an integer from 576 to 9000',
+  },
+  {
+    name: "a VPN lease with a /31",
+    decoder: "server",
+    input: welcome({ vpn: { ...LEASE, prefix: 31 } }),
+    message: 'field "prefix" must be an integer from 8 to 30',
+  },
+  {
+    name: "a VPN lease with five DNS servers",
+    decoder: "server",
+    input: welcome({
+      vpn: { ...LEASE, dns: ["1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5"] },
+    }),
+    message: 'field "dns" must be an array of at most 4 addresses',
+  },
+  {
+    name: "a VPN answer that is a number",
+    decoder: "server",
+    input: welcome({ vpn: 7 }),
+    message: 'field "vpn" must be a lease object or a reason',
+  },
   {
     name: "an array",
     decoder: "client",
@@ -641,6 +699,21 @@ const bigPayload = new Uint8Array(MUX_MAX_DATA_BYTES).map((_, i) => i * 7);
 
 const MUX_VALID: { name: string; input: Uint8Array; want: MuxFrame }[] = [
   {
+    name: "a connect to a host and port (service tcp when unsaid)",
+    input: frame(MuxType.connect, 0x8000_0001, '{"host":"example.com","port":443}'),
+    want: { type: "connect", id: 0x8000_0001, host: "example.com", port: 443, service: "tcp" },
+  },
+  {
+    name: "a connect for a UDP association",
+    input: frame(MuxType.connect, 0x8000_0002, '{"service":"udp"}'),
+    want: { type: "connect", id: 0x8000_0002, host: "", port: 0, service: "udp" },
+  },
+  {
+    name: "a connect for the VPN's packets",
+    input: frame(MuxType.connect, 0x8000_0003, '{"service":"vpn"}'),
+    want: { type: "connect", id: 0x8000_0003, host: "", port: 0, service: "vpn" },
+  },
+  {
     name: "a one-byte data frame",
     input: frame(MuxType.data, 1, new Uint8Array([42])),
     want: { type: "data", id: 1, payload: new Uint8Array([42]) },
@@ -812,6 +885,11 @@ const MUX_INVALID: { name: string; input: Uint8Array; message: string; closeCode
     name: "a connect with a host over the limit",
     input: frame(MuxType.connect, 0x8000_0001, JSON.stringify({ host: "a".repeat(256), port: 80 })),
     message: 'field "host" is longer than 255 characters',
+  },
+  {
+    name: "a connect for an unknown service",
+    input: frame(MuxType.connect, 0x8000_0001, '{"service":"icmp"}'),
+    message: 'field "service" must be "tcp", "udp" or "vpn"',
   },
   {
     name: "a connect to port 0",
