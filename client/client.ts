@@ -182,8 +182,8 @@ export function runClient(
             onTunnelClosed: (name, reason) =>
               events.problem(`tunnel ${name} closed by the server: ${reason}`),
             onVpn: vpn
-              ? async (lease, pickMux) => {
-                const line = await vpn.onLease(lease, pickMux);
+              ? async (lease, pickMux, lost) => {
+                const line = await vpn.onLease(lease, pickMux, lost);
                 if (line) events.vpn?.(line);
               }
               : undefined,

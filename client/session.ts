@@ -55,7 +55,11 @@ export interface SessionEvents {
    * `mport vpn`: the server's lease, after every welcome; `pickMux` finds this session's data
    * connections. A rejection ends the session with its message (fatal when `fatal` is set on it).
    */
-  onVpn?(lease: VpnLease, pickMux: () => Mux | null): Promise<void>;
+  onVpn?(
+    lease: VpnLease,
+    pickMux: () => Mux | null,
+    lost: (message: string) => void,
+  ): Promise<void>;
 }
 
 // `name_in_use` as a session error: a newer connection of this client id took every tunnel over
@@ -323,7 +327,9 @@ export class ClientSession {
     this.#pool.fill();
     if (lease && this.#events.onVpn) {
       const pool = this.#pool;
-      this.#events.onVpn(lease, () => pool.pickMux()).catch((e) => {
+      const lost = (message: string) =>
+        this.#finish({ fatal: false, message: printable(message), welcomed: true });
+      this.#events.onVpn(lease, () => pool.pickMux(), lost).catch((e) => {
         const fatal = (e as { fatal?: boolean }).fatal === true;
         this.#finish({ fatal, message: printable(errorText(e)), welcomed: true });
       });

@@ -71,7 +71,11 @@ export class VpnClient {
    * up (resolves with the line to print); later, the new session's stream takes over (null).
    * Throws with a sentence when the device or the host cannot be set up.
    */
-  async onLease(lease: VpnLease, pickMux: () => Mux | null): Promise<string | null> {
+  async onLease(
+    lease: VpnLease,
+    pickMux: () => Mux | null,
+    lost: (why: string) => void,
+  ): Promise<string | null> {
     if (this.#closed) return null;
     let line: string | null = null;
     if (!this.#tun) {
@@ -92,7 +96,7 @@ export class VpnClient {
       line = this.readyLine(lease);
     }
     this.#lease = lease;
-    await this.#openLink(pickMux);
+    await this.#openLink(pickMux, lost);
     return line;
   }
 
@@ -203,7 +207,8 @@ export class VpnClient {
     return found.map((a) => ({ ip: a.address, port }));
   }
 
-  async #openLink(pickMux: () => Mux | null): Promise<void> {
+  /** Opens the session's packet stream; `lost` ends the session if the stream ends first. */
+  async #openLink(pickMux: () => Mux | null, lost: (why: string) => void): Promise<void> {
     this.#retire();
     const deadline = Date.now() + MUX_WAIT_MS;
     let mux = pickMux();
@@ -222,7 +227,16 @@ export class VpnClient {
       throw new Error(`the server refused the VPN stream: ${why}`);
     }
     const tun = this.#tun!;
-    this.#link = new PacketLink(stream, (p) => tun.write(p), "wait");
+    const link: PacketLink = new PacketLink(stream, (p) => tun.write(p), "wait", {
+      // The server ended the stream (a quota, a revoked permission): the session starts over,
+      // and its welcome says whether the VPN may go on.
+      onEnd: (end) => {
+        if (this.#link === link && !this.#closed) {
+          lost(`the VPN stream ended: ${end.reason ?? "closed by the server"}`);
+        }
+      },
+    });
+    this.#link = link;
     this.#connectedAt = Date.now();
     this.#problem = null;
   }

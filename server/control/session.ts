@@ -502,6 +502,12 @@ export class ControlSession implements BrokerSession, TunnelOwnerSession {
     this.limits = result.limits;
     this.#mayEgress = result.permissions.egress;
     this.#mayVpn = result.permissions.vpn;
+    if (!this.#mayVpn && this.#vpnAddress !== null) {
+      this.#deps.vpn?.cut(
+        this.#vpnAddress,
+        `user ${this.userName} may no longer use the VPN (the permission was withdrawn)`,
+      );
+    }
     for (const t of this.#tunnels) t.limits = result.limits;
     if (result.reason) {
       this.#deps.stats.refusal("revoked");

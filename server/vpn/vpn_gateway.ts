@@ -254,6 +254,12 @@ export class VpnGateway {
     });
   }
 
+  /** Ends the packet stream of the client at `address` (its permission was withdrawn). */
+  cut(address: string, why: string): void {
+    const client = this.#clients.get(ipv4ToU32(address) ?? 0);
+    client?.link.stream.reset("egress_denied", why);
+  }
+
   /** Tears everything down: streams, device, table, forwarding. */
   async close(): Promise<void> {
     if (this.#closed) return;

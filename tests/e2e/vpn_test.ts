@@ -3,6 +3,8 @@
 // the same virtual address, the kill switch holds while the server is away, and nothing is left
 // on either host after an exit, a SIGTERM or a crash.
 import nodeAssert from "node:assert/strict";
+import puppeteer from "puppeteer-core";
+import { CLIENT_MAIN } from "../../scripts/mport_procs.ts";
 import { makeTopology, NET, netnsUnavailable, type Topology } from "../../scripts/netns.ts";
 import { Proc } from "./harness.ts";
 import {
@@ -14,6 +16,7 @@ import {
   startVpnServer,
   until,
   VPN_PORT,
+  VPN_TOKEN,
   vpnReady,
 } from "./vpn_rig.ts";
 import { SERVER_NAME, TARGET_PORTS } from "./netns_targets.ts";
@@ -22,6 +25,15 @@ const why = netnsUnavailable();
 const ignore = why !== null && Deno.env.get("CI") !== "true";
 const TARGETS_MAIN = new URL("./netns_targets.ts", import.meta.url).pathname;
 const TARGET_URL = `http://${NET.internet}:${TARGET_PORTS.http}/`;
+const CHROMIUM = "/usr/bin/chromium";
+
+function chromiumInstalled(): boolean {
+  try {
+    return Deno.statSync(CHROMIUM).isFile;
+  } catch {
+    return false;
+  }
+}
 
 /** A topology, a scratch dir and the targets for `fn`; all removed afterwards. */
 async function withNet(
@@ -85,6 +97,22 @@ Deno.test({
         assertEquals(refused.items.map((e) => e.detail.destination), [
           `${NET.serverPrivate}:8080`,
         ]);
+
+        // A second address on the client's device: packets from it are not the client's own,
+        // and the server drops them (anti-spoofing) instead of forwarding them.
+        await topo.run(topo.client, "ip", ["addr", "add", "10.8.0.99/32", "dev", "mport0"]);
+        const spoofed = await curlIn(topo, topo.client, TARGET_URL, [
+          "--interface",
+          "10.8.0.99",
+          "--max-time",
+          "2",
+        ]);
+        assert(!spoofed.ok, spoofed.text);
+        assertMatch(
+          await topo.run(topo.server, "curl", ["-sS", "http://127.0.0.1:8080/metrics"]),
+          /mport_vpn_packets_dropped_total\{reason="spoofed"\} [1-9]/,
+        );
+        await topo.run(topo.client, "ip", ["addr", "del", "10.8.0.99/32", "dev", "mport0"]);
 
         // The status page on the client's inspector port.
         const status = JSON.parse(
@@ -258,7 +286,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "mport vpn is refused with a sentence that says why: a server without --vpn-pool, a user without the permission",
+    "mport vpn is refused with a sentence that says why: a server without --vpn-pool, a user without the permission, a permission withdrawn while connected",
   ignore,
   async fn() {
     await withNet(async (topo, dir) => {
@@ -271,7 +299,7 @@ Deno.test({
       );
       await stopped(server);
 
-      server = await startVpnServer(topo, dir, ["--vpn-pool", "10.8.0.0/24"]);
+      server = await startVpnServer(topo, dir, ["--vpn-pool", "10.8.0.0/24", "--recheck", "1"]);
       try {
         await serverApi(topo, "/users", "POST", {
           name: "dave",
@@ -292,10 +320,129 @@ Deno.test({
         client = startVpnClient(topo, dir, ["--token", made.secret]);
         await vpnReady(client);
         assertEquals((await curlIn(topo, topo.client, TARGET_URL)).text, `you are ${NET.server}\n`);
-        assertEquals(await stopped(client), 0, client.output());
+        // Withdrawn while connected: the stream is cut at the next re-check, the reconnect is
+        // refused, and mport vpn exits having undone everything.
+        await serverApi(topo, "/users/dave", "PATCH", { vpn: false });
+        assertEquals((await client.status()).code, 1, client.output());
+        const said = client.stderr.lines.join("\n");
+        assertStringIncludes(
+          said,
+          "user dave may no longer use the VPN (the permission was withdrawn)",
+        );
+        assertStringIncludes(
+          said,
+          "mport: user dave may not use the VPN (an admin runs: mport-server user set dave --vpn)",
+        );
+        assertEquals(await hostState(topo, topo.client), before);
       } finally {
         await stopped(server);
       }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "mport vpn without CAP_NET_ADMIN says to run as root or with CAP_NET_ADMIN, and changes nothing",
+  ignore,
+  async fn() {
+    await withNet(async (topo, dir) => {
+      const server = await startVpnServer(topo, dir, ["--vpn-pool", "10.8.0.0/24"]);
+      try {
+        const before = await hostState(topo, topo.client);
+        // Still root, but without the capability: what a user without it sees.
+        const p = new Proc(
+          topo.command(topo.client, "setpriv", [
+            "--bounding-set",
+            "-net_admin",
+            "--inh-caps",
+            "-net_admin",
+            Deno.execPath(),
+            "run",
+            "-A",
+            "--unstable-net",
+            CLIENT_MAIN,
+            "vpn",
+            "--server",
+            `ws://${NET.server}:${VPN_PORT}`,
+            "--token",
+            VPN_TOKEN,
+            "--client-id-file",
+            `${dir}/client/client-id`,
+          ]).spawn(),
+        );
+        assertEquals((await p.status()).code, 1, p.output());
+        assertStringIncludes(
+          p.stderr.lines.join("\n"),
+          "mport: cannot set up the VPN: creating TUN device mport0 was not permitted: run as " +
+            "root or with CAP_NET_ADMIN",
+        );
+        assertEquals(await hostState(topo, topo.client), before);
+      } finally {
+        await stopped(server);
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "the VPN status page in Chromium shows the virtual IP, device, routes and DNS, and Disconnect stops mport vpn, which undoes everything",
+  ignore: ignore || (!chromiumInstalled() && Deno.env.get("CI") !== "true"),
+  // Puppeteer's child process and pipes outlive browser.close() as far as the sanitizers see.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await withNet(async (topo, dir) => {
+      const before = await hostState(topo, topo.client);
+      const server = await startVpnServer(topo, dir, ["--vpn-pool", "10.8.0.0/24"]);
+      const client = startVpnClient(topo, dir, ["--dns", NET.internet, "--kill-switch"]);
+      // Chromium runs inside the client namespace (where the page listens on 127.0.0.1) and
+      // talks to puppeteer over pipes, which cross namespaces.
+      const wrapper = `${dir}/chromium-in-ns`;
+      await Deno.writeTextFile(
+        wrapper,
+        `#!/bin/sh\nexec ip netns exec ${topo.client} ${CHROMIUM} "$@"\n`,
+        { mode: 0o755 },
+      );
+      const browser = await puppeteer.launch({
+        executablePath: wrapper,
+        pipe: true,
+        headless: true,
+        userDataDir: `${dir}/chromium-profile`,
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+      });
+      try {
+        await vpnReady(client);
+        assertEquals((await curlIn(topo, topo.client, TARGET_URL)).text, `you are ${NET.server}\n`);
+        const page = await browser.newPage();
+        await page.goto("http://127.0.0.1:4040/", { waitUntil: "load" });
+        await page.waitForFunction(
+          `document.querySelector("#egress-state")?.textContent === "connected"`,
+          { timeout: 10_000 },
+        );
+        const facts = await page.evaluate(
+          `Object.fromEntries(Array.from(document.querySelectorAll("#egress-facts dt"),
+            (dt) => [dt.textContent, dt.nextElementSibling.textContent]))`,
+        ) as Record<string, string>;
+        assertEquals(
+          [facts["Server"], facts["Virtual IP"], facts["Device"], facts["Routes"], facts["DNS"]],
+          [`ws://${NET.server}:${VPN_PORT}`, "10.8.0.2/24", "mport0", "default", NET.internet],
+        );
+        assertEquals(facts["Kill switch"], "on");
+        assertEquals(
+          await page.evaluate(`document.querySelector("#egress-kind").textContent`),
+          "VPN",
+        );
+        page.on("dialog", (d) => void d.accept());
+        await page.click("#disconnect");
+        assertEquals((await client.status()).code, 0, client.output());
+      } finally {
+        await browser.close();
+        await client.stop("SIGKILL");
+        await stopped(server);
+      }
+      assertEquals(await hostState(topo, topo.client), before);
     });
   },
 });
