@@ -174,10 +174,8 @@ export class VpnGateway {
   lease(user: VpnUser): VpnLease | string {
     const why = this.unavailable(user);
     if (why) return why;
-    const address = this.#d.pool.acquire(leaseKey(user));
-    if (address === null) {
-      return `the VPN pool ${this.#d.pool.range.text} is full (every address is in use)`;
-    }
+    const address = this.#d.pool.acquire(user.userId, user.clientId);
+    if (typeof address === "string") return address;
     return {
       address: u32ToIpv4(address),
       prefix: this.#d.pool.range.prefix,
@@ -189,7 +187,7 @@ export class VpnGateway {
 
   /** The session that held a lease ended (the address stays reserved for the client). */
   release(user: VpnUser): void {
-    this.#d.pool.release(leaseKey(user));
+    this.#d.pool.release(user.userId, user.clientId);
   }
 
   /** A client opened its packet stream. */
@@ -350,8 +348,4 @@ export class VpnGateway {
       }
     }
   }
-}
-
-function leaseKey(user: VpnUser): string {
-  return `${user.userId}/${user.clientId}`;
 }

@@ -4,6 +4,11 @@ import { ipv4ToU32, u32ToIpv4 } from "../../shared/ipv4.ts";
 
 /** How long an address stays reserved for a client that went away. */
 export const VPN_LEASE_KEEP_MS = 60 * 60_000;
+/**
+ * Addresses one user holds at most (connected or reserved): a user connecting with ever new client
+ * ids takes back their own oldest reservation, never other users' addresses.
+ */
+export const VPN_LEASES_PER_USER = 16;
 
 /** A parsed `--vpn-pool`. */
 export interface VpnPoolRange {
@@ -29,6 +34,7 @@ export function parseVpnPool(text: string): VpnPoolRange {
 
 interface Lease {
   readonly key: string;
+  readonly user: number;
   readonly address: number;
   /** Sessions holding it now (a reconnect overlaps the old session's end); 0: only reserved. */
   holders: number;
@@ -68,16 +74,29 @@ export class VpnPool {
   }
 
   /**
-   * The address of client `key` (`userId/clientId`): the one it had, else a free one, else the
-   * one reserved longest for a client that left. Null when every address is held.
+   * The address of client `clientId` of user `user`: the one it had, else a free one, else the
+   * one reserved longest for a client that left. A string says why there is none: the user holds
+   * {@link VPN_LEASES_PER_USER} addresses already (all connected), or every address is held.
    */
-  acquire(key: string): number | null {
+  acquire(user: number, clientId: string): number | string {
+    const key = `${user}/${clientId}`;
     const had = this.#byKey.get(key);
     if (had) {
       had.holders++;
       return had.address;
     }
     const now = this.#now();
+    this.#expire(now);
+    const mine = [...this.#byKey.values()].filter((l) => l.user === user);
+    if (mine.length >= VPN_LEASES_PER_USER) {
+      // At the cap: the user's own reservation held longest makes room, if there is one.
+      const idle = mine.filter((l) => l.holders === 0).sort((a, b) => a.releasedAt - b.releasedAt);
+      if (idle.length === 0) {
+        return `at most ${VPN_LEASES_PER_USER} VPN clients per user are connected at once`;
+      }
+      this.#byKey.delete(idle[0]!.key);
+      this.#byAddress.delete(idle[0]!.address);
+    }
     let address: number | null = null;
     for (let a = this.#first; a <= this.#last; a++) {
       if (!this.#byAddress.has(a)) {
@@ -92,21 +111,20 @@ export class VpnPool {
         if (l.holders > 0) continue;
         if (!oldest || l.releasedAt < oldest.releasedAt) oldest = l;
       }
-      if (!oldest) return null;
+      if (!oldest) return `the VPN pool ${this.range.text} is full (every address is in use)`;
       this.#byKey.delete(oldest.key);
       this.#byAddress.delete(oldest.address);
       address = oldest.address;
     }
-    const lease: Lease = { key, address, holders: 1, releasedAt: now };
+    const lease: Lease = { key, user, address, holders: 1, releasedAt: now };
     this.#byKey.set(key, lease);
     this.#byAddress.set(address, lease);
-    this.#expire(now);
     return address;
   }
 
   /** A session of the client ended: once none holds it, the address stays reserved a while. */
-  release(key: string): void {
-    const l = this.#byKey.get(key);
+  release(user: number, clientId: string): void {
+    const l = this.#byKey.get(`${user}/${clientId}`);
     if (!l || l.holders === 0) return;
     l.holders--;
     if (l.holders === 0) l.releasedAt = this.#now();
