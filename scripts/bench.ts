@@ -7,6 +7,7 @@ import { openFilesSoftLimit } from "./bench_sys.ts";
 import { MPORT_BENCH } from "./bench_tunnels.ts";
 import { ACKED, CONCURRENCY, log, type Plan, QuietWait, runOnce, type Setup } from "./bench_run.ts";
 import { spawnDeno } from "./mport_procs.ts";
+import { guardRun, parseRuns } from "./bench_guard.ts";
 import { HTTP_CONCURRENCY } from "./bench_http.ts";
 import {
   runVpnBench,
@@ -166,11 +167,8 @@ async function main(): Promise<number> {
     return 2;
   }
   const quick = values.quick ?? false;
-  const runs = values.runs === undefined ? (quick ? 1 : 3) : Number(values.runs);
-  if (!Number.isSafeInteger(runs) || runs < 1 || runs > 20) {
-    console.error(`bench: --runs must be a whole number from 1 to 20, not "${values.runs}"`);
-    return 2;
-  }
+  const runs = parseRuns("bench", values.runs, quick);
+  if (runs === null) return 2;
   let plan = quick ? QUICK : FULL;
   if (values.idle !== undefined) {
     const n = Number(values.idle);
@@ -209,36 +207,20 @@ async function main(): Promise<number> {
   }
   if (vpnSkipped !== null) log(`no VPN section: ${vpnSkipped}`);
 
-  const cleanups: (() => Promise<void>)[] = [];
-  const cleanup = async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-    cleanups.length = 0;
-  };
   // Ctrl-C or a kill must not leave the server, client, sshd or ssh running.
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(sig, async () => {
-      console.error(`bench: ${sig}, stopping the processes under test`);
-      await cleanup();
-      Deno.exit(130);
-    });
-  }
   const runLimitMs = RUN_LIMIT_MS * runs + 60_000 + (vpnSkipped ? 0 : vpnBenchLimitMs(runs));
-  const watchdog = setTimeout(async () => {
-    console.error(`bench: the run took longer than ${runLimitMs / 60_000} minutes; stopping`);
-    await cleanup();
-    Deno.exit(1);
-  }, runLimitMs);
+  const guard = guardRun("bench", "stopping the processes under test", runLimitMs);
   const started = performance.now();
   const startedAt = new Date();
   try {
     log(`starting the service (${serviceMode})`);
     const service = await startService(serviceMode);
-    cleanups.push(() => service.close());
+    guard.register(() => service.close());
     let ssh: Setup["ssh"] = null;
     if (!("missing" in found)) {
       try {
         const sshd = await startSshd(found);
-        cleanups.push(() => sshd.stop());
+        guard.register(() => sshd.stop());
         ssh = { bin: found.ssh, sshd };
       } catch (e) {
         sshSkipped = `sshd did not start: ${(e as Error).message.split("\n")[0]}`;
@@ -246,19 +228,19 @@ async function main(): Promise<number> {
       }
     }
     const httpService = await startHttpService();
-    cleanups.push(() => httpService.close());
+    guard.register(() => httpService.close());
     const setup: Setup = {
       plan,
       service,
       httpService,
       denoFlags,
       ssh,
-      register: (stop) => cleanups.push(stop),
+      register: guard.register,
       quiet: new QuietWait(plan.quietBudgetMs * runs),
     };
     const results: RunResult[] = [];
     for (let i = 0; i < runs; i++) results.push(await runOnce(setup, i, runs));
-    await cleanup();
+    await guard.cleanup();
     const info: BenchInfo = {
       date: startedAt.toISOString(),
       deno: Deno.version.deno,
@@ -288,7 +270,7 @@ async function main(): Promise<number> {
         runs,
         paths: VPN_PATHS,
         denoFlags,
-        register: (stop) => cleanups.push(stop),
+        register: guard.register,
         log: (line) => log(line),
       });
       console.log(renderVpnMarkdown(vpn));
@@ -306,10 +288,10 @@ async function main(): Promise<number> {
     return 0;
   } catch (e) {
     console.error(`bench: ${(e as Error).stack ?? e}`);
-    await cleanup();
+    await guard.cleanup();
     return 1;
   } finally {
-    clearTimeout(watchdog);
+    guard.disarm();
   }
 }
 

@@ -17,6 +17,7 @@ import {
   type VpnRun,
 } from "./bench_vpn_report.ts";
 import { treeCpuSeconds } from "./bench_sys.ts";
+import { guardRun, parseRuns } from "./bench_guard.ts";
 
 /** The full run's measurements (3 runs by default). */
 export const VPN_FULL: VpnPlan = { seconds: 5, pings: 200, pingIntervalS: 0.005, echoes: 2000 };
@@ -253,11 +254,8 @@ async function main(): Promise<number> {
     return 0;
   }
   const quick = values.quick ?? false;
-  const runs = values.runs === undefined ? (quick ? 1 : 3) : Number(values.runs);
-  if (!Number.isSafeInteger(runs) || runs < 1 || runs > 20) {
-    console.error(`bench_vpn: --runs must be a whole number from 1 to 20, not "${values.runs}"`);
-    return 2;
-  }
+  const runs = parseRuns("bench_vpn", values.runs, quick);
+  if (runs === null) return 2;
   const paths = (values.paths ?? VPN_PATHS.join(",")).split(",").map((p) => p.trim());
   const unknown = paths.filter((p) => !(VPN_PATHS as readonly string[]).includes(p));
   if (unknown.length > 0) {
@@ -269,31 +267,18 @@ async function main(): Promise<number> {
     console.error(`bench_vpn: cannot run here: ${why}`);
     return 1;
   }
-  const cleanups: (() => Promise<void>)[] = [];
-  const cleanup = async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-    cleanups.length = 0;
-  };
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(sig, async () => {
-      console.error(`bench_vpn: ${sig}, stopping the tunnels and removing the namespaces`);
-      await cleanup();
-      Deno.exit(130);
-    });
-  }
-  const limitMs = vpnBenchLimitMs(runs);
-  const watchdog = setTimeout(async () => {
-    console.error(`bench_vpn: took longer than ${limitMs / 60_000} minutes; stopping`);
-    await cleanup();
-    Deno.exit(1);
-  }, limitMs);
+  const guard = guardRun(
+    "bench_vpn",
+    "stopping the tunnels and removing the namespaces",
+    vpnBenchLimitMs(runs),
+  );
   try {
     const report = await runVpnBench({
       plan: quick ? VPN_QUICK : VPN_FULL,
       runs,
       paths: paths as VpnPath[],
       denoFlags: values["deno-flags"]?.split(/\s+/).filter(Boolean) ?? [],
-      register: (c) => cleanups.push(c),
+      register: guard.register,
       log,
     });
     console.log(renderVpnMarkdown(report));
@@ -304,10 +289,10 @@ async function main(): Promise<number> {
     return 0;
   } catch (e) {
     console.error(`bench_vpn: ${(e as Error).stack ?? e}`);
-    await cleanup();
+    await guard.cleanup();
     return 1;
   } finally {
-    clearTimeout(watchdog);
+    guard.disarm();
   }
 }
 

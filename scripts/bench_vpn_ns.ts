@@ -1,7 +1,7 @@
 // Processes in the VPN benchmark's namespaces, and its measurements from the client namespace:
 // iperf3 throughput, ping RTT and 1-byte TCP echo RTT to targets in the internet namespace.
 import { NET, type Topology } from "./netns.ts";
-import { Proc, ROOT } from "./mport_procs.ts";
+import { denoRunArgs, Proc, ROOT } from "./mport_procs.ts";
 import { percentile, type RttResult } from "./bench_vpn_probe.ts";
 
 /** Ports of the targets on 203.0.113.1 in the internet namespace. */
@@ -45,16 +45,10 @@ export function denoIn(
   denoFlags: readonly string[] = [],
   opts: SpawnInOptions = {},
 ): Proc {
-  return spawnIn(ns, name, Deno.execPath(), [
-    "run",
-    "--config",
-    new URL("deno.json", ROOT).pathname,
-    ...denoFlags,
-    "-A",
-    "--unstable-net",
-    main,
-    ...args,
-  ], { cwd: ROOT.pathname, ...opts });
+  return spawnIn(ns, name, Deno.execPath(), denoRunArgs(main, args, denoFlags), {
+    cwd: ROOT.pathname,
+    ...opts,
+  });
 }
 
 /** Waits for a line matching `re` on stdout; stops the process and throws with its output if not. */

@@ -148,6 +148,24 @@ export class Proc {
   }
 }
 
+/** The arguments of `deno run [denoFlags] -A --unstable-net main args…` with the repository's config. */
+export function denoRunArgs(
+  main: string,
+  args: readonly string[],
+  denoFlags: readonly string[] = [],
+): string[] {
+  return [
+    "run",
+    "--config",
+    new URL("deno.json", ROOT).pathname,
+    ...denoFlags,
+    "-A",
+    "--unstable-net",
+    main,
+    ...args,
+  ];
+}
+
 /**
  * Runs `deno run [denoFlags] -A main args…` as a child with piped output, in `cwd` (default the
  * repository root); `afterExit` runs once it has exited.
@@ -161,16 +179,7 @@ export function spawnDeno(
   afterExit?: () => Promise<void>,
 ): Proc {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--config",
-      new URL("deno.json", ROOT).pathname,
-      ...denoFlags,
-      "-A",
-      "--unstable-net",
-      main,
-      ...args,
-    ],
+    args: denoRunArgs(main, args, denoFlags),
     cwd,
     stdin: "null",
     stdout: "piped",

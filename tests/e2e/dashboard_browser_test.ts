@@ -2,7 +2,8 @@
 // store, a user with a password): sign-in, live tunnels, closing a tunnel, tokens shown once and
 // revoked (their client is cut off), CSRF refusal. Also saves the screenshots for the README.
 import assert from "node:assert/strict";
-import puppeteer, { type Page } from "puppeteer-core";
+import type { Page } from "puppeteer-core";
+import { launchChromium, skipWithoutChromium } from "../support/chromium.ts";
 import { addUser, adminOk, createToken, PASSWORD } from "./accounts_harness.ts";
 import {
   connect,
@@ -15,16 +16,7 @@ import {
 } from "./harness.ts";
 import { refusesConnections, until } from "./scripted_services.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const IMAGES = new URL("../../docs/images/", import.meta.url);
-
-function chromiumInstalled(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test("the dashboard page is served with a strict CSP, no framing and no referrer", async () => {
   const server = await startServer();
@@ -110,7 +102,7 @@ async function clickTwice(page: Page, selector: string): Promise<void> {
 Deno.test({
   name:
     "the dashboard signs in, shows tunnels live, closes one, shows a new token once and revoking it cuts its client off",
-  ignore: !chromiumInstalled() && Deno.env.get("CI") !== "true",
+  ignore: skipWithoutChromium(),
   // Puppeteer keeps a child process, pipes and a WebSocket to Chromium whose ops Deno's
   // sanitizers see as leaked across its internal event handling even after browser.close().
   sanitizeOps: false,
@@ -132,23 +124,7 @@ Deno.test({
       "1",
     ]);
     const procs: Proc[] = [];
-    const profile = await Deno.makeTempDir({ prefix: "mport-chromium-" });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: profile,
-      defaultViewport: { width: 1200, height: 800 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const chromium = await launchChromium({ viewport: { width: 1200, height: 800 } });
     try {
       const probe = await fetch(`${server.httpUrl}/api/v1/me`);
       await probe.body?.cancel();
@@ -159,7 +135,7 @@ Deno.test({
         return;
       }
       await Deno.mkdir(IMAGES, { recursive: true });
-      const page = await browser.newPage();
+      const page = await chromium.browser.newPage();
       const problems: string[] = [];
       page.on("pageerror", (e) => problems.push(String(e)));
       page.on("console", (m) => {
@@ -359,11 +335,10 @@ Deno.test({
       assert.deepEqual(problems, []);
       assert.deepEqual((await firstCells(page, "usage-table")).includes("alice"), true);
     } finally {
-      await browser.close();
+      await chromium.close();
       for (const p of procs.reverse()) await p.stop();
       await server.stop();
       await echo.close();
-      await Deno.remove(profile, { recursive: true });
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -8,6 +8,33 @@ export async function startSocks(
   serverUrl: string,
   args: string[] = [],
 ): Promise<{ client: Proc; port: number }> {
+  const { client, port } = await startSocksWaiting(serverUrl, args, []);
+  return { client, port };
+}
+
+/**
+ * `mport socks` with its status page on any free port; resolves once both are ready, with the
+ * proxy's port and the page's URL.
+ */
+export async function startSocksWithStatus(serverUrl: string): Promise<{
+  client: Proc;
+  proxy: number;
+  page: string;
+}> {
+  const { client, port, lines } = await startSocksWaiting(
+    serverUrl,
+    ["--inspect", "127.0.0.1:0"],
+    [/^inspector (http:\/\/127\.0\.0\.1:\d+)$/],
+  );
+  return { client, proxy: port, page: lines[0]![1]! };
+}
+
+/** `mport socks` on a free port, once its ready line and a line matching each of `also` came. */
+async function startSocksWaiting(
+  serverUrl: string,
+  args: string[],
+  also: RegExp[],
+): Promise<{ client: Proc; port: number; lines: RegExpMatchArray[] }> {
   const port = freePort();
   const client = startClient([
     "socks",
@@ -18,15 +45,18 @@ export async function startSocks(
     ...args,
   ]);
   try {
-    await client.stdout.wait(
-      /^socks socks5:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ -> /,
-      15_000,
-    );
+    const [, ...lines] = await Promise.all([
+      client.stdout.wait(
+        /^socks socks5:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ -> /,
+        15_000,
+      ),
+      ...also.map((re) => client.stdout.wait(re, 15_000)),
+    ]);
+    return { client, port, lines };
   } catch (e) {
     await client.stop("SIGKILL");
     throw new Error(`${(e as Error).message}\n${client.output()}`);
   }
-  return { client, port };
 }
 
 /** A call to the server's REST API with the admin token; throws with the body when not 2xx. */

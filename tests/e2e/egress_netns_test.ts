@@ -4,7 +4,16 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { makeTopology, NET, netnsUnavailable, type Topology } from "../../scripts/netns.ts";
-import { CLIENT_MAIN, LineReader, SERVER_MAIN } from "../../scripts/mport_procs.ts";
+import type { Proc } from "./harness.ts";
+import {
+  clientIn,
+  denoIn,
+  SERVER_PORT,
+  SERVER_URL,
+  serverApiIn,
+  startServerIn,
+  waitLine,
+} from "./netns_rig.ts";
 import { within } from "../support/wait.ts";
 
 const unavailable = netnsUnavailable();
@@ -12,7 +21,6 @@ const ignore = unavailable !== null && Deno.env.get("CI") !== "true";
 if (ignore) console.log(`egress_netns_test: skipped (${unavailable})`);
 
 const TOKEN = "netns-egress-token-0123456789";
-const SERVER_PORT = 8080;
 const WEB_PORT = 8000;
 /** A port of the web server's address that `--egress-deny` names. */
 const DENIED_PORT = 8081;
@@ -21,42 +29,12 @@ const DOWNLOAD_MIB = 256;
 const WEB_MAIN = new URL("../support/random_web.ts", import.meta.url).pathname;
 const SOCKS_CLIENT = new URL("../support/socks_client.ts", import.meta.url).href;
 
-/** A process inside a namespace, its output read line by line. */
-class NsProc {
-  readonly child: Deno.ChildProcess;
-  readonly stdout: LineReader;
-  readonly stderr: LineReader;
-
-  constructor(readonly name: string, command: Deno.Command) {
-    this.child = command.spawn();
-    this.stdout = new LineReader(this.child.stdout);
-    this.stderr = new LineReader(this.child.stderr);
-  }
-
-  async stop(): Promise<Deno.CommandStatus> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    const status = await this.child.status;
-    await Promise.all([this.stdout.done, this.stderr.done]);
-    return status;
-  }
-
-  output(): string {
-    return `--- ${this.name} stdout\n${this.stdout.lines.join("\n")}\n--- ${this.name} stderr\n${
-      this.stderr.lines.join("\n")
-    }`;
-  }
-}
-
 /** The three namespaces with the web server, mport-server and `mport socks` running. */
 interface Rig {
   readonly topology: Topology;
-  readonly web: NsProc;
-  readonly server: NsProc;
-  readonly socks: NsProc;
+  readonly web: Proc;
+  readonly server: Proc;
+  readonly socks: Proc;
   /** SHA-256 of what the web server serves. */
   readonly sha256: string;
   /** XDG_CONFIG_HOME for clients (removed with the rig). */
@@ -65,80 +43,46 @@ interface Rig {
   output(): string;
 }
 
+/** `mport socks` in the client namespace on 127.0.0.1:`port` with `token` (not waited for). */
+function socksIn(topology: Topology, configHome: string, port: number, token: string): Proc {
+  return clientIn(topology, [
+    "socks",
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--server",
+    SERVER_URL,
+    "--token",
+    token,
+  ], { XDG_CONFIG_HOME: configHome });
+}
+
 async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
   const topology = await makeTopology();
   const configHome = await Deno.makeTempDir({ prefix: "mport-netns-config-" });
-  const procs: NsProc[] = [];
-  const output = () => procs.map((p) => p.output()).join("\n");
+  const procs: [string, Proc][] = [];
+  const output = () => procs.map(([name, p]) => `=== ${name}\n${p.output()}`).join("\n");
   try {
-    const web = new NsProc(
-      "web",
-      topology.command(topology.internet, Deno.execPath(), [
-        "run",
-        "-A",
-        WEB_MAIN,
-        NET.internet,
-        String(WEB_PORT),
-        String(DOWNLOAD_MIB),
-      ]),
-    );
-    procs.push(web);
-    const server = new NsProc(
-      "server",
-      topology.command(topology.server, Deno.execPath(), [
-        "run",
-        "-A",
-        "--unstable-net",
-        SERVER_MAIN,
-        "--listen",
-        `0.0.0.0:${SERVER_PORT}`,
-        "--token",
-        TOKEN,
-        "--db",
-        ":memory:",
-        "--stats-interval",
-        "0",
-        "--egress",
-        "--egress-deny",
-        `${NET.internet}:${DENIED_PORT}`,
-      ]),
-    );
-    procs.push(server);
-    let sha256: string;
-    try {
-      const [ready] = await Promise.all([
-        web.stdout.wait(/^ready \d+ ([0-9a-f]{64})$/, 30_000),
-        server.stdout.wait(/listening on/, 30_000),
-      ]);
-      sha256 = ready[1]!;
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n${output()}`);
-    }
-    const socks = new NsProc(
-      "socks",
-      topology.command(topology.client, Deno.execPath(), [
-        "run",
-        "-A",
-        "--unstable-net",
-        CLIENT_MAIN,
-        "socks",
-        "--listen",
-        `127.0.0.1:${SOCKS_PORT}`,
-        "--server",
-        `ws://${NET.server}:${SERVER_PORT}`,
-        "--token",
-        TOKEN,
-      ], { env: { XDG_CONFIG_HOME: configHome } }),
-    );
-    procs.push(socks);
-    try {
-      await socks.stdout.wait(/^socks socks5:\/\//, 30_000);
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n${output()}`);
-    }
+    const web = denoIn(topology, topology.internet, WEB_MAIN, [
+      NET.internet,
+      String(WEB_PORT),
+      String(DOWNLOAD_MIB),
+    ]);
+    procs.push(["web", web]);
+    const server = await startServerIn(topology, TOKEN, [
+      "--db",
+      ":memory:",
+      "--egress",
+      "--egress-deny",
+      `${NET.internet}:${DENIED_PORT}`,
+    ]);
+    procs.push(["server", server]);
+    const sha256 = (await waitLine(web, /^ready \d+ ([0-9a-f]{64})$/, "web server"))[1]!;
+    const socks = socksIn(topology, configHome, SOCKS_PORT, TOKEN);
+    procs.push(["socks", socks]);
+    await waitLine(socks, /^socks socks5:\/\//, "mport socks");
     await fn({ topology, web, server, socks, sha256, configHome, output });
   } finally {
-    await Promise.all(procs.map((p) => p.stop()));
+    await Promise.all(procs.map(([, p]) => p.stop()));
     await topology.close();
     await Deno.remove(configHome, { recursive: true }).catch(() => {});
   }
@@ -166,28 +110,6 @@ async function curlHash(
     stderr: await stderr,
     ms: performance.now() - started,
   };
-}
-
-/** The server's REST API, called with curl inside the server namespace. */
-async function api(
-  topology: Topology,
-  path: string,
-  body?: unknown,
-  method = body === undefined ? "GET" : "POST",
-): Promise<unknown> {
-  const out = await topology.run(topology.server, "curl", [
-    "-sS",
-    "--fail-with-body",
-    "-X",
-    method,
-    "-H",
-    `authorization: Bearer ${TOKEN}`,
-    "-H",
-    "content-type: application/json",
-    ...(body === undefined ? [] : ["-d", JSON.stringify(body)]),
-    `http://127.0.0.1:${SERVER_PORT}/api/v1${path}`,
-  ]);
-  return JSON.parse(out);
 }
 
 /** SOCKS5 CONNECT reply codes for each target, asked from inside the client namespace. */
@@ -256,7 +178,7 @@ Deno.test({
       // The allowed target first: the refusals below are the rules', not a broken path.
       const codes = await socksCodes(topology, [[NET.internet, WEB_PORT], ...denied]);
       assert.deepEqual(codes, [0, 2, 2, 2], output());
-      const events = await api(topology, "/events?type=egress_refused") as {
+      const events = await serverApiIn(topology, TOKEN, "/events?type=egress_refused") as {
         items: { detail: { destination: string; code: string; message: string } }[];
       };
       for (const [host, port] of denied) {
@@ -271,29 +193,28 @@ Deno.test({
       );
 
       // A user of the server's own (not a static token) has no egress until an admin grants it.
-      await api(topology, "/users", { name: "dave", password: "correct-horse-battery" });
-      const made = await api(topology, "/tokens", { user: "dave", label: "socks" }) as {
+      await serverApiIn(topology, TOKEN, "/users", "POST", {
+        name: "dave",
+        password: "correct-horse-battery",
+      });
+      const made = await serverApiIn(topology, TOKEN, "/tokens", "POST", {
+        user: "dave",
+        label: "socks",
+      }) as {
         secret: string;
       };
-      const refused = await within(
-        topology.command(topology.client, Deno.execPath(), [
-          "run",
-          "-A",
-          "--unstable-net",
-          CLIENT_MAIN,
-          "socks",
-          "--listen",
-          `127.0.0.1:${SOCKS_PORT + 1}`,
-          "--server",
-          `ws://${NET.server}:${SERVER_PORT}`,
-          "--token",
-          made.secret,
-        ], { env: { XDG_CONFIG_HOME: configHome } }).output(),
-        30_000,
-        "mport socks with a user that may not use egress",
-      );
-      const stderr = new TextDecoder().decode(refused.stderr);
-      assert.equal(refused.code, 1, stderr);
+      const refused = socksIn(topology, configHome, SOCKS_PORT + 1, made.secret);
+      try {
+        const status = await within(
+          refused.status(),
+          30_000,
+          "mport socks with a user that may not use egress",
+        );
+        assert.equal(status.code, 1, refused.output());
+      } finally {
+        await refused.stop("SIGKILL");
+      }
+      const stderr = refused.stderr.lines.join("\n");
       assert.match(
         stderr,
         /user dave may not use egress \(an admin runs: mport-server user set dave --egress\)/,

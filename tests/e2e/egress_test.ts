@@ -1,7 +1,8 @@
 // End to end: `mport socks` — a local SOCKS5 and HTTP proxy whose connections leave from the
 // server, with the server's permission and rules.
 import assert from "node:assert/strict";
-import { type Proc, startClient, startServer, TEST_TOKEN } from "./harness.ts";
+import { startClient, startServer } from "./harness.ts";
+import { api, startSocks } from "./egress_harness.ts";
 import { socksConnect } from "../support/socks_client.ts";
 import { MPORT_VERSION } from "../../shared/version.ts";
 import { freePort } from "../support/net.ts";
@@ -19,46 +20,6 @@ import {
 } from "../support/tcp_services.ts";
 
 const MiB = 1024 * 1024;
-
-/** Starts `mport socks` on a free port and waits for its ready line. */
-async function startSocks(
-  serverUrl: string,
-  args: string[] = [],
-): Promise<{ client: Proc; port: number }> {
-  const port = freePort();
-  const client = startClient([
-    "socks",
-    "--listen",
-    `127.0.0.1:${port}`,
-    "--server",
-    serverUrl,
-    ...args,
-  ]);
-  try {
-    await client.stdout.wait(
-      /^socks socks5:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ -> /,
-      15_000,
-    );
-  } catch (e) {
-    await client.stop("SIGKILL");
-    throw new Error(`${(e as Error).message}\n${client.output()}`);
-  }
-  return { client, port };
-}
-
-async function api(serverUrl: string, path: string, init: RequestInit = {}): Promise<unknown> {
-  const res = await fetch(`${serverUrl}/api/v1${path}`, {
-    ...init,
-    headers: {
-      authorization: `Bearer ${TEST_TOKEN}`,
-      "content-type": "application/json",
-      ...init.headers,
-    },
-  });
-  const body = await res.json();
-  if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(body)}`);
-  return body;
-}
 
 Deno.test("SOCKS5 through the server: 256 MiB each way intact, names resolved by the server, a denied destination refused and audited", async () => {
   const received = Promise.withResolvers<{ bytes: number; sha256: string }>();

@@ -9,19 +9,18 @@ import {
   socksUdpAssociate,
   socksUdpDatagram,
 } from "../support/socks_client.ts";
-import { dnsQuery, dnsResponder, parseDnsAnswer, udpEcho, UdpSocket } from "../support/udp.ts";
+import {
+  dnsQuery,
+  dnsResponder,
+  numbered,
+  parseDnsAnswer,
+  udpEcho,
+  UdpSocket,
+} from "../support/udp.ts";
 
 const ECHO_COUNT = 1_000;
 const ECHO_SIZE = 512;
 const WINDOW = 100;
-
-/** Datagram `seq` of the echo test: its number, then bytes that depend on it. */
-function numbered(seq: number): Uint8Array {
-  const d = new Uint8Array(ECHO_SIZE);
-  new DataView(d.buffer).setUint32(0, seq);
-  for (let j = 4; j < ECHO_SIZE; j++) d[j] = (seq * 31 + j * 7) & 0xff;
-  return d;
-}
 
 /** Sends one datagram through the association to host:port. */
 function sendVia(
@@ -80,7 +79,7 @@ Deno.test("SOCKS5 UDP ASSOCIATE through the server: DNS answered, 1,000 datagram
     for (let base = 0; base < ECHO_COUNT; base += WINDOW) {
       const end = Math.min(ECHO_COUNT, base + WINDOW);
       for (let seq = base; seq < end; seq++) {
-        await sendVia(user, a, "127.0.0.1", echo.port, numbered(seq));
+        await sendVia(user, a, "127.0.0.1", echo.port, numbered(seq, ECHO_SIZE));
       }
       await user.changed.until(
         `echo replies ${base}-${end - 1}`,
@@ -88,7 +87,7 @@ Deno.test("SOCKS5 UDP ASSOCIATE through the server: DNS answered, 1,000 datagram
           for (const d of user.drain()) {
             const r = parseSocksUdpReply(d.data);
             const seq = new DataView(r.data.buffer, r.data.byteOffset).getUint32(0);
-            const want = numbered(seq);
+            const want = numbered(seq, ECHO_SIZE);
             if (r.port !== echo.port || !r.data.every((b, i) => b === want[i])) wrong++;
             else back[seq] = 1;
           }
@@ -112,7 +111,7 @@ Deno.test("SOCKS5 UDP ASSOCIATE through the server: DNS answered, 1,000 datagram
       await sendVia(user, a, "127.0.0.1", forbidden.port, new TextEncoder().encode(`no ${i}`));
     }
     // A datagram after them that does arrive: by then the denied ones were dealt with.
-    await sendVia(user, a, "127.0.0.1", echo.port, numbered(7));
+    await sendVia(user, a, "127.0.0.1", echo.port, numbered(7, ECHO_SIZE));
     const probe = parseSocksUdpReply((await user.next(5_000, "the probe's echo")).data);
     assert.equal(probe.port, echo.port, "only the allowed destination answers");
     assert.equal(forbidden.received, 0, "the denied destination received nothing");
@@ -137,10 +136,10 @@ Deno.test("SOCKS5 UDP ASSOCIATE through the server: DNS answered, 1,000 datagram
     ]);
     // A fragment (FRAG 1) is not sent on: the echo never sees it.
     const echoed = echo.received;
-    const fragment = socksUdpDatagram("127.0.0.1", echo.port, numbered(8));
+    const fragment = socksUdpDatagram("127.0.0.1", echo.port, numbered(8, ECHO_SIZE));
     fragment[2] = 1;
     await user.send(fragment, a.relay);
-    await sendVia(user, a, "127.0.0.1", echo.port, numbered(9));
+    await sendVia(user, a, "127.0.0.1", echo.port, numbered(9, ECHO_SIZE));
     const last = parseSocksUdpReply((await user.next(5_000, "the last echo")).data);
     assert.deepEqual(
       [last.port, new DataView(last.data.buffer, last.data.byteOffset).getUint32(0)],

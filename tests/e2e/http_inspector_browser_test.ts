@@ -2,20 +2,11 @@
 // a visitor's request is listed, its detail shows the body, and Replay reaches the local service
 // again. Also saves the screenshot for the README.
 import assert from "node:assert/strict";
-import puppeteer from "puppeteer-core";
+import { launchChromium, skipWithoutChromium } from "../support/chromium.ts";
 import { httpRequest } from "../support/http_client.ts";
 import { type InspectedTunnel, startInspectedTunnel } from "./http_inspector_rig.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOT = new URL("../../docs/images/inspector.png", import.meta.url);
-
-function chromiumInstalled(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
 
 const visitorHeaders: [string, string][] = [
   ["user-agent", "Mozilla/5.0 (X11; Linux x86_64)"],
@@ -44,30 +35,14 @@ async function visit(
 Deno.test({
   name:
     "the inspector page lists a request, shows its body, and Replay sends it to the local service again",
-  ignore: !chromiumInstalled() && Deno.env.get("CI") !== "true",
+  ignore: skipWithoutChromium(),
   // Puppeteer keeps a child process, pipes and a WebSocket to Chromium whose ops Deno's
   // sanitizers see as leaked across its internal event handling even after browser.close().
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
     const rig = await startInspectedTunnel();
-    const profile = await Deno.makeTempDir({ prefix: "mport-chromium-" });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: profile,
-      defaultViewport: { width: 1200, height: 800 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const chromium = await launchChromium({ viewport: { width: 1200, height: 800 } });
     try {
       assert.equal(await visit(rig, "GET", "/"), 200);
       assert.equal(await visit(rig, "GET", "/static/logo.png"), 200);
@@ -79,7 +54,7 @@ Deno.test({
       assert.equal(await visit(rig, "POST", "/api/orders?notify=1", order), 201);
       assert.equal(rig.received.length, 4);
 
-      const page = await browser.newPage();
+      const page = await chromium.browser.newPage();
       const problems: string[] = [];
       page.on("pageerror", (e) => problems.push(String(e)));
       page.on("console", (m) => {
@@ -140,9 +115,8 @@ Deno.test({
       await page.screenshot({ path: SCREENSHOT.pathname as `${string}.png`, fullPage: true });
       assert.ok(Deno.statSync(SCREENSHOT).size > 10_000);
     } finally {
-      await browser.close();
+      await chromium.close();
       await rig.close();
-      await Deno.remove(profile, { recursive: true });
     }
   },
 });

@@ -2,11 +2,11 @@
 // client processes: its JSON says connected, where the proxy listens and the bytes it carried; in a
 // real headless Chromium it shows the server, and its Disconnect button stops the client cleanly.
 import assert from "node:assert/strict";
-import puppeteer from "puppeteer-core";
+import { launchChromium, skipWithoutChromium } from "../support/chromium.ts";
 import type { EgressStatus } from "../../client/egress/egress_types.ts";
-import { type Proc, startClient, startServer } from "./harness.ts";
+import { startServer } from "./harness.ts";
+import { startSocksWithStatus } from "./egress_harness.ts";
 import { socksConnect } from "../support/socks_client.ts";
-import { freePort } from "../support/net.ts";
 import { within } from "../support/wait.ts";
 import {
   echo,
@@ -17,47 +17,7 @@ import {
   writeChunks,
 } from "../support/tcp_services.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const MiB = 1024 * 1024;
-
-function chromiumInstalled(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
-
-/** `mport socks` with its status page on any free port; resolves once both are ready. */
-async function startSocksWithStatus(serverUrl: string): Promise<{
-  client: Proc;
-  proxy: number;
-  page: string;
-}> {
-  const proxy = freePort();
-  const client = startClient([
-    "socks",
-    "--listen",
-    `127.0.0.1:${proxy}`,
-    "--inspect",
-    "127.0.0.1:0",
-    "--server",
-    serverUrl,
-  ]);
-  try {
-    const [page] = await Promise.all([
-      client.stdout.wait(/^inspector (http:\/\/127\.0\.0\.1:\d+)$/, 15_000),
-      client.stdout.wait(
-        /^socks socks5:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ -> /,
-        15_000,
-      ),
-    ]);
-    return { client, proxy, page: page[1]! };
-  } catch (e) {
-    await client.stop("SIGKILL");
-    throw new Error(`${(e as Error).message}\n${client.output()}`);
-  }
-}
 
 async function egress(page: string): Promise<EgressStatus> {
   const res = await fetch(`${page}/api/egress`);
@@ -136,7 +96,7 @@ Deno.test("mport socks serves its status on the inspector port: connected, the p
 Deno.test({
   name:
     "the status page in Chromium shows the server and connected, and Disconnect stops mport socks with exit code 0",
-  ignore: !chromiumInstalled() && Deno.env.get("CI") !== "true",
+  ignore: skipWithoutChromium(),
   // Puppeteer keeps a child process, pipes and a WebSocket to Chromium whose ops Deno's
   // sanitizers see as leaked across its internal event handling even after browser.close().
   sanitizeOps: false,
@@ -149,25 +109,9 @@ Deno.test({
       `127.0.0.1:${echoService.port}`,
     ]);
     const { client, proxy, page: url } = await startSocksWithStatus(server.wsUrl);
-    const profile = await Deno.makeTempDir({ prefix: "mport-chromium-" });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      userDataDir: profile,
-      defaultViewport: { width: 1000, height: 700 },
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const chromium = await launchChromium({ viewport: { width: 1000, height: 700 } });
     try {
-      const page = await browser.newPage();
+      const page = await chromium.browser.newPage();
       const problems: string[] = [];
       page.on("pageerror", (e) => problems.push(String(e)));
       page.on("console", (m) => {
@@ -239,8 +183,7 @@ Deno.test({
       assert.equal(status.code, 0, client.output());
       assert.deepEqual(problems, []);
     } finally {
-      await browser.close();
-      await Deno.remove(profile, { recursive: true }).catch(() => {});
+      await chromium.close();
       await client.stop();
       await server.stop();
       await echoService.close();

@@ -7,6 +7,7 @@ import {
   dnsQuery,
   dnsResponder,
   kernelUdpRcvbufErrors,
+  numbered,
   parseDnsAnswer,
   ping,
   udpEcho,
@@ -143,14 +144,6 @@ const ECHO_COUNT = 10_000;
 const ECHO_SIZE = 512;
 const WINDOW = 100;
 
-/** Datagram `seq` of the echo test: its number, then bytes that depend on it. */
-function numbered(seq: number): Uint8Array {
-  const d = new Uint8Array(ECHO_SIZE);
-  new DataView(d.buffer).setUint32(0, seq);
-  for (let j = 4; j < ECHO_SIZE; j++) d[j] = (seq * 31 + j * 7) & 0xff;
-  return d;
-}
-
 Deno.test(`${ECHO_COUNT} datagrams of ${ECHO_SIZE} bytes in windows of ${WINDOW} come back intact with no loss on loopback`, async () => {
   const echo = udpEcho();
   const server = await startServer();
@@ -162,7 +155,7 @@ Deno.test(`${ECHO_COUNT} datagrams of ${ECHO_SIZE} bytes in windows of ${WINDOW}
     if (d.data.byteLength !== ECHO_SIZE) return void stray++;
     const seq = new DataView(d.data.buffer, d.data.byteOffset).getUint32(0);
     if (seq >= ECHO_COUNT) return void stray++;
-    const want = numbered(seq);
+    const want = numbered(seq, ECHO_SIZE);
     if (!d.data.every((b, i) => b === want[i])) wrong++;
     got[seq] = 1;
   });
@@ -174,7 +167,7 @@ Deno.test(`${ECHO_COUNT} datagrams of ${ECHO_SIZE} bytes in windows of ${WINDOW}
     const deadline = Date.now() + 120_000;
     for (let base = 0; base < ECHO_COUNT && Date.now() < deadline; base += WINDOW) {
       const end = Math.min(ECHO_COUNT, base + WINDOW);
-      for (let seq = base; seq < end; seq++) await user.send(numbered(seq), t.port);
+      for (let seq = base; seq < end; seq++) await user.send(numbered(seq, ECHO_SIZE), t.port);
       const complete = () => got.subarray(base, end).every((x) => x === 1);
       try {
         await user.changed.until(`replies ${base}-${end - 1}`, complete, 2_000);

@@ -1,31 +1,23 @@
-// The VPN tests' rig: mport-server, `mport vpn` and the targets as processes inside the
-// namespaces of scripts/netns.ts, curl and the REST API from inside them, and snapshots of what
-// the VPN changes on a host (routes, devices, nftables, resolv.conf, forwarding).
-import { CLIENT_MAIN, SERVER_MAIN } from "../../scripts/mport_procs.ts";
-import { NET, type Topology } from "../../scripts/netns.ts";
-import { Proc } from "./harness.ts";
+// The VPN tests' rig, on the namespace rig of netns_rig.ts: mport-server with the VPN's token,
+// `mport vpn` and the targets as processes inside the namespaces, the REST API as the VPN's admin,
+// and snapshots of what the VPN changes on a host (routes, devices, nftables, resolv.conf,
+// forwarding).
+import type { Topology } from "../../scripts/netns.ts";
+import type { Proc } from "./harness.ts";
+import {
+  clientIn,
+  denoIn,
+  SERVER_PORT,
+  SERVER_URL,
+  serverApiIn,
+  startServerIn,
+  waitLine,
+} from "./netns_rig.ts";
 
 /** The VPN server's port on 203.0.113.2. */
-export const VPN_PORT = 8080;
+export const VPN_PORT = SERVER_PORT;
 export const VPN_TOKEN = "vpn-test-token-0123456789";
-export const SERVER_URL = `ws://${NET.server}:${VPN_PORT}`;
 const TARGETS_MAIN = new URL("./netns_targets.ts", import.meta.url).pathname;
-
-/** A Deno program run inside `ns`, its output read line by line. */
-export function denoIn(topo: Topology, ns: string, main: string, args: string[]): Proc {
-  return new Proc(
-    topo.command(ns, Deno.execPath(), ["run", "-A", "--unstable-net", main, ...args]).spawn(),
-  );
-}
-
-async function waitLine(p: Proc, re: RegExp, what: string, ms = 30_000): Promise<RegExpMatchArray> {
-  try {
-    return await p.stdout.wait(re, ms);
-  } catch (e) {
-    await p.stop("SIGKILL");
-    throw new Error(`${what}: ${(e as Error).message}\n${p.output()}`);
-  }
-}
 
 /** The targets in the internet namespace (HTTP :8000, echo :7007, DNS :53), ready. */
 export async function startTargets(topo: Topology): Promise<Proc> {
@@ -36,19 +28,7 @@ export async function startTargets(topo: Topology): Promise<Proc> {
 
 /** mport-server in the server namespace on 0.0.0.0:8080, with `args` (e.g. `--vpn-pool`). */
 export async function startVpnServer(topo: Topology, dir: string, args: string[]): Promise<Proc> {
-  const p = denoIn(topo, topo.server, SERVER_MAIN, [
-    "--listen",
-    `0.0.0.0:${VPN_PORT}`,
-    "--token",
-    VPN_TOKEN,
-    "--data-dir",
-    `${dir}/server`,
-    "--stats-interval",
-    "0",
-    ...args,
-  ]);
-  await waitLine(p, /listening on http:\/\//, "mport-server");
-  return p;
+  return await startServerIn(topo, VPN_TOKEN, ["--data-dir", `${dir}/server`, ...args]);
 }
 
 /** `mport vpn` in the client namespace (not waited for: see {@link vpnReady}). */
@@ -58,7 +38,7 @@ export function startVpnClient(
   args: string[],
   server = SERVER_URL,
 ): Proc {
-  return denoIn(topo, topo.client, CLIENT_MAIN, [
+  return clientIn(topo, [
     "vpn",
     "--server",
     server,
@@ -74,18 +54,6 @@ export async function vpnReady(p: Proc): Promise<string> {
   return (await waitLine(p, /^vpn \S+ dev \S+ -> .*$/, "mport vpn"))[0];
 }
 
-/** curl in `ns`: the body, or the error text (curl's exit code and message) when it failed. */
-export async function curlIn(
-  topo: Topology,
-  ns: string,
-  url: string,
-  extra: string[] = [],
-): Promise<{ ok: boolean; text: string }> {
-  const out = await topo.command(ns, "curl", ["-sS", "--max-time", "4", ...extra, url]).output();
-  const dec = new TextDecoder();
-  return { ok: out.success, text: out.success ? dec.decode(out.stdout) : dec.decode(out.stderr) };
-}
-
 /** The server's REST API, called with the admin token from inside the server namespace. */
 export async function serverApi(
   topo: Topology,
@@ -93,20 +61,7 @@ export async function serverApi(
   method = "GET",
   body?: unknown,
 ): Promise<unknown> {
-  const args = [
-    "-sS",
-    "--max-time",
-    "5",
-    "-X",
-    method,
-    "-H",
-    `authorization: Bearer ${VPN_TOKEN}`,
-    "-H",
-    "content-type: application/json",
-    ...(body === undefined ? [] : ["--data", JSON.stringify(body)]),
-    `http://127.0.0.1:${VPN_PORT}/api/v1${path}`,
-  ];
-  return JSON.parse(await topo.run(topo.server, "curl", args));
+  return await serverApiIn(topo, VPN_TOKEN, path, method, body);
 }
 
 /** What a VPN may change on a namespace's host, as text to compare before and after. */
@@ -120,13 +75,4 @@ export async function hostState(topo: Topology, ns: string): Promise<string> {
   // Local and broadcast routes of the kernel's own table change with nothing we do.
   const kept = routes.split("\n").filter((l) => !/^(local|broadcast) /.test(l)).join("\n");
   return `links: ${links}\nroutes:\n${kept}\nnft:\n${nft}\nip_forward: ${forward}resolv:\n${resolv}`;
-}
-
-/** Polls `check` every 100 ms until it returns true; throws `what` after `ms`. */
-export async function until(check: () => Promise<boolean>, what: string, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }

@@ -3,18 +3,17 @@
 // the same virtual address, the kill switch holds while the server is away, and nothing is left
 // on either host after an exit, a SIGTERM or a crash.
 import nodeAssert from "node:assert/strict";
-import puppeteer from "puppeteer-core";
+import { launchChromium, skipWithoutChromium } from "../support/chromium.ts";
 import { CLIENT_MAIN } from "../../scripts/mport_procs.ts";
 import { makeTopology, NET, netnsUnavailable, type Topology } from "../../scripts/netns.ts";
 import { Proc } from "./harness.ts";
+import { curlIn, until } from "./netns_rig.ts";
 import {
-  curlIn,
   hostState,
   serverApi,
   startTargets,
   startVpnClient,
   startVpnServer,
-  until,
   VPN_PORT,
   VPN_TOKEN,
   vpnReady,
@@ -25,15 +24,6 @@ const why = netnsUnavailable();
 const ignore = why !== null && Deno.env.get("CI") !== "true";
 const TARGETS_MAIN = new URL("./netns_targets.ts", import.meta.url).pathname;
 const TARGET_URL = `http://${NET.internet}:${TARGET_PORTS.http}/`;
-const CHROMIUM = "/usr/bin/chromium";
-
-function chromiumInstalled(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
 
 /** A topology, a scratch dir and the targets for `fn`; all removed afterwards. */
 async function withNet(
@@ -388,7 +378,7 @@ Deno.test({
 Deno.test({
   name:
     "the VPN status page in Chromium shows the virtual IP, device, routes and DNS, and Disconnect stops mport vpn, which undoes everything",
-  ignore: ignore || (!chromiumInstalled() && Deno.env.get("CI") !== "true"),
+  ignore: ignore || skipWithoutChromium(),
   // Puppeteer's child process and pipes outlive browser.close() as far as the sanitizers see.
   sanitizeOps: false,
   sanitizeResources: false,
@@ -397,25 +387,12 @@ Deno.test({
       const before = await hostState(topo, topo.client);
       const server = await startVpnServer(topo, dir, ["--vpn-pool", "10.8.0.0/24"]);
       const client = startVpnClient(topo, dir, ["--dns", NET.internet, "--kill-switch"]);
-      // Chromium runs inside the client namespace (where the page listens on 127.0.0.1) and
-      // talks to puppeteer over pipes, which cross namespaces.
-      const wrapper = `${dir}/chromium-in-ns`;
-      await Deno.writeTextFile(
-        wrapper,
-        `#!/bin/sh\nexec ip netns exec ${topo.client} ${CHROMIUM} "$@"\n`,
-        { mode: 0o755 },
-      );
-      const browser = await puppeteer.launch({
-        executablePath: wrapper,
-        pipe: true,
-        headless: true,
-        userDataDir: `${dir}/chromium-profile`,
-        args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-      });
+      // Chromium runs inside the client namespace, where the page listens on 127.0.0.1.
+      const chromium = await launchChromium({ netns: topo.client });
       try {
         await vpnReady(client);
         assertEquals((await curlIn(topo, topo.client, TARGET_URL)).text, `you are ${NET.server}\n`);
-        const page = await browser.newPage();
+        const page = await chromium.browser.newPage();
         await page.goto("http://127.0.0.1:4040/", { waitUntil: "load" });
         await page.waitForFunction(
           `document.querySelector("#egress-state")?.textContent === "connected"`,
@@ -438,7 +415,7 @@ Deno.test({
         await page.click("#disconnect");
         assertEquals((await client.status()).code, 0, client.output());
       } finally {
-        await browser.close();
+        await chromium.close();
         await client.stop("SIGKILL");
         await stopped(server);
       }

@@ -122,6 +122,14 @@ function startsWith(data: Uint8Array, prefix: Uint8Array): boolean {
   return prefix.every((b, i) => data[i] === b);
 }
 
+/** Datagram `seq` of an echo test, `size` bytes: its number, then bytes that depend on it. */
+export function numbered(seq: number, size: number): Uint8Array {
+  const d = new Uint8Array(size);
+  new DataView(d.buffer).setUint32(0, seq);
+  for (let j = 4; j < size; j++) d[j] = (seq * 31 + j * 7) & 0xff;
+  return d;
+}
+
 /** `ping` + `tag`, answered by {@link udpSilent} with `pong` + `tag`. */
 export function ping(tag: string): Uint8Array {
   return new TextEncoder().encode(`ping${tag}`);
