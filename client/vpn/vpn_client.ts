@@ -40,6 +40,8 @@ export class VpnClient {
   #lease: VpnLease | null = null;
   #link: PacketLink | null = null;
   #closed = false;
+  /** The first set-up while it runs: close() waits for it before it undoes anything. */
+  #settingUp: Promise<void> | null = null;
   #connectedAt: number | null = null;
   #problem: string | null = null;
   #dns: readonly string[] = [];
@@ -80,7 +82,8 @@ export class VpnClient {
     let line: string | null = null;
     if (!this.#tun) {
       try {
-        await this.#setUp(lease);
+        this.#settingUp = this.#setUp(lease);
+        await this.#settingUp;
       } catch (e) {
         // Retrying cannot give the process a permission or the host a tool it lacks.
         throw Object.assign(new Error(`cannot set up the VPN: ${errorText(e)}`), { fatal: true });
@@ -155,6 +158,8 @@ export class VpnClient {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // A stop that arrives during the set-up undoes what the set-up did, not half of it.
+    await this.#settingUp?.catch(() => {});
     this.#retire();
     this.#tun?.close();
     await this.#reader;
