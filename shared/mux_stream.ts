@@ -116,6 +116,8 @@ export class MuxStream {
   #writing = false;
   #eofReceived = false;
   #writeShut = false;
+  /** Message mode: DATA payloads go here as they arrive (no TCP side, no queue). */
+  #onMessage: ((payload: Uint8Array) => void) | null = null;
 
   constructor(id: number, link: StreamLink, budget: WindowBudget | null, hooks: StreamHooks = {}) {
     this.id = id;
@@ -160,6 +162,64 @@ export class MuxStream {
     this.#readLoop(conn);
   }
 
+  /**
+   * Message mode, for streams that carry framed datagrams (the VPN's packets) rather than a
+   * connection: every DATA payload goes to `onMessage` (a view valid during the call) the moment
+   * it arrives, and its credit goes back at once; send with {@link sendMessage}. A payload may hold
+   * several messages, or part of one: the framing is the caller's. An EOF from the peer ends the
+   * stream both ways.
+   */
+  attachMessages(onMessage: (payload: Uint8Array) => void): void {
+    if (this.#conn || this.#onMessage) throw new Error("stream already attached");
+    if (this.#ended) return;
+    this.#onMessage = onMessage;
+    // There is no TCP side to half-close.
+    this.#writeShut = true;
+    const early = this.#queue.splice(0);
+    this.#queued = 0;
+    for (const chunk of early) this.#deliver(chunk.buf.subarray(0, chunk.len));
+    if (this.#eofReceived) this.onEof();
+  }
+
+  /**
+   * Message mode: sends the `len` bytes at `buf[SEND_ROOM, SEND_ROOM + len)` as one DATA frame.
+   * False, and nothing sent, when the peer's credit is short or the stream is over; true when it
+   * went out, or a promise that resolves when the data connection can take more. A frame of
+   * `COPIED_FRAME_BYTES` or more gives `buf` away (the caller needs a new one).
+   */
+  sendMessage(buf: Uint8Array, len: number): boolean | Promise<void> {
+    if (this.#ended || this.#eofSent || len > this.#credit || len === 0) return false;
+    this.#credit -= len;
+    this.#moved = true;
+    this.#hooks.onSent?.(len);
+    const wait = this.#link.sendData(this.id, buf, len, SEND_ROOM + len >= COPIED_FRAME_BYTES);
+    return wait ?? true;
+  }
+
+  /** Message mode: resolves once the peer's credit covers `bytes` (or the stream ended). */
+  async creditFor(bytes: number): Promise<void> {
+    while (!this.#ended && !this.#eofSent && this.#credit < bytes) {
+      await new Promise<void>((r) => (this.#creditWaiter = r));
+    }
+  }
+
+  /** Message mode: no more messages from this side (EOF); the stream ends once the peer's comes. */
+  endMessages(): void {
+    if (this.#ended || this.#eofSent) return;
+    this.#eofSent = true;
+    this.#link.sendEof(this.id);
+    this.#maybeFinish();
+  }
+
+  #deliver(payload: Uint8Array): void {
+    const n = payload.byteLength;
+    this.#consumed += n;
+    this.#moved = true;
+    this.#hooks.onReceived?.(n);
+    this.#onMessage!(payload);
+    if (!this.#ended) this.#maybeGrant();
+  }
+
   /** Aborts the stream: resets the TCP side and tells the peer. */
   reset(code: ErrorCode, message: string, kind = "reset"): void {
     if (this.#ended) return;
@@ -183,6 +243,10 @@ export class MuxStream {
       throw new ProtocolError(`peer sent beyond the credit window on stream ${this.id}`);
     }
     this.#allowance -= n;
+    if (this.#onMessage) {
+      this.#deliver(payload);
+      return;
+    }
     this.#queued += n;
     this.#enqueue(payload);
     this.#kickWriter();
@@ -205,8 +269,16 @@ export class MuxStream {
   /** An `EOF` frame: the peer will send nothing more. */
   onEof(): void {
     if (this.#ended) return;
-    if (this.#eofReceived) throw new ProtocolError(`duplicate eof on stream ${this.id}`);
+    if (this.#eofReceived && !this.#onMessage) {
+      throw new ProtocolError(`duplicate eof on stream ${this.id}`);
+    }
     this.#eofReceived = true;
+    if (this.#onMessage) {
+      // A message stream ends as a whole.
+      this.endMessages();
+      this.#maybeFinish();
+      return;
+    }
     if (this.#conn && !this.#writing && this.#queue.length === 0) this.#shutWrite(this.#conn);
   }
 

@@ -1,13 +1,15 @@
 // IP packets of a VPN on a mux stream: each framed as a datagram (u16 length, bytes), collected
 // into batches so a burst read from the TUN device travels as one DATA frame, and split out of
-// whatever chunks arrive on the other side.
+// the DATA frames on the other side. The stream runs in message mode: no socket, no memory pipe,
+// the frames are built and taken apart in place.
 import { DATAGRAM_HEADER_BYTES } from "./protocol.ts";
-import { memoryPipe, PIPE_HIGH_WATER, type PipeEnd } from "./mem_pipe.ts";
-import type { MuxStream, StreamHooks } from "./mux_stream.ts";
-import { closeQuietly } from "./net.ts";
+import { type MuxStream, SEND_ROOM, type StreamHooks } from "./mux_stream.ts";
+import { COPIED_FRAME_BYTES } from "./ws_conn.ts";
 
 /** Bytes collected before a batch is handed to the stream even if the burst goes on. */
 const BATCH_BYTES = 64 * 1024;
+/** Room of a batch buffer: the frame headers, a full batch and one more packet of any size. */
+const BATCH_BUFFER_BYTES = SEND_ROOM + BATCH_BYTES + DATAGRAM_HEADER_BYTES + 65_535;
 
 /** What a link carried. */
 export interface PacketCounters {
@@ -15,11 +17,11 @@ export interface PacketCounters {
   packetsIn: number;
   bytesOut: number;
   bytesIn: number;
-  /** Packets dropped: the stream was full (`drop` mode) or closed. */
+  /** Packets dropped: the peer's credit was short (`drop` mode) or the stream was over. */
   dropped: number;
 }
 
-/** How `flush()` treats a stream whose queue is full. */
+/** How `flush()` treats a peer that has given no credit for the batch. */
 export type FullPolicy = "wait" | "drop";
 
 /** A stream carrying IP packets both ways. */
@@ -32,11 +34,14 @@ export class PacketLink {
     dropped: 0,
   };
   readonly stream: MuxStream;
-  readonly #end: PipeEnd;
   readonly #full: FullPolicy;
-  #batch = new Uint8Array(BATCH_BYTES + DATAGRAM_HEADER_BYTES + 65_535);
+  readonly #onPacket: (packet: Uint8Array) => void;
+  #batch = new Uint8Array(BATCH_BUFFER_BYTES);
+  /** Bytes of records in the batch (after SEND_ROOM). */
   #len = 0;
   #count = 0;
+  /** The start of a record whose end has not arrived yet. */
+  #rest: Uint8Array | null = null;
   #closed = false;
   /** Resolves when the stream is over (either side ended it or it broke). */
   readonly done: Promise<void>;
@@ -53,11 +58,18 @@ export class PacketLink {
   ) {
     this.stream = stream;
     this.#full = full;
-    const [streamSide, linkSide] = memoryPipe();
-    this.#end = linkSide;
-    stream.setHooks(hooks);
-    stream.attach(streamSide.asConn());
-    this.done = this.#readLoop(onPacket);
+    this.#onPacket = onPacket;
+    const ended = Promise.withResolvers<void>();
+    this.done = ended.promise;
+    stream.setHooks({
+      ...hooks,
+      onEnd: (end) => {
+        this.#closed = true;
+        ended.resolve();
+        hooks.onEnd?.(end);
+      },
+    });
+    stream.attachMessages((payload) => this.#receive(payload));
   }
 
   get closed(): boolean {
@@ -71,14 +83,15 @@ export class PacketLink {
       return;
     }
     let wait: Promise<void> | void = undefined;
-    if (this.#len + DATAGRAM_HEADER_BYTES + packet.byteLength > this.#batch.byteLength) {
+    const n = packet.byteLength;
+    if (SEND_ROOM + this.#len + DATAGRAM_HEADER_BYTES + n > this.#batch.byteLength) {
       wait = this.flush();
     }
-    const n = packet.byteLength;
     const b = this.#batch;
-    b[this.#len] = n >> 8;
-    b[this.#len + 1] = n & 0xff;
-    b.set(packet, this.#len + DATAGRAM_HEADER_BYTES);
+    const at = SEND_ROOM + this.#len;
+    b[at] = n >> 8;
+    b[at + 1] = n & 0xff;
+    b.set(packet, at + DATAGRAM_HEADER_BYTES);
     this.#len += DATAGRAM_HEADER_BYTES + n;
     this.#count++;
     this.counters.bytesOut += n;
@@ -87,72 +100,79 @@ export class PacketLink {
   }
 
   /**
-   * Hands the batch to the stream. In `wait` mode a full stream makes the caller wait (the
-   * reader of the device stops, and the kernel's queue drops); in `drop` mode the batch is
-   * dropped and counted (a server must not let one slow client stop the others).
+   * Sends the batch as one DATA frame. When the peer's credit is short, `wait` mode waits for it
+   * (the device's reader stops, and the kernel's queue drops); `drop` mode drops and counts the
+   * batch (a server must not let one slow client stop the others). In `wait` mode the returned
+   * promise also holds the caller back while the data connection is above its high-water mark.
    */
   flush(): Promise<void> | void {
-    if (this.#len === 0) return;
-    const chunk = this.#batch.subarray(0, this.#len);
+    const len = this.#len;
+    if (len === 0) return;
     const count = this.#count;
     this.#len = 0;
     this.#count = 0;
-    if (this.#closed) {
-      this.counters.dropped += count;
-      return;
+    const sent = this.#send(this.#batch, len, count);
+    if (sent === false && this.#full === "wait" && !this.#closed) {
+      // The batch buffer is reused at once: the retry gets a copy of its bytes.
+      return this.#sendWhenCredit(this.#batch.slice(0, SEND_ROOM + len), len, count);
     }
-    if (this.#full === "drop") {
-      if (this.#end.offer(chunk)) this.counters.packetsOut += count;
-      else this.counters.dropped += count;
-      return;
-    }
-    this.counters.packetsOut += count;
-    if (this.#end.offer(chunk)) return;
-    // Full: wait for the stream, with a copy (the batch buffer is reused at once).
-    return this.#end.write(chunk.slice()).then(() => {}, () => {
-      this.counters.dropped += count;
-    });
+    if (sent === false) this.counters.dropped += count;
+    if (sent instanceof Promise && this.#full === "wait") return sent;
   }
 
-  /** Ends the stream (cleanly, with EOF) and stops reading. */
+  /** Ends the stream (EOF both ways) and stops taking packets. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#end.closeWrite().catch(() => {});
-    closeQuietly(this.#end);
+    this.stream.endMessages();
   }
 
-  /** Splits what arrives into packets; a frame may straddle chunks. */
-  async #readLoop(onPacket: (packet: Uint8Array) => void): Promise<void> {
-    const buf = new Uint8Array(PIPE_HIGH_WATER + DATAGRAM_HEADER_BYTES + 65_535);
-    let start = 0;
-    let end = 0;
-    try {
-      for (;;) {
-        const got = await this.#end.read(buf.subarray(end));
-        if (got === null) break;
-        end += got;
-        while (end - start >= DATAGRAM_HEADER_BYTES) {
-          const n = (buf[start]! << 8) | buf[start + 1]!;
-          if (end - start < DATAGRAM_HEADER_BYTES + n) break;
-          const from = start + DATAGRAM_HEADER_BYTES;
-          start = from + n;
-          this.counters.packetsIn++;
-          this.counters.bytesIn += n;
-          if (n > 0) onPacket(buf.subarray(from, from + n));
-        }
-        if (start === end) {
-          start = end = 0;
-        } else if (buf.byteLength - end < DATAGRAM_HEADER_BYTES + 65_535) {
-          buf.copyWithin(0, start, end);
-          end -= start;
-          start = 0;
-        }
-      }
-    } catch {
-      // the stream was reset or the link closed
+  #send(buf: Uint8Array, len: number, count: number): boolean | Promise<void> {
+    if (this.#closed) return false;
+    const sent = this.stream.sendMessage(buf, len);
+    if (sent === false) return false;
+    this.counters.packetsOut += count;
+    // A large frame took the buffer with it.
+    if (buf === this.#batch && SEND_ROOM + len >= COPIED_FRAME_BYTES) {
+      this.#batch = new Uint8Array(BATCH_BUFFER_BYTES);
     }
-    this.#closed = true;
-    closeQuietly(this.#end);
+    return sent;
+  }
+
+  async #sendWhenCredit(buf: Uint8Array, len: number, count: number): Promise<void> {
+    for (;;) {
+      await this.stream.creditFor(len);
+      if (this.#closed || this.stream.ended) {
+        this.counters.dropped += count;
+        return;
+      }
+      const sent = this.#send(buf, len, count);
+      if (sent instanceof Promise) await sent;
+      if (sent !== false) return;
+    }
+  }
+
+  /** Splits a DATA payload into packets; a record may straddle payloads. */
+  #receive(payload: Uint8Array): void {
+    let p = payload;
+    if (this.#rest) {
+      const joined = new Uint8Array(this.#rest.byteLength + payload.byteLength);
+      joined.set(this.#rest);
+      joined.set(payload, this.#rest.byteLength);
+      p = joined;
+      this.#rest = null;
+    }
+    let off = 0;
+    while (p.byteLength - off >= DATAGRAM_HEADER_BYTES) {
+      const n = (p[off]! << 8) | p[off + 1]!;
+      const from = off + DATAGRAM_HEADER_BYTES;
+      if (p.byteLength - from < n) break;
+      off = from + n;
+      this.counters.packetsIn++;
+      this.counters.bytesIn += n;
+      if (n > 0) this.#onPacket(p.subarray(from, off));
+    }
+    // At most one record's bytes wait (65,537), whatever the peer sends.
+    if (off < p.byteLength) this.#rest = p.slice(off);
   }
 }

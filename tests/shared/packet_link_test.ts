@@ -3,7 +3,7 @@
 // drop mode instead of growing; and the IPv4 header fields the gateway reads.
 import assert from "node:assert/strict";
 import { Mux } from "../../shared/mux.ts";
-import type { MuxStream } from "../../shared/mux_stream.ts";
+import { type MuxStream, SEND_ROOM } from "../../shared/mux_stream.ts";
 import { PacketLink } from "../../shared/packet_link.ts";
 import {
   ipv4ToU32,
@@ -142,4 +142,51 @@ Deno.test("IPv4 header fields: addresses, the destination port of TCP/UDP, nothi
   assert.equal(ipv4ToU32("255.255.255.255"), 0xffffffff);
   assert.equal(ipv4ToU32("256.0.0.1"), null);
   assert.equal(ipv4ToU32("10.8.0"), null);
+});
+
+Deno.test("a packet split across two DATA frames arrives whole, and an EOF ends the stream both ways, cleanly", async () => {
+  const { server, client } = await wsConnPair();
+  const got: Uint8Array[] = [];
+  const linked = Promise.withResolvers<PacketLink>();
+  const serverMux: Mux = new Mux(server, {
+    role: "server",
+    budget: null,
+    onConnect: (stream) => {
+      serverMux.sendConnected(stream.id, "10.8.0.2");
+      linked.resolve(new PacketLink(stream, (p) => got.push(p.slice()), "drop"));
+    },
+  });
+  const clientMux = new Mux(client, { role: "client", budget: null });
+  const ended = Promise.withResolvers<boolean>();
+  const { stream, connected } = clientMux.connect("", 0, {
+    onEnd: (end) => ended.resolve(end.clean),
+  }, "vpn");
+  await connected;
+  // The client side speaks the framing by hand: a 1,000-byte packet cut in two frames, then a
+  // 3-byte one in the second frame.
+  stream.attachMessages(() => {});
+  const big = packet(7, 1000);
+  const frame = (bytes: number[] | Uint8Array) => {
+    const b = new Uint8Array(SEND_ROOM + bytes.length);
+    b.set(bytes, SEND_ROOM);
+    return [b, bytes.length] as const;
+  };
+  const first = frame([1000 >> 8, 1000 & 0xff, ...big.subarray(0, 500)]);
+  assert.equal(stream.sendMessage(first[0], first[1]), true);
+  const second = frame([...big.subarray(500), 0, 3, 97, 98, 99]);
+  assert.equal(stream.sendMessage(second[0], second[1]), true);
+  const link = await linked.promise;
+  try {
+    const deadline = Date.now() + 5_000;
+    while (got.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(got, [big, new Uint8Array([97, 98, 99])]);
+    stream.endMessages();
+    await link.done;
+    assert.equal(await ended.promise, true, "both EOFs: a clean end");
+    assert.equal(link.closed, true);
+  } finally {
+    clientMux.close();
+    serverMux.close();
+    await Promise.all([link.done, clientMux.done, serverMux.done]);
+  }
 });
