@@ -11,6 +11,7 @@ import {
 import { keyLine, parseTomlFile, tableLine, where } from "../shared/toml_file.ts";
 import { Secret } from "../shared/secret.ts";
 import { parseCidr, parseIp } from "../shared/ip_cidr.ts";
+import { dirname, join } from "node:path";
 import type { VpnSpec } from "./vpn/vpn_client.ts";
 import { LOGIN_FILE_NAME, parseLoginFile, type SavedLogin } from "./login.ts";
 import { DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS } from "./tunnel_gate.ts";
@@ -766,7 +767,7 @@ export function parseClientArgs(
       killSwitch: values["kill-switch"] === true,
       device,
       journal: idFile
-        ? `${idFile.replace(/[\\/][^\\/]*$/, "")}/vpn-${device}.json`
+        ? join(dirname(idFile), `vpn-${device}.json`)
         : `/run/mport-vpn-${device}.json`,
     };
     tunnels = [];

@@ -1,16 +1,11 @@
 // IPv4 addresses as 32-bit numbers and the few header fields the VPN looks at.
+import { parseIp } from "./ip_cidr.ts";
 
-/** "10.8.0.2" → 0x0a080002; null when it is not a dotted IPv4 address. */
+/** "10.8.0.2" → 0x0a080002; null when it is not a dotted IPv4 address (parsed by `parseIp`). */
 export function ipv4ToU32(text: string): number | null {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (!m) return null;
-  let v = 0;
-  for (let i = 1; i <= 4; i++) {
-    const octet = Number(m[i]);
-    if (octet > 255) return null;
-    v = v * 256 + octet;
-  }
-  return v;
+  const b = parseIp(text);
+  if (b === null || b.byteLength !== 4) return null;
+  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 }
 
 /** 0x0a080002 → "10.8.0.2". */

@@ -1,6 +1,8 @@
 // The mport v2 wire protocol: message types, limits, close codes and the decoders for both channels.
 
 /** Protocol version spoken by this build; travels in `hello` and in the WebSocket subprotocol. */
+import { parseIp } from "./ip_cidr.ts";
+
 export const PROTOCOL_VERSION = 2;
 /** WebSocket subprotocol that names the protocol version. */
 export const SUBPROTOCOL = `mport.v${PROTOCOL_VERSION}`;
@@ -434,7 +436,7 @@ function vpnAnswer(v: unknown): VpnLease | string {
   const o = v as Json;
   const ipv4 = (key: string) => {
     const text = str(o, key, 15);
-    if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(text) || text.split(".").some((p) => Number(p) > 255)) {
+    if (parseIp(text)?.byteLength !== 4 || text.includes(":")) {
       throw new ProtocolError(`field "${key}" must be an IPv4 address`);
     }
     return text;

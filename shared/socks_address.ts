@@ -18,7 +18,8 @@ export interface AddressedDatagram {
   readonly data: Uint8Array;
 }
 
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
+/** What a domain name may hold: visible ASCII, no spaces or control bytes. */
+export const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 const latin1 = new TextDecoder("latin1");
 const encoder = new TextEncoder();
 

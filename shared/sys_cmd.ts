@@ -52,3 +52,12 @@ export async function sysQuiet(
     return (e as Error).message;
   }
 }
+
+/**
+ * Deletes an nftables table of ours. Null when it is gone (or was never there); otherwise why it
+ * could not be deleted.
+ */
+export async function dropNftTable(family: string, table: string): Promise<string | null> {
+  const problem = await sysQuiet("nft", ["delete", "table", family, table]);
+  return problem && !/No such file|does not exist/i.test(problem) ? problem : null;
+}

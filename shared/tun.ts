@@ -1,6 +1,6 @@
 // A Linux TUN device through libc (Deno has no API for it): open /dev/net/tun, TUNSETIFF, then
-// non-blocking reads drained in batches after a poll() on a worker thread, and writes of single
-// IP packets. The device disappears when the descriptor is closed (also when the process dies),
+// non-blocking reads drained in batches after a poll() on a thread of Deno's blocking pool, and
+// writes of single IP packets. The device disappears when the descriptor is closed (also when the process dies),
 // and with it its addresses and the routes through it.
 
 /** Linux ioctl and flag values (the same on x86_64 and aarch64). */
@@ -131,20 +131,21 @@ export class TunDevice {
   }
 
   /**
-   * Reads packets until the device is closed: waits (on a worker thread) until one is there,
+   * Reads packets until the device is closed: waits (a poll() on Deno's blocking pool) until one is there,
    * then drains up to `batch` packets synchronously and calls `flush()` after each batch, so a
    * caller can send what the batch collected as one message. Resolves when closed.
    */
   async readLoop(sink: PacketSink, flush: () => Promise<void> | void, batch = 64): Promise<void> {
     const c = this.#c;
     const buf = this.#readBuf;
+    const room = BigInt(buf.byteLength);
     while (!this.#closed) {
       const ready = await c.poll(this.#pollFd, 1n, POLL_MS);
       if (this.#closed) return;
       if (ready <= 0) continue;
       let n = 0;
       while (n < batch) {
-        const got = Number(c.read(this.#fd, buf, BigInt(buf.byteLength)));
+        const got = Number(c.read(this.#fd, buf, room));
         if (got > 0) {
           n++;
           sink(buf.subarray(0, got));

@@ -2,7 +2,14 @@
 // handshake (CONNECT and UDP ASSOCIATE), and the reply codes for each way a destination can fail.
 import { writeAll } from "../../shared/net.ts";
 import { parseIp } from "../../shared/ip_cidr.ts";
-import { formatIpv6 } from "../../shared/socks_address.ts";
+import {
+  ATYP_DOMAIN,
+  ATYP_IPV4,
+  ATYP_IPV6,
+  encodeAddressed,
+  formatIpv6,
+  VISIBLE_ASCII,
+} from "../../shared/socks_address.ts";
 import type { EgressFailure } from "./egress_types.ts";
 import {
   type Credentials,
@@ -27,9 +34,6 @@ const METHOD_UNACCEPTABLE = 0xff;
 const CMD_CONNECT = 0x01;
 const CMD_BIND = 0x02;
 const CMD_UDP_ASSOCIATE = 0x03;
-const ATYP_IPV4 = 0x01;
-const ATYP_DOMAIN = 0x03;
-const ATYP_IPV6 = 0x04;
 
 /** SOCKS5 reply codes (RFC 1928 §6). */
 export const Socks5Reply = {
@@ -84,17 +88,9 @@ function boundAddress(address: string): Uint8Array | null {
     /^([^\[\]]+):([0-9]{1,5})$/.exec(address);
   if (!m) return null;
   const port = Number(m[2]);
-  const ip = parseIp(m[1]!);
-  if (!ip || port > 65535) return null;
-  const out = new Uint8Array(1 + ip.length + 2);
-  out[0] = ip.length === 4 ? ATYP_IPV4 : ATYP_IPV6;
-  out.set(ip, 1);
-  out[1 + ip.length] = port >> 8;
-  out[2 + ip.length] = port & 0xff;
-  return out;
+  if (!parseIp(m[1]!) || port < 1 || port > 65535) return null;
+  return encodeAddressed(m[1]!, port, new Uint8Array(0));
 }
-
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
 const latin1 = new TextDecoder("latin1");
 
 /**

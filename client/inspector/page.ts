@@ -80,8 +80,5 @@ export const PAGE_HTML = `<!doctype html>
 </html>
 `;
 
-/** The page's icon (linked, so browsers do not ask for a missing /favicon.ico). */
-export const FAVICON_SVG =
-  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" ' +
-  'rx="3" fill="#2f6fdf"/><path d="M3 11V5l2.5 3L8 5v6M10 8h3m-1.5-1.5L13 8l-1.5 1.5" ' +
-  'stroke="#fff" stroke-width="1.4" fill="none"/></svg>';
+/** The page's icon, the same for both web pages. */
+export { FAVICON_SVG } from "../../shared/web_ui.ts";

@@ -2,7 +2,8 @@
 //
 // Plain DOM code, no framework. Everything from a request is put into the page as text
 // (textContent), never as HTML. It is written without backticks or "${" so it can live in a
-// String.raw template.
+// String.raw template; its one substitution brings in the notice banner (shared/web_ui.ts).
+import { NOTICE_SCRIPT } from "../../shared/web_ui.ts";
 
 /**
  * The page's behaviour: list, filter, detail, replay, edit and replay, clear, live updates. Its
@@ -48,15 +49,7 @@ export const PAGE_SCRIPT = String.raw`"use strict";
     });
   }
 
-  var noticeTimer = null;
-  function notice(text, bad) {
-    var n = $("notice");
-    n.textContent = text;
-    n.className = bad ? "notice bad" : "notice";
-    n.hidden = false;
-    clearTimeout(noticeTimer);
-    noticeTimer = setTimeout(function () { n.hidden = true; }, bad ? 8000 : 4000);
-  }
+${NOTICE_SCRIPT}
 
   function size(n) {
     if (n === null || n === undefined) return "";

@@ -1,27 +1,12 @@
 // The inspector page's stylesheet (served as /app.css), a constant so `deno compile` builds it in.
+import { BASE_STYLE, NOTICE_STYLE } from "../../shared/web_ui.ts";
 
 /** Calm light/dark styles; one column on narrow screens. */
 export const PAGE_STYLE = `
-:root {
-  --bg: #f7f7f5; --panel: #ffffff; --text: #1f2328; --muted: #656d76; --line: #e3e3df;
-  --accent: #2f6fdf; --accent-text: #ffffff; --sel: #e8f0fd; --ok: #1a7f37; --redirect: #8250df;
-  --warn: #9a6700; --bad: #cf222e; --code: #f3f3f0;
-  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
-  color-scheme: light dark;
-}
+${BASE_STYLE}
+:root { --redirect: #8250df; }
 @media (prefers-color-scheme: dark) {
-  :root {
-    --bg: #15181c; --panel: #1c2026; --text: #e6e8eb; --muted: #9aa3ad; --line: #2d333b;
-    --accent: #4c8dff; --sel: #22314a; --ok: #3fb950; --redirect: #b390f5; --warn: #d29922;
-    --bad: #f85149; --code: #161a1f;
-  }
-}
-* { box-sizing: border-box; }
-[hidden] { display: none !important; }
-html, body { margin: 0; }
-body {
-  background: var(--bg); color: var(--text);
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  :root { --redirect: #b390f5; }
 }
 button, input, textarea { font: inherit; color: inherit; }
 button {
@@ -51,8 +36,7 @@ textarea { width: 100%; font-family: var(--mono); font-size: 12.5px; resize: ver
 .tunnels a { color: var(--accent); text-decoration: none; }
 .live { font-size: 12px; color: var(--muted); }
 .live.on::before { content: "●"; color: var(--ok); margin-right: 4px; }
-.notice { margin: 10px 16px 0; padding: 8px 12px; border-radius: 6px; background: var(--sel); }
-.notice.bad { background: transparent; border: 1px solid var(--bad); color: var(--bad); }
+${NOTICE_STYLE}
 
 .layout { display: flex; gap: 16px; padding: 16px; align-items: flex-start; }
 .pane { background: var(--panel); border: 1px solid var(--line); border-radius: 8px; min-width: 0; }

@@ -3,7 +3,7 @@
 // the kill switch (an nftables table). `undoAll()` reverts them in reverse order on exit; a start
 // that finds a journal reverts what a crashed run left before it changes anything.
 import { dirname } from "node:path";
-import { sys, sysQuiet } from "../../shared/sys_cmd.ts";
+import { dropNftTable, sys, sysQuiet } from "../../shared/sys_cmd.ts";
 
 /** The kill switch's nftables table (family inet). */
 export const KILL_SWITCH_TABLE = "mport_killswitch";
@@ -126,7 +126,7 @@ export class HostChanges {
    * `tun`, and to the transport's endpoints.
    */
   async killSwitch(tun: string, endpoints: readonly Endpoint[]): Promise<void> {
-    await sysQuiet("nft", ["delete", "table", "inet", KILL_SWITCH_TABLE]);
+    await dropNftTable("inet", KILL_SWITCH_TABLE);
     await this.#record({ kind: "nft", family: "inet", table: KILL_SWITCH_TABLE });
     await sys("nft", ["-f", "-"], killSwitchRules(tun, endpoints));
   }
@@ -181,8 +181,7 @@ async function revert(c: HostChange): Promise<string | null> {
       return p && !/No such process|Cannot find device|No such device/.test(p) ? p : null;
     }
     case "nft": {
-      const p = await sysQuiet("nft", ["delete", "table", c.family, c.table]);
-      return p && !/No such file|does not exist/i.test(p) ? p : null;
+      return await dropNftTable(c.family, c.table);
     }
     case "resolv":
       try {

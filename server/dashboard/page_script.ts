@@ -2,7 +2,8 @@
 //
 // Plain DOM code, no framework. Everything from the API goes into the page as text
 // (textContent), never as HTML. Written without backticks or "${" so it can live in a
-// String.raw template.
+// String.raw template; its one substitution brings in the notice banner (shared/web_ui.ts).
+import { NOTICE_SCRIPT } from "../../shared/web_ui.ts";
 
 /** Sign-in, the views, live updates over SSE, charts drawn as SVG. */
 export const PAGE_SCRIPT = String.raw`"use strict";
@@ -78,15 +79,7 @@ export const PAGE_SCRIPT = String.raw`"use strict";
   }
   function isAdmin() { return !!(state.me && state.me.role === "admin"); }
 
-  var noticeTimer = null;
-  function notice(text, bad) {
-    var n = $("notice");
-    n.textContent = text;
-    n.className = bad ? "notice bad" : "notice";
-    n.hidden = false;
-    clearTimeout(noticeTimer);
-    noticeTimer = setTimeout(function () { n.hidden = true; }, bad ? 8000 : 4000);
-  }
+${NOTICE_SCRIPT}
   function failed(what) {
     return function (e) {
       if (e && e.status === 401) return;

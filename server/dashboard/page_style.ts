@@ -1,27 +1,12 @@
 // The dashboard's stylesheet (served as assets/app.css), a constant so `deno compile` builds it in.
+import { BASE_STYLE, NOTICE_STYLE } from "../../shared/web_ui.ts";
 
 /** Calm light/dark styles in the inspector's palette; one column and scrolling tables on phones. */
 export const PAGE_STYLE = `
-:root {
-  --bg: #f7f7f5; --panel: #ffffff; --text: #1f2328; --muted: #656d76; --line: #e3e3df;
-  --accent: #2f6fdf; --accent-text: #ffffff; --sel: #e8f0fd; --ok: #1a7f37; --warn: #9a6700;
-  --bad: #cf222e; --code: #f3f3f0; --in: #2f6fdf; --out: #1a7f37;
-  --mono: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace;
-  color-scheme: light dark;
-}
+${BASE_STYLE}
+:root { --in: #2f6fdf; --out: #1a7f37; }
 @media (prefers-color-scheme: dark) {
-  :root {
-    --bg: #15181c; --panel: #1c2026; --text: #e6e8eb; --muted: #9aa3ad; --line: #2d333b;
-    --accent: #4c8dff; --sel: #22314a; --ok: #3fb950; --warn: #d29922; --bad: #f85149;
-    --code: #161a1f; --in: #4c8dff; --out: #3fb950;
-  }
-}
-* { box-sizing: border-box; }
-[hidden] { display: none !important; }
-html, body { margin: 0; }
-body {
-  background: var(--bg); color: var(--text);
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  :root { --in: #4c8dff; --out: #3fb950; }
 }
 button, input, select { font: inherit; color: inherit; }
 button {
@@ -68,8 +53,7 @@ h3 { font-size: 13px; margin: 18px 0 8px; font-weight: 600; }
 .live.on::before { content: "●"; color: var(--ok); margin-right: 4px; }
 body.signed-out .nav, body.signed-out .who, body.signed-out .live { display: none; }
 body:not(.admin) .admin-only { display: none; }
-.notice { margin: 10px 16px 0; padding: 8px 12px; border-radius: 6px; background: var(--sel); }
-.notice.bad { background: transparent; border: 1px solid var(--bad); color: var(--bad); }
+${NOTICE_STYLE}
 
 .main { padding: 16px; max-width: 1280px; margin: 0 auto; }
 .page { display: grid; gap: 16px; }

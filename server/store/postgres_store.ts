@@ -40,13 +40,13 @@ import {
   type HostReservation,
   type HostReserveRequest,
   type HostReserveResult,
+  type NewToken,
   type PortReservation,
   type ReserveRequest,
   type ReserveResult,
   type Role,
   type Store,
   type TokenRecord,
-  type TokenScope,
   type UsageRow,
   type User,
   type UserLimits,
@@ -314,15 +314,7 @@ class PostgresStore implements Store {
     await this.#sql`UPDATE users SET last_seen_at = ${at} WHERE id = ${id}`;
   }
 
-  async createToken(
-    t: {
-      userId: number;
-      label: string;
-      hash: string;
-      expiresAt: number | null;
-      scope?: TokenScope;
-    },
-  ): Promise<TokenRecord> {
+  async createToken(t: NewToken): Promise<TokenRecord> {
     checkId(t.userId, "userId");
     const scope = toScope(t.scope ?? "client");
     try {

@@ -44,13 +44,13 @@ import {
   type HostReservation,
   type HostReserveRequest,
   type HostReserveResult,
+  type NewToken,
   type PortReservation,
   type ReserveRequest,
   type ReserveResult,
   type Role,
   type Store,
   type TokenRecord,
-  type TokenScope,
   type UsageRow,
   type User,
   type UserLimits,
@@ -336,15 +336,7 @@ class SqliteStore implements Store {
     });
   }
 
-  createToken(
-    t: {
-      userId: number;
-      label: string;
-      hash: string;
-      expiresAt: number | null;
-      scope?: TokenScope;
-    },
-  ): Promise<TokenRecord> {
+  createToken(t: NewToken): Promise<TokenRecord> {
     return this.#op((db) => {
       checkId(t.userId, "userId");
       const scope = toScope(t.scope ?? "client");

@@ -186,6 +186,15 @@ export class ConflictError extends Error {
   }
 }
 
+/** A token to create: its owner, label, secret's hash, expiry and scope. */
+export interface NewToken {
+  readonly userId: number;
+  readonly label: string;
+  readonly hash: string;
+  readonly expiresAt: number | null;
+  readonly scope?: TokenScope;
+}
+
 /**
  * Persistent state of mport-server. Both implementations (SQLite, PostgreSQL) pass the same
  * contract tests in tests/server/store/.
@@ -222,15 +231,7 @@ export interface Store {
   touchUser(id: number, at: number): Promise<void>;
 
   /** `scope` defaults to `client`; a RangeError for an unknown one. */
-  createToken(
-    t: {
-      userId: number;
-      label: string;
-      hash: string;
-      expiresAt: number | null;
-      scope?: TokenScope;
-    },
-  ): Promise<TokenRecord>;
+  createToken(t: NewToken): Promise<TokenRecord>;
   tokenByHash(hash: string): Promise<TokenRecord | null>;
   tokenById(id: number): Promise<TokenRecord | null>;
   listTokens(userId?: number): Promise<TokenRecord[]>;

@@ -3,7 +3,7 @@
 // The previous forwarding setting is kept in a state file, so a server that crashed is cleaned up
 // by the next start; the table is ours by name and is replaced at every start.
 import { dirname } from "node:path";
-import { sys, sysQuiet } from "../../shared/sys_cmd.ts";
+import { dropNftTable, sys } from "../../shared/sys_cmd.ts";
 import { u32ToIpv4 } from "../../shared/ipv4.ts";
 import type { VpnPoolRange } from "./vpn_pool.ts";
 
@@ -39,7 +39,7 @@ export class ServerHostSetup {
    */
   async apply(pool: VpnPoolRange, gateway: number, mtu: number): Promise<StaleCleanup> {
     const stale = this.#readState();
-    await sysQuiet("nft", ["delete", "table", "ip", SERVER_NFT_TABLE]);
+    await dropNftTable("ip", SERVER_NFT_TABLE);
     const forwardBefore = stale?.ipForward ?? (await Deno.readTextFile(IP_FORWARD)).trim();
     this.#state = { ipForward: forwardBefore, device: this.#device };
     await Deno.mkdir(dirname(this.#stateFile), { recursive: true, mode: 0o700 });
@@ -56,8 +56,8 @@ export class ServerHostSetup {
   async undo(): Promise<string[]> {
     const problems: string[] = [];
     const state = this.#state ?? this.#readState();
-    const nft = await sysQuiet("nft", ["delete", "table", "ip", SERVER_NFT_TABLE]);
-    if (nft && !/No such file|does not exist/i.test(nft)) problems.push(nft);
+    const nft = await dropNftTable("ip", SERVER_NFT_TABLE);
+    if (nft) problems.push(nft);
     if (state) {
       try {
         await Deno.writeTextFile(IP_FORWARD, `${state.ipForward}\n`);

@@ -18,7 +18,7 @@ import type { VpnLease } from "../../shared/protocol.ts";
 import { TunDevice } from "../../shared/tun.ts";
 import { formatSize } from "../../shared/units.ts";
 import type { UsageMeter } from "../accounts/usage.ts";
-import type { EgressPolicy } from "../egress/policy.ts";
+import type { EgressPolicy, EgressVerdict } from "../egress/policy.ts";
 import type { UserLimits } from "../store/store.ts";
 import { ServerHostSetup } from "./host_setup.ts";
 import { type VpnPool } from "./vpn_pool.ts";
@@ -111,7 +111,7 @@ export class VpnGateway {
   readonly #tun: TunDevice;
   readonly #host: ServerHostSetup;
   readonly #clients = new Map<number, Client>();
-  readonly #verdicts = new Map<number, boolean>();
+  readonly #verdicts = new Map<number, EgressVerdict>();
   readonly #touched = new Set<Client>();
   readonly #loop: Promise<void>;
   readonly #quotaTimer: ReturnType<typeof setInterval>;
@@ -293,23 +293,22 @@ export class VpnGateway {
 
   #allowed(client: Client, dst: number, port: number): boolean {
     const key = dst * 65_536 + port;
-    let ok = this.#verdicts.get(key);
-    if (ok === undefined) {
-      ok = this.#d.policy.checkAddress(u32ToIpv4(dst), port).ok;
+    let verdict = this.#verdicts.get(key);
+    if (verdict === undefined) {
+      verdict = this.#d.policy.checkAddress(u32ToIpv4(dst), port);
       if (this.#verdicts.size >= VERDICT_CACHE_SIZE) this.#verdicts.clear();
-      this.#verdicts.set(key, ok);
+      this.#verdicts.set(key, verdict);
     }
-    if (ok) return true;
+    if (verdict.ok) return true;
     this.stats.denied++;
     client.denied++;
     const dest = port ? `${u32ToIpv4(dst)}:${port}` : u32ToIpv4(dst);
     if (client.audited.size < AUDITED_DENIALS_PER_SESSION && !client.audited.has(dest)) {
       client.audited.add(dest);
-      const reason = this.#d.policy.checkAddress(u32ToIpv4(dst), port);
       this.#d.audit("vpn_refused", client.user.userId, {
         destination: dest,
         address: u32ToIpv4(client.address),
-        message: reason.ok ? "" : reason.reason,
+        message: verdict.reason,
       });
     }
     return false;

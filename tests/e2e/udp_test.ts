@@ -61,6 +61,60 @@ function dump(ok: boolean, ...procs: (Proc | null)[]): void {
   for (const p of procs) if (p) console.error(p.output());
 }
 
+/** What `withUdpTunnel` hands its body. */
+interface UdpRig {
+  readonly server: ServerProc;
+  readonly client: Proc;
+  readonly tunnel: UdpTunnel;
+  /** A user's socket, closed after the body (in the order made). */
+  socket(onDatagram?: ConstructorParameters<typeof UdpSocket>[0]): UdpSocket;
+  /** Runs `fn` after the body, before the sockets close. */
+  defer(fn: () => void): void;
+}
+
+/**
+ * Runs `body` with `mport udp` carrying `service` through a server started with `serverArgs`,
+ * once the tunnel is ready and (unless `dataConnection` is false) the server counts its data
+ * connection. After it: the processes' output if it failed, deferred steps, then the sockets,
+ * the client, the server and `service` close.
+ */
+async function withUdpTunnel(
+  service: { port: number; close(): Promise<void> },
+  serverArgs: string[],
+  body: (rig: UdpRig) => Promise<void>,
+  { dataConnection = true }: { dataConnection?: boolean } = {},
+): Promise<void> {
+  const server = await startServer(serverArgs);
+  const client = startUdpClient(server, service.port);
+  const sockets: UdpSocket[] = [];
+  const deferred: (() => void)[] = [];
+  let ok = false;
+  try {
+    const tunnel = dataConnection
+      ? await udpTunnelCarrying(server, client)
+      : await udpTunnel(client);
+    await body({
+      server,
+      client,
+      tunnel,
+      socket: (onDatagram) => {
+        const sock = new UdpSocket(onDatagram);
+        sockets.push(sock);
+        return sock;
+      },
+      defer: (fn) => void deferred.push(fn),
+    });
+    ok = true;
+  } finally {
+    dump(ok, server, client);
+    for (const fn of deferred) fn();
+    for (const sock of sockets) await sock.close();
+    await client.stop();
+    await server.stop();
+    await service.close();
+  }
+}
+
 const IN = 'mport_udp_datagrams_total{direction="in"}';
 const OUT = 'mport_udp_datagrams_total{direction="out"}';
 const DROPPED = "mport_udp_datagrams_dropped_total";
@@ -88,12 +142,8 @@ async function roundTrip(
 
 Deno.test("a DNS query through mport udp gets the local responder's A record with its own id", async () => {
   const dns = dnsResponder("192.0.2.55");
-  const server = await startServer();
-  const client = startUdpClient(server, dns.port);
-  const user = new UdpSocket();
-  let ok = false;
-  try {
-    const t = await udpTunnelCarrying(server, client);
+  await withUdpTunnel(dns, [], async ({ tunnel: t, socket }) => {
+    const user = socket();
     assert.equal(t.name, `udp-${dns.port}`, "default name is udp-PORT");
     assert.equal(t.local, `127.0.0.1:${dns.port}`);
     const id = 0x4d2b;
@@ -108,36 +158,23 @@ Deno.test("a DNS query through mport udp gets the local responder's A record wit
       nameServer: { ipAddr: "127.0.0.1", port: t.port },
     });
     assert.deepEqual(resolved, ["192.0.2.55"]);
-    ok = true;
-  } finally {
-    dump(ok, server, client);
-    await user.close();
-    await client.stop();
-    await server.stop();
-    await dns.close();
-  }
+  });
 });
 
 Deno.test("a datagram sent right after the ready line is not lost", async () => {
   const echo = udpEcho();
-  const server = await startServer();
-  const client = startUdpClient(server, echo.port);
-  const user = new UdpSocket();
-  let ok = false;
-  try {
-    const t = await udpTunnel(client);
-    // What a user does: start the client, see its line, send. One datagram, no retry.
-    const { reply } = await roundTrip(user, t.port, new TextEncoder().encode("first"));
-    assert.equal(new TextDecoder().decode(reply), "first");
-    ok = true;
-  } finally {
-    if (!ok) console.error(`dropped=${await metric(server, DROPPED)}`);
-    dump(ok, server, client);
-    await user.close();
-    await client.stop();
-    await server.stop();
-    await echo.close();
-  }
+  // Only the ready line: the fixture does not wait for the server to count the data connection.
+  await withUdpTunnel(echo, [], async ({ server, tunnel: t, socket }) => {
+    const user = socket();
+    try {
+      // What a user does: start the client, see its line, send. One datagram, no retry.
+      const { reply } = await roundTrip(user, t.port, new TextEncoder().encode("first"));
+      assert.equal(new TextDecoder().decode(reply), "first");
+    } catch (e) {
+      console.error(`dropped=${await metric(server, DROPPED)}`);
+      throw e;
+    }
+  }, { dataConnection: false });
 });
 
 const ECHO_COUNT = 10_000;
@@ -146,22 +183,18 @@ const WINDOW = 100;
 
 Deno.test(`${ECHO_COUNT} datagrams of ${ECHO_SIZE} bytes in windows of ${WINDOW} come back intact with no loss on loopback`, async () => {
   const echo = udpEcho();
-  const server = await startServer();
-  const client = startUdpClient(server, echo.port);
   const got = new Uint8Array(ECHO_COUNT);
   let wrong = 0;
   let stray = 0;
-  const user = new UdpSocket((d) => {
-    if (d.data.byteLength !== ECHO_SIZE) return void stray++;
-    const seq = new DataView(d.data.buffer, d.data.byteOffset).getUint32(0);
-    if (seq >= ECHO_COUNT) return void stray++;
-    const want = numbered(seq, ECHO_SIZE);
-    if (!d.data.every((b, i) => b === want[i])) wrong++;
-    got[seq] = 1;
-  });
-  let ok = false;
-  try {
-    const t = await udpTunnelCarrying(server, client);
+  await withUdpTunnel(echo, [], async ({ server, tunnel: t, socket }) => {
+    const user = socket((d) => {
+      if (d.data.byteLength !== ECHO_SIZE) return void stray++;
+      const seq = new DataView(d.data.buffer, d.data.byteOffset).getUint32(0);
+      if (seq >= ECHO_COUNT) return void stray++;
+      const want = numbered(seq, ECHO_SIZE);
+      if (!d.data.every((b, i) => b === want[i])) wrong++;
+      got[seq] = 1;
+    });
     const started = performance.now();
     let lost = 0;
     const deadline = Date.now() + 120_000;
@@ -194,28 +227,17 @@ Deno.test(`${ECHO_COUNT} datagrams of ${ECHO_SIZE} bytes in windows of ${WINDOW}
     assert.equal(stray, 0);
     assert.equal(ECHO_COUNT - delivered, 0, "no datagram lost on loopback");
     assert.ok(inN >= delivered && outN >= delivered, `in=${inN} out=${outN} count each way`);
-    ok = true;
-  } finally {
-    dump(ok, server, client);
-    await user.close();
-    await client.stop();
-    await server.stop();
-    await echo.close();
-  }
+  });
 });
 
 Deno.test("two sources sending at once each get only their own replies", async () => {
   const echo = udpEcho();
-  const server = await startServer();
-  const client = startUdpClient(server, echo.port);
-  const a = new UdpSocket();
-  const b = new UdpSocket();
   const enc = new TextEncoder();
   const dec = new TextDecoder();
   const N = 200;
-  let ok = false;
-  try {
-    const t = await udpTunnelCarrying(server, client);
+  await withUdpTunnel(echo, [], async ({ server, tunnel: t, socket }) => {
+    const a = socket();
+    const b = socket();
     const send = async (sock: UdpSocket, tag: string) => {
       for (let i = 0; i < N; i++) {
         await sock.send(enc.encode(`${tag}-${i}`), t.port);
@@ -238,26 +260,14 @@ Deno.test("two sources sending at once each get only their own replies", async (
     assert.equal(new Set(ra).size, N);
     assert.equal(new Set(rb).size, N);
     assert.equal(await metric(server, FLOWS), 2, "one flow per source");
-    ok = true;
-  } finally {
-    dump(ok, server, client);
-    await a.close();
-    await b.close();
-    await client.stop();
-    await server.stop();
-    await echo.close();
-  }
+  });
 });
 
 Deno.test("--udp-idle ends a quiet flow (mport_udp_flows_active drops to 0) and the next datagram opens a new one", async () => {
   const echo = udpEcho();
-  const server = await startServer(["--udp-idle", "1"]);
-  const client = startUdpClient(server, echo.port);
-  const user = new UdpSocket();
   const enc = new TextEncoder();
-  let ok = false;
-  try {
-    const t = await udpTunnelCarrying(server, client);
+  await withUdpTunnel(echo, ["--udp-idle", "1"], async ({ server, tunnel: t, socket }) => {
+    const user = socket();
     const first = await roundTrip(user, t.port, enc.encode("one"));
     assert.equal(new TextDecoder().decode(first.reply), "one");
     assert.equal(await metric(server, FLOWS), 1);
@@ -269,14 +279,7 @@ Deno.test("--udp-idle ends a quiet flow (mport_udp_flows_active drops to 0) and 
     const second = await roundTrip(user, t.port, enc.encode("two"));
     assert.equal(new TextDecoder().decode(second.reply), "two");
     assert.equal(await metric(server, FLOWS), 1, "a new flow for the same source");
-    ok = true;
-  } finally {
-    dump(ok, server, client);
-    await user.close();
-    await client.stop();
-    await server.stop();
-    await echo.close();
-  }
+  });
 });
 
 const FLOOD_COUNT = 200_000;
@@ -285,20 +288,16 @@ const FLOOD_RSS_LIMIT = 150 * MiB;
 
 Deno.test(`a flood of ${FLOOD_COUNT} datagrams of ${FLOOD_SIZE} bytes keeps the server under 150 MB and the tunnel working`, async () => {
   const silent = udpSilent();
-  const server = await startServer();
-  const client = startUdpClient(server, silent.port);
-  const blaster = new UdpSocket();
-  const other = new UdpSocket();
-  let serverRss: { stop(): number } | null = null;
-  let clientRss: { stop(): number } | null = null;
-  let ok = false;
-  try {
-    const t = await udpTunnelCarrying(server, client);
+  await withUdpTunnel(silent, [], async ({ server, client, tunnel: t, socket, defer }) => {
+    const blaster = socket();
+    const other = socket();
     const warm = await roundTrip(other, t.port, ping("-warm"));
     assert.equal(new TextDecoder().decode(warm.reply), "pong-warm");
     const idle = rssBytes(server.child.pid);
-    serverRss = sampleRss(server.child.pid);
-    clientRss = sampleRss(client.child.pid);
+    const serverRss = sampleRss(server.child.pid);
+    defer(() => serverRss.stop());
+    const clientRss = sampleRss(client.child.pid);
+    defer(() => clientRss.stop());
     const kernelBefore = kernelUdpRcvbufErrors();
     const payload = new Uint8Array(FLOOD_SIZE).fill(0x5a);
     const started = performance.now();
@@ -357,17 +356,7 @@ Deno.test(`a flood of ${FLOOD_COUNT} datagrams of ${FLOOD_SIZE} bytes keeps the 
       peak < FLOOD_RSS_LIMIT,
       `server peak RSS ${(peak / MiB).toFixed(1)} MiB (idle ${(idle / MiB).toFixed(1)} MiB)`,
     );
-    ok = true;
-  } finally {
-    dump(ok, server, client);
-    serverRss?.stop();
-    clientRss?.stop();
-    await blaster.close();
-    await other.close();
-    await client.stop();
-    await server.stop();
-    await silent.close();
-  }
+  });
 });
 
 Deno.test("a client restarted with the same --name gets the same public UDP port", async () => {
