@@ -162,6 +162,19 @@ Deno.test("server --version asks for the version instead of a config", () => {
 });
 
 const INVALID: { args: string[]; env?: Record<string, string>; message: string }[] = [
+  {
+    args: ["--vpn-pool", "10.8.0.0/31"],
+    message:
+      'invalid --vpn-pool "10.8.0.0/31": give an IPv4 block from /8 to /30, e.g. 10.8.0.0/24',
+  },
+  {
+    args: ["--vpn-pool", "10.8.0.0/24", "--vpn-dns", "dns.google"],
+    message: 'invalid --vpn-dns "dns.google": give an IPv4 address, e.g. 1.1.1.1',
+  },
+  {
+    args: ["--vpn-pool", "10.8.0.0/24", "--vpn-mtu", "100"],
+    message: 'invalid --vpn-mtu "100": give a number from 576 to 9000',
+  },
   { args: ["--token", "short"], message: "every token must be at least 8 characters long" },
   {
     args: ["--metrics-allow", "everyone"],
